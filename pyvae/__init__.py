@@ -1,0 +1,11 @@
+"""pyvae: variational autoencoders in Pyro, and the gap between the ELBO and log p(x)."""
+from . import guides, likelihoods, nets, priors
+from .data import TensorData, load_dataset
+from .errors import ConfigError
+from .train import Trainer
+from .vae import VAE
+
+__version__ = "0.1.0"
+
+__all__ = ["VAE", "Trainer", "ConfigError", "TensorData", "load_dataset", "guides",
+           "likelihoods", "priors", "nets"]

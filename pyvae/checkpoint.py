@@ -1,0 +1,98 @@
+"""Checkpoint files: written atomically, read without unpickling code.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts, saved with ``torch.save``
+and loaded with ``torch.load(weights_only=True)``, so a file carrying a pickled object that
+would run code is refused rather than executed.
+"""
+import json
+import os
+import random
+import tempfile
+
+import torch
+
+from .errors import ConfigError
+
+FORMAT = "pyvae-checkpoint"
+VERSION = 1
+
+
+def atomic_write(path: str, write) -> None:
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then ``os.replace``.
+
+    Readers see either the old file or the complete new one, never a half-written one.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(path: str, payload: dict) -> None:
+    payload = dict(payload, format=FORMAT, version=VERSION)
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str, map_location=None) -> dict:
+    """Load a pyvae checkpoint; refuses pickled code, truncated or foreign files with a ConfigError."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise ConfigError(
+                f"{path}: refused to load: the file holds Python objects beyond tensors and "
+                f"plain data, which could run code ({first})"
+            ) from None
+        raise ConfigError(f"{path}: not a readable checkpoint (truncated or foreign file): {first}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not a pyvae checkpoint")
+    if payload.get("version") != VERSION:
+        raise ConfigError(
+            f"{path}: checkpoint format version {payload.get('version')} is not supported "
+            f"(this pyvae reads version {VERSION})"
+        )
+    return payload
+
+
+def get_rng_state() -> dict:
+    """The global random states that training consumes (torch CPU/CUDA, Python)."""
+    state = {"torch": torch.get_rng_state(), "python": _python_state_to_plain(random.getstate())}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(_python_state_from_plain(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _python_state_to_plain(state):
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_state_from_plain(state):
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

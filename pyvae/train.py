@@ -1,0 +1,337 @@
+"""Trainer: stochastic variational inference (Pyro's SVI) over data resident on the device.
+
+Each step draws a minibatch by indexing, binarizes it if asked, and calls ``svi.step``, which
+estimates -ELBO with the chosen objective, backpropagates, and updates the parameters with a
+``pyro.optim`` optimizer. Per epoch it records the train and validation ELBO (nats per datapoint),
+writes a checkpoint atomically and calls the callbacks.
+"""
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Callable, Iterable, List, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+import pyro
+import pyro.optim
+from pyro.infer import SVI, Trace_ELBO
+
+from .checkpoint import (atomic_write_text, get_rng_state, load_checkpoint, save_checkpoint,
+                         set_rng_state, write_json)
+from .data import TensorData, as_data
+from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from .objectives import make_objective
+from .vae import VAE
+
+OPTIMIZERS = {"adam": pyro.optim.Adam, "clipped_adam": pyro.optim.ClippedAdam}
+
+
+def _burda(epoch: int) -> float:
+    """Burda et al. (2016): stage i = 0..7 lasts 3^i epochs at lr 1e-3 * 10^(-i/7)."""
+    start = 0
+    for i in range(8):
+        start += 3 ** i
+        if epoch < start:
+            return 10 ** (-i / 7)
+    return 10 ** (-1)
+
+
+SCHEDULES = {"constant": lambda epoch: 1.0, "burda": _burda}
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+def resolve_device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"bad device {device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but CUDA is not available")
+    return device
+
+
+def is_run_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, CHECKPOINT))
+
+
+def _seed_for(seed: int, epoch: int, step: int) -> int:
+    """A distinct, reproducible seed per (run seed, epoch, step) for data order and binarization."""
+    return (seed * 1_000_003 + epoch) * 1_000_003 + step & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class Trainer:
+    """Fits a ``VAE`` by SVI.
+
+    Args:
+        vae: the model/guide pair to train.
+        lr: learning rate (the schedule multiplies it per epoch).
+        batch_size: datapoints per step.
+        epochs: total epochs of the run (a resumed run continues up to this number).
+        loss: objective name, see ``pyvae.objectives.OBJECTIVES``.
+        particles: samples of z per datapoint in the objective.
+        optimizer: "adam" or "clipped_adam" (``pyro.optim``).
+        schedule: learning-rate schedule name, see ``SCHEDULES``.
+        clip_norm: clip each gradient to this norm (None: no clipping).
+        seed: seeds training noise, data order and binarization.
+        device: "cpu", "cuda", "cuda:1", ...
+        out: run directory for config.json, metrics.jsonl and checkpoint.pt (None: write nothing).
+        overwrite: allow ``out`` to be an existing run directory, replacing it.
+        callbacks: functions ``f(trainer, record)`` called after every epoch.
+        progress: show a tqdm progress bar per epoch.
+        validate: keep Pyro's argument validation on (slower; off by default in the hot loop).
+        num_threads: ``torch.set_num_threads`` for the run (None: leave torch's setting).
+        extra_config: JSON-able dict stored with the run (the CLI stores its data options here).
+    """
+
+    def __init__(self, vae: VAE, lr: float = 1e-3, batch_size: int = 100, epochs: int = 10,
+                 loss: str = "trace_elbo", particles: int = 1, optimizer: str = "adam",
+                 schedule: str = "constant", clip_norm: Optional[float] = None, seed: int = 0,
+                 device="cpu", out: Optional[str] = None, overwrite: bool = False,
+                 callbacks: Iterable[Callable] = (), progress: bool = True,
+                 validate: bool = False, num_threads: Optional[int] = None,
+                 extra_config: Optional[dict] = None):
+        if not isinstance(vae, VAE):
+            raise ConfigError(f"Trainer needs a pyvae.VAE, got {type(vae).__name__}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"learning rate must be a positive number, got {lr}")
+        if int(batch_size) <= 0:
+            raise ConfigError(f"batch size must be positive, got {batch_size}")
+        if int(epochs) < 0:
+            raise ConfigError(f"epochs must be >= 0, got {epochs}")
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ConfigError(f"clip norm must be positive, got {clip_norm}")
+        if num_threads is not None and int(num_threads) < 1:
+            raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
+        make_objective(loss, particles)  # validates the name and particle count
+        self.vae = vae
+        self.device = resolve_device(device)
+        self.out = out
+        self.overwrite = overwrite
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.validate = validate
+        self.num_threads = num_threads
+        self.extra_config = dict(extra_config or {})
+        self.config = dict(lr=float(lr), batch_size=int(batch_size), epochs=int(epochs),
+                           loss=loss, particles=int(particles), optimizer=optimizer,
+                           schedule=schedule, clip_norm=clip_norm, seed=int(seed))
+        self.history: List[dict] = []
+        self._resume_payload = None
+        self._stop_signal = None
+
+    # ----------------------------------------------------------------- resume
+    @classmethod
+    def resume(cls, out: str, vae: Optional[VAE] = None, epochs: Optional[int] = None,
+               device=None, **kwargs) -> "Trainer":
+        """A Trainer that continues the run in ``out`` from its checkpoint.
+
+        The VAE is rebuilt from the stored config unless given (needed when the run used custom
+        component objects). ``epochs`` may raise the run's total; other settings are the run's.
+        """
+        if not os.path.isdir(out):
+            raise ConfigError(f"cannot resume: {out} is not a directory")
+        if not is_run_dir(out):
+            raise ConfigError(f"cannot resume: {out} is not a pyvae run (no {CHECKPOINT})")
+        device = resolve_device(device or "cpu")
+        payload = load_checkpoint(os.path.join(out, CHECKPOINT), map_location=device)
+        if vae is None:
+            if payload["vae_config"] is None:
+                raise ConfigError(f"{out}: the run used custom components; pass vae= to resume it")
+            vae = VAE.from_config(payload["vae_config"])
+        elif payload["vae_config"] is not None and vae.config != payload["vae_config"]:
+            raise ConfigError(f"{out}: the given VAE's config differs from the run's")
+        try:
+            vae.load_state_dict(payload["model_state"])
+        except RuntimeError as e:
+            raise ConfigError(f"{out}: checkpoint does not fit the model: {str(e).splitlines()[0]}") from None
+        config = dict(payload["trainer_config"])
+        if epochs is not None:
+            config["epochs"] = int(epochs)
+        trainer = cls(vae, device=device, out=out, extra_config=payload.get("extra_config"),
+                      **config, **kwargs)
+        trainer._resume_payload = payload
+        trainer.history = list(payload["history"])
+        return trainer
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, train, valid=None) -> List[dict]:
+        """Train for the configured epochs; return the history (one dict per epoch)."""
+        cfg = self.config
+        train = as_data(train, "train").to(self.device)
+        valid = None if valid is None else as_data(valid, "valid").to(self.device)
+        train.check_for(self.vae.likelihood, self.vae.x_dim)
+        if valid is not None:
+            valid.check_for(self.vae.likelihood, self.vae.x_dim)
+        if cfg["batch_size"] > len(train):
+            raise ConfigError(f"batch size {cfg['batch_size']} is larger than the training set ({len(train)})")
+        self._prepare_out_dir()
+        if self.num_threads is not None:
+            torch.set_num_threads(int(self.num_threads))
+
+        self.vae.to(self.device)
+        # Pyro's param store is global and keyed by name ("encoder$$$net.0.weight"): clear it so
+        # the names point at this VAE's tensors and not at those of an earlier model.
+        pyro.clear_param_store()
+        self.optim = self._make_optimizer()
+        self.elbo = make_objective(cfg["loss"], cfg["particles"])
+        self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
+
+        start_epoch, start_step, partial = 0, 0, None
+        if self._resume_payload is not None:
+            p = self._resume_payload
+            self.optim.set_state(p["optim_state"])
+            set_rng_state(p["rng"])
+            start_epoch, start_step, partial = p["epoch"], p["step"], p.get("partial")
+            self._resume_payload = None
+        else:
+            pyro.set_rng_seed(cfg["seed"])
+            self.history = []
+
+        with self._signal_guard(), pyro.validation_enabled(self.validate):
+            for epoch in range(start_epoch, cfg["epochs"]):
+                record = self._run_epoch(epoch, train, valid, start_step, partial)
+                start_step, partial = 0, None
+                self.history.append(record)
+                self._save(epoch + 1, 0)
+                for callback in self.callbacks:
+                    callback(self, record)
+        return self.history
+
+    def _run_epoch(self, epoch, train, valid, start_step, partial):
+        cfg = self.config
+        n, batch_size = len(train), cfg["batch_size"]
+        steps = math.ceil(n / batch_size)
+        lr = cfg["lr"] * SCHEDULES[cfg["schedule"]](epoch)
+        self._set_lr(lr)
+        device = train.device
+        order = torch.randperm(n, device=device,
+                               generator=torch.Generator(device).manual_seed(_seed_for(cfg["seed"], epoch, 0)))
+        binarize_rng = torch.Generator(device)
+        total_loss, seconds = (0.0, 0.0) if partial is None else (partial["loss"], partial["seconds"])
+        started = time.perf_counter()
+        bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        with bar:
+            for step in range(start_step, steps):
+                binarize_rng.manual_seed(_seed_for(cfg["seed"], epoch, step + 1))
+                x = train.batch(order[step * batch_size:(step + 1) * batch_size], binarize_rng)
+                loss = self.svi.step(x)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
+                        "the last good checkpoint is kept (try a lower --lr or --clip-norm)")
+                total_loss += loss
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(elbo=f"{-total_loss / min(n, (step + 1) * batch_size):.2f}")
+                if self._stop_signal is not None:
+                    self._save(epoch, step + 1, partial={
+                        "loss": total_loss,
+                        "seconds": seconds + time.perf_counter() - started})
+                    raise TrainingInterrupted(
+                        f"stopped by {self._stop_signal} at epoch {epoch + 1}, step {step + 1}; "
+                        f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else ""))
+        record = {"epoch": epoch + 1, "lr": lr, "train_elbo": -total_loss / n}
+        record["valid_elbo"] = None if valid is None else self.evaluate_elbo(valid)
+        record["seconds"] = seconds + time.perf_counter() - started
+        return record
+
+    @torch.no_grad()
+    def evaluate_elbo(self, data: TensorData, batch_size: int = 1000) -> float:
+        """Single-sample Monte-Carlo ELBO, nats per datapoint, of ``data`` under the VAE."""
+        elbo, total, n = Trace_ELBO(), 0.0, len(data)
+        rng = torch.Generator(data.device).manual_seed(self.config["seed"])
+        for start in range(0, n, batch_size):
+            index = torch.arange(start, min(n, start + batch_size), device=data.device)
+            total += elbo.loss(self.vae.model, self.vae.guide, data.batch(index, rng))
+        return -total / n
+
+    # ------------------------------------------------------------ internals
+    def _make_optimizer(self):
+        cfg = self.config
+        args = {"lr": cfg["lr"]}
+        if cfg["optimizer"] == "clipped_adam":
+            args["clip_norm"] = cfg["clip_norm"] or 10.0
+            return pyro.optim.ClippedAdam(args)
+        clip = {"clip_norm": cfg["clip_norm"]} if cfg["clip_norm"] else {}
+        return OPTIMIZERS[cfg["optimizer"]](args, clip_args=clip)
+
+    def _set_lr(self, lr: float) -> None:
+        # pyro.optim keeps one torch optimizer per parameter, created lazily with pt_optim_args
+        self.optim.pt_optim_args["lr"] = lr
+        for torch_optim in self.optim.optim_objs.values():
+            for group in torch_optim.param_groups:
+                group["lr"] = lr
+
+    def _prepare_out_dir(self):
+        if self.out is None:
+            return
+        if self._resume_payload is None and is_run_dir(self.out) and not self.overwrite:
+            raise ConfigError(f"{self.out} already holds a run; resume it (--resume) or pass --overwrite")
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise ConfigError(f"{self.out} exists and is not a directory")
+        os.makedirs(self.out, exist_ok=True)
+        write_json(os.path.join(self.out, CONFIG), self.run_config())
+
+    def run_config(self) -> dict:
+        return {"vae": self.vae.config, "trainer": self.config, "data": self.extra_config}
+
+    def _save(self, epoch: int, step: int, partial=None) -> None:
+        if self.out is None:
+            return
+        save_checkpoint(os.path.join(self.out, CHECKPOINT), {
+            "vae_config": self.vae.config,
+            "trainer_config": self.config,
+            "extra_config": self.extra_config,
+            "model_state": self.vae.state_dict(),
+            "optim_state": self.optim.get_state(),
+            "history": self.history,
+            "epoch": epoch,
+            "step": step,
+            "partial": partial,
+            "rng": get_rng_state(),
+        })
+        lines = "".join(_json_line(r) for r in self.history)
+        atomic_write_text(os.path.join(self.out, METRICS), lines)
+
+    def _signal_guard(self):
+        return _SignalGuard(self)
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+class _SignalGuard:
+    """While training with a run directory, SIGINT/SIGTERM ask the loop to checkpoint and stop."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.previous = {}
+
+    def __enter__(self):
+        self.trainer._stop_signal = None
+        if self.trainer.out is None or threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.trainer._stop_signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
