@@ -181,7 +181,7 @@ def main(argv=None) -> int:
         return 2
     except TrainingInterrupted as e:
         print(f"pyvae {args.command}: {e}", file=sys.stderr)
-        return 130
+        return 128 + e.signum
     except TrainingDiverged as e:
         if debug:
             raise

@@ -239,8 +239,8 @@ class Trainer:
                     self._save(epoch, step + 1, partial={
                         "loss": total_loss,
                         "seconds": seconds + time.perf_counter() - started})
-                    raise TrainingInterrupted(
-                        f"stopped by {self._stop_signal} at epoch {epoch + 1}, step {step + 1}; "
+                    raise TrainingInterrupted(self._stop_signal,
+                        f"stopped by {self._stop_signal.name} at epoch {epoch + 1}, step {step + 1}; "
                         f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else ""))
         record = {"epoch": epoch + 1, "lr": lr, "train_elbo": -total_loss / n}
         record["valid_elbo"] = None if valid is None else self.evaluate_elbo(valid)
@@ -329,7 +329,7 @@ class _SignalGuard:
         return self
 
     def _handle(self, signum, frame):
-        self.trainer._stop_signal = signal.Signals(signum).name
+        self.trainer._stop_signal = signal.Signals(signum)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():

@@ -1,0 +1,34 @@
+import os
+
+import pyro
+import pytest
+import torch
+
+MNIST_DIR = os.path.expanduser(os.environ.get("PYVAE_DATA", "~/.cache/pyvae-data"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro_state():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+
+
+@pytest.fixture
+def binary_data():
+    """600 binary 12-pixel vectors from a few prototypes with flipped bits: learnable, tiny."""
+    g = torch.Generator().manual_seed(123)
+    prototypes = torch.bernoulli(torch.full((4, 12), 0.5), generator=g)
+    labels = torch.randint(0, 4, (600,), generator=g)
+    flips = torch.bernoulli(torch.full((600, 12), 0.1), generator=g)
+    return (prototypes[labels] + flips) % 2
+
+
+def mnist_available():
+    return os.path.isfile(os.path.join(MNIST_DIR, "MNIST", "raw", "train-images-idx3-ubyte"))
+
+
+requires_mnist = pytest.mark.skipif(
+    not mnist_available(),
+    reason=f"real MNIST not found under {MNIST_DIR}: run shared/data/fetch-mnist or set $PYVAE_DATA",
+)
