@@ -134,7 +134,7 @@ def cmd_train(args) -> int:
             raise ConfigError("give either --out or --resume, not both")
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
                                  progress=not args.no_progress, num_threads=args.threads)
-        stored = dict(trainer.vae.config or {}, **trainer.config, **trainer.extra_config)
+        stored = {**(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
         for dest, value in {**_given(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_TRAINER_FLAGS),
                             **_given(args, TRAIN_DATA_FLAGS)}.items():
             if dest in stored and stored[dest] != value:

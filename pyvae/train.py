@@ -121,11 +121,11 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.validate = validate
-        self.num_threads = num_threads
         self.extra_config = dict(extra_config or {})
         self.config = dict(lr=float(lr), batch_size=int(batch_size), epochs=int(epochs),
                            loss=loss, particles=int(particles), optimizer=optimizer,
-                           schedule=schedule, clip_norm=clip_norm, seed=int(seed))
+                           schedule=schedule, clip_norm=clip_norm, seed=int(seed),
+                           num_threads=None if num_threads is None else int(num_threads))
         self.history: List[dict] = []
         self._resume_payload = None
         self._stop_signal = None
@@ -133,11 +133,13 @@ class Trainer:
     # ----------------------------------------------------------------- resume
     @classmethod
     def resume(cls, out: str, vae: Optional[VAE] = None, epochs: Optional[int] = None,
-               device=None, **kwargs) -> "Trainer":
+               device=None, num_threads: Optional[int] = None, **kwargs) -> "Trainer":
         """A Trainer that continues the run in ``out`` from its checkpoint.
 
         The VAE is rebuilt from the stored config unless given (needed when the run used custom
-        component objects). ``epochs`` may raise the run's total; other settings are the run's.
+        component objects). ``epochs`` may raise the run's total; ``device`` and ``num_threads``
+        may change (the run's thread count is kept by default, since sums in float depend on it,
+        and exact continuation needs the same); other settings are the run's.
         """
         if not os.path.isdir(out):
             raise ConfigError(f"cannot resume: {out} is not a directory")
@@ -158,6 +160,8 @@ class Trainer:
         config = dict(payload["trainer_config"])
         if epochs is not None:
             config["epochs"] = int(epochs)
+        if num_threads is not None:  # float results depend on it: the run's own is the default
+            config["num_threads"] = int(num_threads)
         trainer = cls(vae, device=device, out=out, extra_config=payload.get("extra_config"),
                       **config, **kwargs)
         trainer._resume_payload = payload
@@ -176,8 +180,8 @@ class Trainer:
         if cfg["batch_size"] > len(train):
             raise ConfigError(f"batch size {cfg['batch_size']} is larger than the training set ({len(train)})")
         self._prepare_out_dir()
-        if self.num_threads is not None:
-            torch.set_num_threads(int(self.num_threads))
+        if cfg["num_threads"] is not None:
+            torch.set_num_threads(cfg["num_threads"])
 
         self.vae.to(self.device)
         # Pyro's param store is global and keyed by name ("encoder$$$net.0.weight"): clear it so
