@@ -102,6 +102,21 @@ def _build_parser():
     _add_flags(train, TRAIN_TRAINER_FLAGS)
     _add_flags(train, TRAIN_DATA_FLAGS)
     train.set_defaults(func=cmd_train)
+
+    plot = sub.add_parser("plot", help="draw the figures of a run or a comparison", description=(
+        "Draw figures: for a training run, training curves, reconstructions, prior samples, the "
+        "latent scatter (PCA when z-dim > 2), interpolations and the 2-D latent manifold (z-dim 2); "
+        "for a directory written by `pyvae compare`, the gap plot and training curves."))
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a run directory or a comparison directory")
+    plot.add_argument("--out", default=None, help="where to write the figures (default RUN_DIR/figures)")
+    plot.add_argument("--format", dest="fmt", default="png", choices=["png", "pdf", "svg"], help="default png")
+    plot.add_argument("--split", default="test", help="data split to draw from: test (default), valid, train")
+    plot.add_argument("--num-points", type=_positive_int, default=2000, help="datapoints in the latent scatter (default 2000)")
+    plot.add_argument("--seed", type=int, default=0, help="picks the datapoints shown (default 0)")
+    plot.add_argument("--data-dir", default=None, help="where the dataset lives (default $PYVAE_DATA or ~/.cache/pyvae-data)")
+    plot.add_argument("--no-download", action="store_true", help="never download the dataset")
+    plot.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    plot.set_defaults(func=cmd_plot)
     return parser
 
 
@@ -164,6 +179,17 @@ def cmd_train(args) -> int:
         valid_text = "" if last["valid_elbo"] is None else f", valid ELBO {last['valid_elbo']:.2f}"
         print(f"epoch {last['epoch']}: train ELBO {last['train_elbo']:.2f}{valid_text} nats; "
               f"run in {trainer.out}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot_run
+
+    written = plot_run(args.run_dir, out=args.out, fmt=args.fmt, split=args.split,
+                       data_dir=args.data_dir, download=not args.no_download,
+                       num_points=args.num_points, seed=args.seed)
+    for path in written:
+        print(path)
     return 0
 
 
