@@ -18,16 +18,20 @@ from tqdm.auto import tqdm
 
 import pyro
 import pyro.optim
+import pyro.optim.clipped_adam
 from pyro.infer import SVI, Trace_ELBO
 
+from .beta import SiteScale, check_beta, kl_weight, scale_site
 from .checkpoint import (atomic_write_text, get_rng_state, load_checkpoint, save_checkpoint,
                          set_rng_state, write_json)
 from .data import TensorData, as_data
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from .objectives import make_objective
+from .optim import JointOptim
 from .vae import VAE
 
-OPTIMIZERS = {"adam": pyro.optim.Adam, "clipped_adam": pyro.optim.ClippedAdam}
+# torch optimizer classes; ClippedAdam is Pyro's Adam with per-parameter norm clipping and lr decay
+OPTIMIZERS = {"adam": torch.optim.Adam, "clipped_adam": pyro.optim.clipped_adam.ClippedAdam}
 
 
 def _burda(epoch: int) -> float:
@@ -88,6 +92,9 @@ class Trainer:
         validate: keep Pyro's argument validation on (slower; off by default in the hot loop).
         num_threads: ``torch.set_num_threads`` for the run (None: leave torch's setting).
         extra_config: JSON-able dict stored with the run (the CLI stores its data options here).
+        beta: weight of the latent site "z" in the training loss, -E[log p(x|z)] + beta * KL
+            (1: the ELBO; see ``pyvae.beta``). Validation always reports the true ELBO.
+        kl_warmup: epochs over which the weight rises linearly from 0 to ``beta`` (0: none).
     """
 
     def __init__(self, vae: VAE, lr: float = 1e-3, batch_size: int = 100, epochs: int = 10,
@@ -96,7 +103,7 @@ class Trainer:
                  device="cpu", out: Optional[str] = None, overwrite: bool = False,
                  callbacks: Iterable[Callable] = (), progress: bool = True,
                  validate: bool = False, num_threads: Optional[int] = None,
-                 extra_config: Optional[dict] = None):
+                 extra_config: Optional[dict] = None, beta: float = 1.0, kl_warmup: float = 0):
         if not isinstance(vae, VAE):
             raise ConfigError(f"Trainer needs a pyvae.VAE, got {type(vae).__name__}")
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -114,6 +121,7 @@ class Trainer:
         if num_threads is not None and int(num_threads) < 1:
             raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
         make_objective(loss, particles)  # validates the name and particle count
+        check_beta(beta, kl_warmup)
         self.vae = vae
         self.device = resolve_device(device)
         self.out = out
@@ -125,7 +133,8 @@ class Trainer:
         self.config = dict(lr=float(lr), batch_size=int(batch_size), epochs=int(epochs),
                            loss=loss, particles=int(particles), optimizer=optimizer,
                            schedule=schedule, clip_norm=clip_norm, seed=int(seed),
-                           num_threads=None if num_threads is None else int(num_threads))
+                           num_threads=None if num_threads is None else int(num_threads),
+                           beta=float(beta), kl_warmup=float(kl_warmup))
         self.history: List[dict] = []
         self._resume_payload = None
         self._stop_signal = None
@@ -189,7 +198,12 @@ class Trainer:
         pyro.clear_param_store()
         self.optim = self._make_optimizer()
         self.elbo = make_objective(cfg["loss"], cfg["particles"])
-        self.svi = SVI(self.vae.model, self.vae.guide, self.optim, self.elbo)
+        # beta != 1 or KL warm-up: the site "z" of model and guide is weighted (not the ELBO)
+        self._kl_scale = None if (cfg["beta"] == 1 and not cfg["kl_warmup"]) else SiteScale("z")
+        model, guide = self.vae.model, self.vae.guide
+        if self._kl_scale is not None:
+            model, guide = scale_site(model, self._kl_scale), scale_site(guide, self._kl_scale)
+        self.svi = SVI(model, guide, self.optim, self.elbo)
 
         start_epoch, start_step, partial = 0, 0, None
         if self._resume_payload is not None:
@@ -217,7 +231,7 @@ class Trainer:
         n, batch_size = len(train), cfg["batch_size"]
         steps = math.ceil(n / batch_size)
         lr = cfg["lr"] * SCHEDULES[cfg["schedule"]](epoch)
-        self._set_lr(lr)
+        self.optim.set_lr(lr)
         device = train.device
         order = torch.randperm(n, device=device,
                                generator=torch.Generator(device).manual_seed(_seed_for(cfg["seed"], epoch, 0)))
@@ -230,11 +244,16 @@ class Trainer:
             for step in range(start_step, steps):
                 binarize_rng.manual_seed(_seed_for(cfg["seed"], epoch, step + 1))
                 x = train.batch(order[step * batch_size:(step + 1) * batch_size], binarize_rng)
-                loss = self.svi.step(x)
-                if not math.isfinite(loss):
+                if self._kl_scale is not None:
+                    self._kl_scale.scale = kl_weight(cfg["beta"], cfg["kl_warmup"], epoch, step, steps)
+                try:
+                    loss = self.svi.step(x)
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(f"loss became {loss}")
+                except TrainingDiverged as e:
                     raise TrainingDiverged(
-                        f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
-                        "the last good checkpoint is kept (try a lower --lr or --clip-norm)")
+                        f"{e} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
+                        "kept (try a lower --lr or --clip-norm)") from None
                 total_loss += loss
                 bar.update(1)
                 if step % 20 == 0:
@@ -246,9 +265,13 @@ class Trainer:
                     raise TrainingInterrupted(self._stop_signal,
                         f"stopped by {self._stop_signal.name} at epoch {epoch + 1}, step {step + 1}; "
                         f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else ""))
-        record = {"epoch": epoch + 1, "lr": lr, "train_elbo": -total_loss / n}
+        record = {"epoch": epoch + 1, "lr": lr, "train_elbo": -total_loss / n,
+                  "seconds": seconds + time.perf_counter() - started}
+        if self._kl_scale is not None:  # train_elbo is then minus the beta-weighted loss
+            record["beta"] = self._kl_scale.scale
+        started = time.perf_counter()
         record["valid_elbo"] = None if valid is None else self.evaluate_elbo(valid)
-        record["seconds"] = seconds + time.perf_counter() - started
+        record["valid_seconds"] = time.perf_counter() - started
         return record
 
     @torch.no_grad()
@@ -262,21 +285,13 @@ class Trainer:
         return -total / n
 
     # ------------------------------------------------------------ internals
-    def _make_optimizer(self):
+    def _make_optimizer(self) -> JointOptim:
         cfg = self.config
         args = {"lr": cfg["lr"]}
         if cfg["optimizer"] == "clipped_adam":
             args["clip_norm"] = cfg["clip_norm"] or 10.0
-            return pyro.optim.ClippedAdam(args)
-        clip = {"clip_norm": cfg["clip_norm"]} if cfg["clip_norm"] else {}
-        return OPTIMIZERS[cfg["optimizer"]](args, clip_args=clip)
-
-    def _set_lr(self, lr: float) -> None:
-        # pyro.optim keeps one torch optimizer per parameter, created lazily with pt_optim_args
-        self.optim.pt_optim_args["lr"] = lr
-        for torch_optim in self.optim.optim_objs.values():
-            for group in torch_optim.param_groups:
-                group["lr"] = lr
+            return JointOptim(OPTIMIZERS["clipped_adam"], args)
+        return JointOptim(OPTIMIZERS[cfg["optimizer"]], args, clip_norm=cfg["clip_norm"])
 
     def _prepare_out_dir(self):
         if self.out is None:

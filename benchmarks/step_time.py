@@ -1,0 +1,117 @@
+"""Training speed: pyvae's Trainer vs a hand-written PyTorch VAE vs a Pyro-tutorial-style loop.
+
+All three compute the same single-sample reparameterised ELBO with the same nets and Adam.
+  * torch:    benchmarks/torch_reference.py (no Pyro), one torch.optim.Adam, data as a tensor.
+  * tutorial: the loop of Pyro's VAE tutorial: DataLoader over a TensorDataset, pyro.optim.Adam,
+              ``svi.step`` per batch, Pyro's validation left on (its default).
+  * pyvae:    ``pyvae.Trainer`` (SVI + Trace_ELBO over the same model/guide functions).
+Each repeat times one warm epoch of each, interleaved, so the machine's load hits all alike;
+we report medians and the ratios per repeat.
+
+    python benchmarks/step_time.py --arch burda --images 10000 --repeats 5
+    python benchmarks/step_time.py --arch tutorial --images 10000 --repeats 5   # 784-400-50, batch 128
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import pyro
+from pyro.infer import SVI, Trace_ELBO
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pyvae  # noqa: E402
+from torch_reference import TorchVAE  # noqa: E402
+
+ARCHS = {"burda": dict(hidden=(200, 200), z_dim=50, batch=100),
+         "tutorial": dict(hidden=(400,), z_dim=50, batch=128)}
+
+
+def load_images(n, real):
+    if real:
+        return pyvae.load_dataset("mnist", "train", download=False, binarize="none").x[:n]
+    return torch.rand(torch.Size([n, 784]), generator=torch.Generator().manual_seed(0))
+
+
+def epoch_torch(x, arch):
+    vae = TorchVAE(784, arch["z_dim"], arch["hidden"])
+    optim = torch.optim.Adam(vae.parameters(), lr=1e-3)
+
+    def one_epoch():
+        order = torch.randperm(x.shape[0])
+        total = torch.zeros(())
+        for s in range(0, x.shape[0], arch["batch"]):
+            xb = torch.bernoulli(x[order[s:s + arch["batch"]]])
+            loss = -vae.elbo(xb).sum()
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            total += loss.detach()
+        return float(total)
+    one_epoch()  # warm-up
+    t = time.perf_counter()
+    one_epoch()
+    return time.perf_counter() - t
+
+
+def epoch_tutorial(x, arch):
+    pyro.clear_param_store()
+    vae = pyvae.VAE(784, arch["z_dim"], arch["hidden"])
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=arch["batch"],
+                                         shuffle=True)
+
+    def one_epoch():
+        total = 0.0
+        for (xb,) in loader:
+            total += svi.step(torch.bernoulli(xb))
+        return total
+    one_epoch()
+    t = time.perf_counter()
+    one_epoch()
+    return time.perf_counter() - t
+
+
+def epoch_pyvae(x, arch):
+    vae = pyvae.VAE(784, arch["z_dim"], arch["hidden"])
+    trainer = pyvae.Trainer(vae, batch_size=arch["batch"], epochs=2, progress=False)
+    history = trainer.fit(pyvae.TensorData(x, binarize="dynamic"))
+    return history[1]["seconds"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", choices=sorted(ARCHS), default="burda")
+    p.add_argument("--images", type=int, default=10000)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--real-mnist", action="store_true", help="use real MNIST pixels (needs the data)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    arch = ARCHS[args.arch]
+    x = load_images(args.images, args.real_mnist)
+    runs = {"torch": [], "tutorial": [], "pyvae": []}
+    for r in range(args.repeats):
+        for name, fn in (("torch", epoch_torch), ("tutorial", epoch_tutorial), ("pyvae", epoch_pyvae)):
+            runs[name].append(fn(x, arch))
+        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    ratios = {
+        "pyvae/torch": statistics.median(a / b for a, b in zip(runs["pyvae"], runs["torch"])),
+        "tutorial/torch": statistics.median(a / b for a, b in zip(runs["tutorial"], runs["torch"])),
+        "tutorial/pyvae": statistics.median(a / b for a, b in zip(runs["tutorial"], runs["pyvae"])),
+    }
+    info = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "pyro": pyro.__version__, "arch": args.arch, "images": args.images,
+            "batch": arch["batch"], "repeats": args.repeats}
+    print(json.dumps({"info": info, "median_epoch_seconds": med, "median_ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
