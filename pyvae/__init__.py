@@ -2,10 +2,11 @@
 from . import guides, likelihoods, nets, priors
 from .data import TensorData, load_dataset
 from .errors import ConfigError
+from .likelihoods import bits_per_dim
 from .train import Trainer
 from .vae import VAE
 
 __version__ = "0.1.0"
 
 __all__ = ["VAE", "Trainer", "ConfigError", "TensorData", "load_dataset", "guides",
-           "likelihoods", "priors", "nets"]
+           "likelihoods", "priors", "nets", "bits_per_dim"]

@@ -5,6 +5,12 @@ Pixels are floats in [0, 1]. Binarization, for Bernoulli likelihoods:
     benchmarks on MNIST); held-out splits are binarized once, with the seed, so evaluations compare.
   * ``"fixed"``: binarized once, with the seed.
   * ``"none"``: used as they are.
+
+Data sets by name (``load_dataset``): the torchvision MNIST family ("mnist", "fashion-mnist",
+"kmnist", "emnist" = EMNIST "balanced", "emnist-<split>" for the other EMNIST splits), "cifar10"
+(3x32x32 colour images, for conv nets) and "linear-gaussian" (draws from
+``pyvae.linear_gaussian.LinearGaussian``, whose exact log p(x) is known). Any tensor or array
+becomes a data set through ``TensorData`` or ``load_array``.
 """
 import os
 from typing import Optional
@@ -14,7 +20,11 @@ import torch
 from .errors import ConfigError
 
 BINARIZE = ("dynamic", "fixed", "none")
-DATASETS = ("mnist", "fashion-mnist", "kmnist")
+EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "letters", "digits", "mnist")
+DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist",
+            *(f"emnist-{s}" for s in EMNIST_SPLITS), "cifar10", "linear-gaussian")
+#: data sets whose pixels are meant for binarization by default (grey images)
+GREY_DATASETS = ("mnist", "fashion-mnist", "kmnist", "emnist", *(f"emnist-{s}" for s in EMNIST_SPLITS))
 SPLITS = ("train", "valid", "test", "train+valid")
 DEFAULT_DATA_DIR = os.path.join("~", ".cache", "pyvae-data")
 
@@ -100,6 +110,13 @@ class TensorData:
         if needs is None:
             return
         self._check_unit_interval(self.x)
+        levels = getattr(likelihood, "levels", None)
+        if levels and self.binarize == "none":
+            steps = levels - 1
+            if not torch.allclose(self.x * steps, (self.x * steps).round(), atol=1e-3):
+                raise ConfigError(
+                    f"{self.name}: the {type(likelihood).__name__} likelihood needs values on the "
+                    f"grid k/{steps} (k = 0..{steps}), e.g. 8-bit pixels divided by {steps}")
         if needs and self.binarize == "none" and not ((self.x == 0) | (self.x == 1)).all():
             raise ConfigError(
                 f"{self.name}: the {type(likelihood).__name__} likelihood needs binary data; "
@@ -158,45 +175,111 @@ def load_array(path: str, split: str = "train", valid_size: int = 0, binarize: s
 
 
 def _torchvision_dataset(name: str):
+    """The torchvision class and its extra constructor arguments for a data set name."""
     import torchvision.datasets as tvd
 
-    return {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST}[name]
+    if name == "emnist" or name.startswith("emnist-"):
+        return tvd.EMNIST, {"split": "balanced" if name == "emnist" else name[len("emnist-"):]}
+    return {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "kmnist": tvd.KMNIST,
+            "cifar10": tvd.CIFAR10}[name], {}
+
+
+def _images_and_labels(name: str, ds):
+    """uint8 images of a torchvision data set as (N, H, W) or (N, C, H, W), and labels (N,)."""
+    images = torch.as_tensor(ds.data)
+    if name.startswith("emnist"):
+        # EMNIST's files store every image transposed (a quirk torchvision keeps): flip H and W
+        # so that digits and letters stand upright, as in MNIST
+        images = images.transpose(1, 2)
+    if name == "cifar10":
+        images = images.permute(0, 3, 1, 2)  # (N, 32, 32, 3) -> (N, 3, 32, 32), channel first
+    return images.contiguous(), torch.as_tensor(ds.targets)
+
+
+def default_binarize(name: str) -> str:
+    """"dynamic" for the grey image sets (the Bernoulli benchmark setting), "none" otherwise."""
+    return "dynamic" if name in GREY_DATASETS else "none"
 
 
 def load_dataset(name: str = "mnist", split: str = "train", data_dir: Optional[str] = None,
-                 download: bool = True, binarize: str = "dynamic", valid_size: int = 10000,
-                 seed: int = 0) -> TensorData:
-    """Load a torchvision image data set as a ``TensorData`` with pixels in [0, 1].
+                 download: bool = True, binarize: Optional[str] = None, valid_size: int = 10000,
+                 seed: int = 0, **options) -> TensorData:
+    """Load a data set by name (see ``DATASETS``) as a ``TensorData`` with pixels in [0, 1].
 
-    Splits: "train" is the first ``60000 - valid_size`` training images, "valid" the last
-    ``valid_size`` (10,000 by default, as in VampPrior's dynamic MNIST), "train+valid" all 60,000,
-    "test" the 10,000 test images. With ``binarize="dynamic"``, the held-out splits ("valid",
-    "test") are binarized once with ``seed`` so that every evaluation sees the same digits.
+    Splits: "train" is the first ``N - valid_size`` training images (N = 60,000 for the MNIST
+    family, 50,000 for CIFAR-10, 112,800 for EMNIST balanced), "valid" the last ``valid_size``
+    (10,000 by default, as in VampPrior's dynamic MNIST), "train+valid" all N, "test" the test set.
+    ``binarize`` defaults to ``default_binarize(name)``; with "dynamic", the held-out splits
+    ("valid", "test") are binarized once with ``seed`` so that every evaluation sees the same digits.
+    Images keep their shape in ``image_shape``: (28, 28) for the grey sets, (3, 32, 32) for CIFAR-10.
+
+    ``options`` are for "linear-gaussian" only (see ``load_linear_gaussian``).
     """
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if binarize is None:
+        binarize = default_binarize(name)
     if binarize not in BINARIZE:
         raise ConfigError(f"unknown binarize {binarize!r}; choose one of: {', '.join(BINARIZE)}")
+    if name == "linear-gaussian":
+        return load_linear_gaussian(split, valid_size=valid_size, binarize=binarize, **options)
+    if options:
+        raise ConfigError(f"dataset {name!r} takes no options, got {', '.join(sorted(options))}")
     root = os.path.expanduser(data_dir) if data_dir else default_data_dir()
-    cls = _torchvision_dataset(name)
+    cls, kwargs = _torchvision_dataset(name)
     try:
-        ds = cls(root, train=(split != "test"), download=download)
+        ds = cls(root, train=(split != "test"), download=download, **kwargs)
     except RuntimeError as e:  # torchvision: "Dataset not found. You can use download=True ..."
         hint = "" if download else " (download disabled: drop --no-download, or put the files there)"
         raise ConfigError(f"{name} not found under {root}{hint}: {e}") from None
     except OSError as e:  # download failed: no network, disk full, ...
         raise ConfigError(f"could not download {name} to {root}: {e}") from None
-    images = ds.data.float().div_(255.0)
-    labels = ds.targets
-    if split != "test":
-        n = images.shape[0]
-        if not 0 <= valid_size < n:
-            raise ConfigError(f"valid_size must be in [0, {n}), got {valid_size}")
-        cut = n - valid_size
-        sl = {"train": slice(0, cut), "valid": slice(cut, n), "train+valid": slice(0, n)}[split]
-        images, labels = images[sl], labels[sl]
+    images, labels = _images_and_labels(name, ds)
+    images = images.float().div_(255.0)
+    images, labels = _split(images, labels, split, valid_size)
     if binarize == "dynamic" and split in ("valid", "test"):
         binarize = "fixed"
     return TensorData(images, labels, binarize=binarize, seed=seed, name=f"{name}/{split}")
+
+
+def _split(x, labels, split, valid_size):
+    """Rows of a training pool for "train", "valid", "train+valid" ("test" passes through)."""
+    if split == "test":
+        return x, labels
+    n = x.shape[0]
+    if not 0 <= valid_size < n:
+        raise ConfigError(f"valid_size must be in [0, {n}), got {valid_size}")
+    cut = n - valid_size
+    sl = {"train": slice(0, cut), "valid": slice(cut, n), "train+valid": slice(0, n)}[split]
+    return x[sl], (None if labels is None else labels[sl])
+
+
+def load_linear_gaussian(split: str = "train", x_dim: int = 5, z_dim: int = 2, sigma: float = 0.5,
+                         size: int = 60000, test_size: int = 10000, model_seed: int = 0,
+                         valid_size: int = 10000, binarize: str = "none") -> TensorData:
+    """Draws x ~ p(x) of the linear-Gaussian model ``LinearGaussian.random(x_dim, z_dim, sigma,
+    seed=model_seed)``: z ~ N(0, I), x = W z + b + sigma * noise. A training pool of ``size``
+    points (split into train/valid like the image sets) and ``test_size`` test points, each from
+    its own seeded generator, as float32. The generating model is ``data.true_model`` (float64),
+    so ``data.true_model.log_marginal(x)`` is the exact log p(x) to compare bounds against.
+    """
+    from .linear_gaussian import LinearGaussian
+
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if binarize != "none":
+        raise ConfigError("linear-gaussian data are real-valued: use binarize='none' "
+                          "(and a real-valued likelihood such as 'gaussian')")
+    if int(size) < 1 or int(test_size) < 1:
+        raise ConfigError(f"size and test_size must be positive, got {size} and {test_size}")
+    model = LinearGaussian.random(int(x_dim), int(z_dim), float(sigma), seed=int(model_seed))
+    if split == "test":
+        x = model.sample(int(test_size), seed=2 * int(model_seed) + 2)
+    else:
+        x = model.sample(int(size), seed=2 * int(model_seed) + 1)
+    x, _ = _split(x.float(), None, split, valid_size)
+    data = TensorData(x, name=f"linear-gaussian/{split}")
+    data.true_model = model
+    return data

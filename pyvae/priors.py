@@ -1,6 +1,15 @@
 """Priors p(z). A prior is an ``nn.Module`` whose ``forward()`` returns a distribution over z
-with batch shape ``()`` and event shape ``(z_dim,)``; the model's ``"data"`` plate expands it."""
+with batch shape ``()`` and event shape ``(z_dim,)``; the model's ``"data"`` plate expands it, and
+its ``log_prob`` accepts z of shape ``(..., z_dim)`` (e.g. ``(particles, N, z_dim)``).
+
+Learned priors keep their parameters as module parameters; ``VAE.model`` registers the prior with
+``pyro.module("prior", ...)`` so that SVI trains them.
+"""
+import inspect
+from typing import Callable, Optional
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import pyro.distributions as dist
@@ -9,6 +18,10 @@ from .errors import ConfigError
 
 
 class Prior(nn.Module):
+    #: True for priors built from the VAE's encoder (VampPrior): the VAE calls
+    #: ``attach_encoder(encode)`` with its ``encode(x) -> q(z|x)`` and passes ``x_dim``
+    needs_encoder = False
+
     def __init__(self, z_dim: int):
         super().__init__()
         self.z_dim = int(z_dim)
@@ -30,13 +43,97 @@ class StandardNormal(Prior):
         return dist.Normal(self.loc, self.scale).to_event(1)
 
 
-PRIORS = {"normal": StandardNormal}
+class MixtureOfGaussians(Prior):
+    """A learned mixture of K diagonal Gaussians:
+
+        p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)),   pi = softmax(logits)
+
+    Means start as draws from N(0, I) (the global torch seed), scales at 1, weights uniform.
+    """
+
+    def __init__(self, z_dim: int, components: int = 10):
+        super().__init__(z_dim)
+        if int(components) < 1:
+            raise ConfigError(f"prior components must be >= 1, got {components}")
+        self.components = int(components)
+        self.logits = nn.Parameter(torch.zeros(self.components))
+        self.loc = nn.Parameter(torch.randn(self.components, self.z_dim))
+        self.log_scale = nn.Parameter(torch.zeros(self.components, self.z_dim))
+
+    def forward(self):
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.logits),
+            dist.Normal(self.loc, self.log_scale.exp()).to_event(1),
+        )
 
 
-def make_prior(spec, z_dim: int) -> Prior:
-    """A prior from its name (see ``PRIORS``) or a ``Prior`` instance."""
+class VampPrior(Prior):
+    """The VampPrior (Tomczak & Welling 2018): the aggregate posterior of K learned pseudo-inputs,
+
+        p(z) = 1/K sum_k q(z | u_k),
+
+    where q is the VAE's own encoder (so it changes as the encoder trains) and u_1..u_K are
+    parameters in data space (K = 500 on MNIST in the paper). As in the paper, the pseudo-inputs
+    start at N(0.05, 0.01^2) and, for data in [0, 1], pass through hardtanh(0, 1).
+
+    The VAE wires the encoder in with ``attach_encoder``; the encoder is held as a plain
+    reference, not a submodule, so that its parameters are registered (with Pyro and in the
+    state dict) once, under "encoder", and not a second time under "prior".
+    """
+
+    needs_encoder = True
+
+    def __init__(self, z_dim: int, x_dim: int, components: int = 500, unit_interval: bool = True,
+                 init_mean: float = 0.05, init_std: float = 0.01):
+        super().__init__(z_dim)
+        if int(components) < 1:
+            raise ConfigError(f"prior components must be >= 1, got {components}")
+        self.components, self.x_dim = int(components), int(x_dim)
+        self.unit_interval = bool(unit_interval)
+        self.pseudo_inputs_raw = nn.Parameter(init_mean + init_std * torch.randn(self.components, self.x_dim))
+        self.__dict__["_encode"] = None  # bypasses nn.Module.__setattr__: see the class docstring
+
+    def attach_encoder(self, encode: Callable[[torch.Tensor], "dist.Distribution"]) -> None:
+        """``encode(x)`` returns q(z|x) with batch shape ``x.shape[:-1]``, event shape (z_dim,)."""
+        self.__dict__["_encode"] = encode
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The K pseudo-inputs u_k, shape (K, x_dim)."""
+        u = self.pseudo_inputs_raw
+        return F.hardtanh(u, 0.0, 1.0) if self.unit_interval else u
+
+    def forward(self):
+        if self._encode is None:
+            raise ConfigError("VampPrior has no encoder: build it through pyvae.VAE(prior='vamp') "
+                              "or call attach_encoder(encode) first")
+        q = self._encode(self.pseudo_inputs())  # batch shape (K,): one component per pseudo-input
+        uniform = torch.zeros(self.components, device=self.pseudo_inputs_raw.device,
+                              dtype=self.pseudo_inputs_raw.dtype)
+        return dist.MixtureSameFamily(dist.Categorical(logits=uniform), q)
+
+
+PRIORS = {"normal": StandardNormal, "mixture": MixtureOfGaussians, "vamp": VampPrior}
+
+
+def make_prior(spec, z_dim: int, x_dim: Optional[int] = None, unit_interval: bool = True,
+               **options) -> Prior:
+    """A prior from its name (see ``PRIORS``) or a ``Prior`` instance.
+
+    ``x_dim`` and ``unit_interval`` (data in [0, 1]) reach only priors that live in data space
+    (``needs_encoder``); ``options`` (e.g. ``components``) go to the constructor.
+    """
     if isinstance(spec, Prior):
         return spec
-    if isinstance(spec, str) and spec in PRIORS:
-        return PRIORS[spec](z_dim)
-    raise ConfigError(f"unknown prior {spec!r}; choose one of: {', '.join(sorted(PRIORS))}")
+    if not (isinstance(spec, str) and spec in PRIORS):
+        raise ConfigError(f"unknown prior {spec!r}; choose one of: {', '.join(sorted(PRIORS))}")
+    cls = PRIORS[spec]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "z_dim"}
+    for key in options:
+        if key not in accepted:
+            takes = ", ".join(sorted(accepted - {"x_dim", "unit_interval"})) or "none"
+            raise ConfigError(f"prior {spec!r} takes no option {key!r} (its options: {takes})")
+    if cls.needs_encoder:
+        if x_dim is None:
+            raise ConfigError(f"prior {spec!r} needs x_dim")
+        options.update(x_dim=x_dim, unit_interval=unit_interval)
+    return cls(z_dim, **options)

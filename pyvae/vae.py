@@ -18,12 +18,12 @@ import pyro
 from .errors import ConfigError
 from .guides import GuideFamily, make_guide
 from .likelihoods import make_likelihood
-from .nets import MLP, check_input_dim
+from .nets import ARCHS, MLP, ConvDecoder, ConvEncoder, check_input_dim, image_shape_for
 from .priors import make_prior
 
 
 class VAE(nn.Module):
-    """A VAE with an MLP decoder and swappable prior, likelihood and variational family.
+    """A VAE with MLP or conv nets and swappable prior, likelihood and variational family.
 
     Args:
         x_dim: size of a flattened datapoint (784 for 28x28 images).
@@ -33,34 +33,60 @@ class VAE(nn.Module):
         likelihood: p(x|z), a name from ``pyvae.likelihoods.LIKELIHOODS`` or a ``Likelihood``.
         guide: q(z|x), a name from ``pyvae.guides.GUIDES`` or a ``GuideFamily``.
         prior: p(z), a name from ``pyvae.priors.PRIORS`` or a ``Prior``.
+        arch: "mlp", or "conv": the decoder is a ``ConvDecoder`` (MLP ``hidden`` then transposed
+            convolutions) and the encoder a ``ConvEncoder`` body whose flattened features are
+            the input of the guide family (so the family's ``x_dim`` is the feature size).
+        image_shape: (C, H, W) or (H, W) of a datapoint for ``arch="conv"``; by default
+            784 -> (1, 28, 28) and 3072 -> (3, 32, 32).
+        prior_components: K for the "mixture" and "vamp" priors (default: the prior's own).
         **guide_options: passed to the guide family's constructor when ``guide`` is a name.
     """
 
     def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden: Sequence[int] = (200, 200),
                  activation: str = "tanh", likelihood="bernoulli", guide="diagonal",
-                 prior="normal", **guide_options):
+                 prior="normal", arch: str = "mlp", image_shape=None, prior_components=None,
+                 **guide_options):
         super().__init__()
         if int(x_dim) <= 0 or int(z_dim) <= 0:
             raise ConfigError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
         self.x_dim, self.z_dim = int(x_dim), int(z_dim)
         hidden = tuple(int(h) for h in hidden)
-        self.prior = make_prior(prior, self.z_dim)
-        self.likelihood = make_likelihood(likelihood)
-        self.decoder = MLP(self.z_dim, hidden[::-1], self.likelihood.param_dim(self.x_dim),
-                           activation)
-        self.encoder = make_guide(guide, self.x_dim, self.z_dim, hidden=hidden,
+        if arch not in ARCHS:
+            raise ConfigError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
+        self.likelihood = make_likelihood(likelihood, self.x_dim)
+        prior_options = {} if prior_components is None else {"components": int(prior_components)}
+        self.prior = make_prior(prior, self.z_dim, x_dim=self.x_dim,
+                                unit_interval=self.likelihood.binary_data is not None, **prior_options)
+        if arch == "mlp":
+            self.encoder_body = nn.Identity()
+            self.decoder = MLP(self.z_dim, hidden[::-1], self.likelihood.param_dim(self.x_dim),
+                               activation)
+        else:
+            image_shape = image_shape_for(self.x_dim, image_shape)
+            self.encoder_body = ConvEncoder(image_shape, activation)
+            self.decoder = ConvDecoder(self.z_dim, image_shape, hidden[::-1],
+                                       self.likelihood.pixel_params, self.likelihood.extra_params,
+                                       activation)
+        # the guide family maps encoder-body features (x itself for the MLP) to q(z|x)
+        feature_dim = self.x_dim if arch == "mlp" else self.encoder_body.out_dim
+        self.encoder = make_guide(guide, feature_dim, self.z_dim, hidden=hidden,
                                   activation=activation, **guide_options)
-        if self.encoder.z_dim != self.z_dim or self.encoder.x_dim != self.x_dim:
+        if self.encoder.z_dim != self.z_dim or self.encoder.x_dim != feature_dim:
             raise ConfigError(
                 f"guide has x_dim={self.encoder.x_dim}, z_dim={self.encoder.z_dim}; "
-                f"the VAE has x_dim={self.x_dim}, z_dim={self.z_dim}"
+                f"the VAE needs x_dim={feature_dim}, z_dim={self.z_dim}"
             )
+        if self.prior.needs_encoder:  # VampPrior: p(z) = 1/K sum_k q(z|u_k), with this encoder
+            self.prior.attach_encoder(self.encode)
         # what it takes to build this VAE again (used by checkpoints); None when an object was
         # passed for a component, since objects cannot be stored as plain config
         named = all(isinstance(c, str) for c in (likelihood, guide, prior))
         self.config = dict(x_dim=self.x_dim, z_dim=self.z_dim, hidden=list(hidden),
                            activation=activation, likelihood=likelihood, guide=guide,
                            prior=prior, **guide_options) if named else None
+        if named and (arch != "mlp" or prior_components is not None):  # (older runs lack them)
+            self.config.update(arch=arch, prior_components=prior_components,
+                               image_shape=None if arch == "mlp" else list(image_shape))
 
     @classmethod
     def from_config(cls, config: dict) -> "VAE":
@@ -78,14 +104,19 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor) -> None:
         """q(z|x): x has shape (batch, x_dim)."""
         check_input_dim(x, self.x_dim)
+        pyro.module("encoder_body", self.encoder_body)
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", self.encoder(x))
+            pyro.sample("z", self.encode(x))
+
+    def encode(self, x: torch.Tensor):
+        """q(z|x) as a distribution: the guide family applied to the encoder body's features."""
+        return self.encoder(self.encoder_body(x))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of p(x | z) at one z ~ q(z|x)."""
-        z = self.encoder(x).sample()
+        z = self.encode(x).sample()
         return self.likelihood(self.decoder(z)).mean
 
     @torch.no_grad()
