@@ -70,7 +70,8 @@ TRAIN_DATA_FLAGS = {
     "dataset": (("--dataset",), dict(help="mnist (default), fashion-mnist, kmnist"), "mnist"),
     "data_file": (("--data-file",), dict(help="train on a .pt/.npy/.npz array instead of --dataset"), None),
     "binarize": (("--binarize",), dict(help="dynamic (default), fixed or none"), "dynamic"),
-    "valid_size": (("--valid-size",), dict(type=int, help="held out from train (default 10000)"), 10000),
+    "valid_size": (("--valid-size",), dict(type=int, help="held out from train (default 10000; "
+                                                          "a tenth of a --data-file)"), None),
 }
 
 
@@ -117,6 +118,55 @@ def _build_parser():
     plot.add_argument("--no-download", action="store_true", help="never download the dataset")
     plot.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     plot.set_defaults(func=cmd_plot)
+
+    cmp = sub.add_parser("compare", help="train and evaluate one VAE per variational family", description=(
+        "Train one VAE per variational family with the same seed, data and decoder architecture "
+        "(or, with --shared-decoder, fit only guides to a trained run's frozen decoder), then "
+        "measure on test data the ELBO, IWAE_k, the log-likelihood estimate log p(x) and the gap "
+        "between them; writes OUT/compare.md, compare.csv, compare.json, gap.png, curves.png and "
+        "one run directory per family."))
+    cmp.add_argument("--guides", default="diagonal,full-rank,iaf,planar,sylvester",
+                     help="comma-separated families (default diagonal,full-rank,iaf,planar,sylvester)")
+    cmp.add_argument("--out", required=True, help="directory for the comparison")
+    cmp.add_argument("--overwrite", action="store_true", help="replace an existing comparison in --out")
+    cmp.add_argument("--epochs", type=int, default=10, help="training epochs per family (default 10; 0 only with --shared-decoder)")
+    cmp.add_argument("--num-samples", type=_positive_int, default=1000, help="importance samples K for log p(x) (default 1000)")
+    cmp.add_argument("--iwae-k", type=_int_list, default=[5, 50], help="k of the IWAE_k bounds, each < K (default 5,50)")
+    cmp.add_argument("--test-size", type=_positive_int, default=None, help="evaluate on the first N test datapoints (default all)")
+    cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
+    cmp.add_argument("--flow-length", type=_positive_int, default=None, help="layers of every flow family (default: the family's)")
+    cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of diagonal/full-rank into approximation and amortization gaps with this many refinement steps (default 0: off)")
+    cmp.add_argument("--refine-size", type=_positive_int, default=100, help="test datapoints refined (default 100)")
+    cmp.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    cmp.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    cmp.add_argument("--data-dir", default=None, help="where the dataset lives (default $PYVAE_DATA or ~/.cache/pyvae-data)")
+    cmp.add_argument("--no-download", action="store_true", help="never download the dataset")
+    cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    _add_flags(cmp, {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"})
+    _add_flags(cmp, {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")})
+    _add_flags(cmp, TRAIN_DATA_FLAGS)
+    cmp.set_defaults(func=cmd_compare)
+
+    ev = sub.add_parser("evaluate", help="importance-weighted log-likelihood of a trained run", description=(
+        "Estimate log p(x) per datapoint by importance sampling with the run's guide "
+        "(logsumexp_k log w_k - log K), with its standard error, the ELBO, the gap between them, "
+        "active units and KL; prints a table and writes RUN_DIR/eval.json."))
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
+    ev.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K per datapoint (default 5000)")
+    ev.add_argument("--split", default="test", help="test (default), valid, train")
+    ev.add_argument("--chunk-size", type=_positive_int, default=None, help="samples drawn per pass (default: about 20000 / batch size)")
+    ev.add_argument("--batch-size", type=_positive_int, default=100, help="datapoints per pass (default 100)")
+    ev.add_argument("--max-datapoints", type=_positive_int, default=None, help="evaluate only the first N datapoints")
+    ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    ev.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    ev.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
+    ev.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    ev.add_argument("--data-dir", default=None, help="where the dataset lives (default $PYVAE_DATA or ~/.cache/pyvae-data)")
+    ev.add_argument("--no-download", action="store_true", help="never download the dataset")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    ev.set_defaults(func=cmd_evaluate)
     return parser
 
 
@@ -135,8 +185,9 @@ def load_split(data_cfg: dict, split: str, data_dir=None, download=True):
     if data_cfg.get("data_file"):
         return load_array(data_cfg["data_file"], split, data_cfg["valid_size"], data_cfg["binarize"],
                           data_cfg["seed"])
+    valid_size = 10000 if data_cfg["valid_size"] is None else data_cfg["valid_size"]
     return load_dataset(data_cfg["dataset"], split, data_dir=data_dir, download=download,
-                        binarize=data_cfg["binarize"], valid_size=data_cfg["valid_size"],
+                        binarize=data_cfg["binarize"], valid_size=valid_size,
                         seed=data_cfg["seed"])
 
 
@@ -163,6 +214,8 @@ def cmd_train(args) -> int:
         trainer_cfg = _filled(args, TRAIN_TRAINER_FLAGS)
         data_cfg = _filled(args, TRAIN_DATA_FLAGS)
         data_cfg["seed"] = trainer_cfg["seed"]
+        if data_cfg["data_file"] and data_cfg["valid_size"] is None:  # a tenth of the file's rows
+            data_cfg["valid_size"] = len(load_split(dict(data_cfg, valid_size=0), "train+valid")) // 10
         import pyro
 
         pyro.set_rng_seed(trainer_cfg["seed"])  # the initial weights, too, follow --seed
@@ -172,7 +225,7 @@ def cmd_train(args) -> int:
                           out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
                           num_threads=args.threads, extra_config=data_cfg, **trainer_cfg)
     train = load_split(data_cfg, "train", args.data_dir, not args.no_download)
-    valid = load_split(data_cfg, "valid", args.data_dir, not args.no_download) if data_cfg["valid_size"] else None
+    valid = load_split(data_cfg, "valid", args.data_dir, not args.no_download) if data_cfg["valid_size"] != 0 else None
     history = trainer.fit(train, valid)
     if history:
         last = history[-1]
@@ -190,6 +243,129 @@ def cmd_plot(args) -> int:
                        num_points=args.num_points, seed=args.seed)
     for path in written:
         print(path)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+    import math
+    import time
+
+    import pyro
+    import torch
+
+    from . import evaluate
+    from .checkpoint import load_checkpoint, write_json
+    from .train import CHECKPOINT, is_run_dir, resolve_device
+    from .vae import VAE
+
+    if not os.path.isdir(args.run_dir) or not is_run_dir(args.run_dir):
+        raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no {CHECKPOINT})")
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    payload = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT), map_location=device)
+    if payload["vae_config"] is None:
+        raise ConfigError(f"{args.run_dir}: the run used custom components; evaluate it from Python "
+                          "with pyvae.evaluate.log_likelihood(vae.model, vae.guide, x)")
+    vae = VAE.from_config(payload["vae_config"])
+    try:
+        vae.load_state_dict(payload["model_state"])
+    except RuntimeError as e:
+        raise ConfigError(f"{args.run_dir}: checkpoint does not fit the model: {str(e).splitlines()[0]}") from None
+    vae.to(device).eval()
+    data_cfg = payload["extra_config"]
+    data = load_split(data_cfg, args.split, args.data_dir, not args.no_download)
+    data.check_for(vae.likelihood, vae.x_dim)
+    n = len(data) if args.max_datapoints is None else min(len(data), args.max_datapoints)
+    data = data.to(device)
+    # the held-out splits are binarized once when loaded; "train" with dynamic binarization is
+    # drawn here, seeded, so that the numbers repeat
+    x = data.batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(args.seed))
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    started = time.perf_counter()
+    ll = evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=args.num_samples,
+                                 chunk_size=args.chunk_size, batch_size=args.batch_size,
+                                 progress=not args.no_progress)
+    seconds = time.perf_counter() - started
+    units = evaluate.active_units(vae.guide, x)
+    kl = evaluate.kl_per_dimension(vae.guide, x, model=vae.model)
+    s = ll.summary()
+    result = {
+        "split": args.split, "num_datapoints": n, "num_samples": args.num_samples,
+        "seed": args.seed, "epoch": payload["epoch"],
+        "log_px": s["log_px"], "log_px_stderr": s["log_px_stderr"], "nll": -s["log_px"],
+        "bits_per_dim": -s["log_px"] / (vae.x_dim * math.log(2)),
+        "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "gap": s["log_px"] - s["elbo"],
+        "ess_mean": s["ess_mean"], "ess_min": s["ess_min"],
+        "active_units": units["num_active"], "z_dim": vae.z_dim, "kl": float(kl.sum()),
+        "seconds": seconds,
+    }
+    write_json(os.path.join(args.run_dir, "eval.json"), result)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    rows = [
+        ("split", f"{args.split} ({n} datapoints)"),
+        (f"log p(x), K={args.num_samples}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f} nats"),
+        ("NLL", f"{result['nll']:.3f} nats ({result['bits_per_dim']:.4f} bits/dim)"),
+        (f"ELBO, mean of {args.num_samples} log w", f"{result['elbo']:.3f} ± {result['elbo_stderr']:.3f} nats"),
+        ("gap log p(x) - ELBO", f"{result['gap']:.3f} nats"),
+        ("ESS (mean / min)", f"{result['ess_mean']:.1f} / {result['ess_min']:.1f} of {args.num_samples}"),
+        ("active units", f"{result['active_units']} of {vae.z_dim}"),
+        ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
+        ("time", f"{seconds:.1f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"written to {os.path.join(args.run_dir, 'eval.json')}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import shlex
+
+    from .compare import compare
+
+    guides = [g.strip() for g in args.guides.split(",") if g.strip()]
+    model_flags = {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"}
+    trainer_flags = {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")}
+    model_cfg = _filled(args, model_flags)
+    trainer_cfg = _filled(args, trainer_flags)
+    data_cfg = _filled(args, TRAIN_DATA_FLAGS)
+    if args.shared_decoder:
+        from .plots import load_run
+
+        given = _given(args, model_flags)
+        if given:
+            raise ConfigError(f"--shared-decoder takes the model from its run; drop "
+                              f"{', '.join('--' + k.replace('_', '-') for k in given)}")
+        _, run_cfg = load_run(args.shared_decoder)
+        # the run's data unless data flags are given
+        data_cfg = {**(run_cfg["data"] or data_cfg), **_given(args, TRAIN_DATA_FLAGS)}
+    data_cfg["seed"] = trainer_cfg["seed"]
+    download = not args.no_download
+    train = load_split(data_cfg, "train", args.data_dir, download)
+    valid = load_split(data_cfg, "valid", args.data_dir, download) if data_cfg["valid_size"] else None
+    test = load_split(data_cfg, "test", args.data_dir, download)
+    given = " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else " " + shlex.quote(
+            ",".join(map(str, v)) if isinstance(v, list) else str(v)))
+        for k, v in vars(args).items()
+        if k not in ("command", "func", "debug") and v not in (None, False)
+        and not (k == "guides"))
+    command = f"pyvae compare --guides {','.join(guides)} {given}"
+    compare(guides, train, test, valid, epochs=args.epochs, num_samples=args.num_samples,
+            iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
+            shared_decoder=args.shared_decoder, flow_length=args.flow_length,
+            refine_steps=args.refine_steps, refine_size=args.refine_size,
+            num_threads=args.threads, device=args.device, progress=not args.no_progress,
+            overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,
+            **model_cfg, **trainer_cfg)
+    print(f"wrote {os.path.join(args.out, 'compare.md')}, compare.csv, compare.json, gap.png")
     return 0
 
 

@@ -166,10 +166,12 @@ def interpolation(vae, x_a: torch.Tensor, x_b: torch.Tensor, path: str, steps: i
     z_a, z_b = encode_mean(vae, x_a), encode_mean(vae, x_b)
     t = torch.linspace(0, 1, steps, device=z_a.device).reshape(1, steps, 1)
     z = (1 - t) * z_a.unsqueeze(1) + t * z_b.unsqueeze(1)  # (pairs, steps, z_dim)
-    means = vae.likelihood(vae.decoder(z.reshape(-1, vae.z_dim))).mean
-    fig = _new_figure(max(4.0, 0.6 * steps), 0.7 * len(x_a) + 0.8)
-    _show_grid(fig.subplots(), _grid(means, shape, steps),
-               "interpolation: decode (1-t) z_a + t z_b, t = 0 ... 1")
+    means = vae.likelihood(vae.decoder(z.reshape(-1, vae.z_dim))).mean.reshape(len(x_a), steps, -1)
+    # each row: the datapoint x_a, the decoded path, the datapoint x_b
+    rows = torch.cat([x_a.unsqueeze(1).to(means), means, x_b.unsqueeze(1).to(means)], 1)
+    fig = _new_figure(max(4.0, 0.6 * (steps + 2)), 0.7 * len(x_a) + 0.8)
+    _show_grid(fig.subplots(), _grid(rows.reshape(-1, vae.x_dim), shape, steps + 2),
+               "x_a | decode (1-t) z_a + t z_b, t = 0 ... 1 | x_b")
     return _save(fig, path)
 
 

@@ -1,0 +1,314 @@
+"""Compare variational families side by side.
+
+For each family q(z|x) named in ``guides``, ``compare`` trains one VAE with the same seed, data,
+decoder architecture and training settings (with the same seed the decoder starts from the same
+weights: ``VAE`` builds the decoder before the encoder), or, given ``shared_decoder``, loads a
+trained run's decoder, freezes it, and fits only the guide. Then, on held-out data, it measures
+
+    ELBO          E_q[log p(x,z) - log q(z|x)]                     (one "friend")
+    IWAE_k        E[log 1/k sum_i w_i], w_i = p(x,z_i)/q(z_i|x)     (taller friends as k grows)
+    log p^(x)     the importance-weighted estimate with K samples   (the tallest friend)
+    gap           log p^(x) - ELBO  ~  KL(q(z|x) || p(z|x))
+
+plus, for the Gaussian families when ``refine_steps > 0``, the split of the gap into the
+approximation gap (the family's limit) and the amortization gap (the encoder's shortfall), the
+number of active latent units, parameter counts and training time. All numbers are nats per
+datapoint, from ``pyvae.evaluate``.
+
+Output (when ``out`` is given): ``compare.md`` (a markdown table), ``compare.csv``,
+``compare.json``, ``gap.png`` (the gap plot), ``curves.png``, and one run directory per family
+(``out/<family>/``, readable by ``pyvae plot``).
+"""
+import csv
+import io
+import json
+import os
+import time
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+import pyro
+
+from .errors import ConfigError
+
+DEFAULT_GUIDES = ("diagonal", "full-rank", "iaf", "planar", "sylvester")
+#: families whose gap can be split: ``pyvae.refine`` fits per-datapoint Gaussians of this kind
+REFINABLE = {"diagonal": "diagonal", "full-rank": "full-rank"}
+
+COLUMNS = [  # (key in a row, markdown/CSV header)
+    ("guide", "family"),
+    ("guide_params", "guide params"),
+    ("train_seconds", "train s"),
+    ("valid_elbo", "valid ELBO"),
+    ("elbo", "test ELBO"),
+    ("iwae", "IWAE_k"),
+    ("log_px", "log p̂(x)"),
+    ("gap", "log p̂(x) − ELBO"),
+    ("approximation_gap", "approx. gap"),
+    ("amortization_gap", "amort. gap"),
+    ("active_units", "active units"),
+]
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid=None, *,
+            epochs: int = 10, num_samples: int = 1000, iwae_k: Sequence[int] = (5, 50),
+            test_size: Optional[int] = None, out: Optional[str] = None, seed: int = 0,
+            shared_decoder: Optional[str] = None, z_dim: int = 50, hidden: Sequence[int] = (200, 200),
+            activation: str = "tanh", likelihood: str = "bernoulli", prior: str = "normal",
+            guide_options: Optional[Dict[str, dict]] = None, flow_length: Optional[int] = None,
+            lr: float = 1e-3, batch_size: int = 100, refine_steps: int = 0, refine_size: int = 100,
+            num_threads: Optional[int] = None, device="cpu", progress: bool = False,
+            overwrite: bool = False, title: Optional[str] = None, data_config: Optional[dict] = None,
+            command: Optional[str] = None, log=print) -> dict:
+    """Train and evaluate one VAE per variational family; return (and write) the comparison.
+
+    Args:
+        guides: family names from ``pyvae.guides.GUIDES``.
+        train, valid, test: ``TensorData`` (or tensors); ``test`` is what the bounds are measured
+            on (its first ``test_size`` rows), ``valid`` is optional.
+        epochs: training epochs per family (0 with ``shared_decoder`` evaluates untrained guides).
+        num_samples: K, importance samples per datapoint for log p^(x).
+        iwae_k: the k of the IWAE_k bounds drawn between the ELBO and log p^(x) (each k < K).
+        shared_decoder: a run directory (``pyvae train``): its decoder is loaded and frozen, and
+            only the guides are fitted. Its architecture (z_dim, hidden, ...) overrides the
+            arguments here.
+        guide_options: per-family constructor options, e.g. ``{"iaf": {"flow_length": 4}}``.
+        flow_length: the number of flow layers for every flow family that takes one.
+        refine_steps, refine_size: for the Gaussian families, refine per-datapoint Gaussians on
+            the first ``refine_size`` test points for ``refine_steps`` SVI steps
+            (``pyvae.refine``) and split the gap there into approximation and amortization gaps.
+        num_threads: ``torch.set_num_threads`` for the whole comparison.
+        out: directory for compare.md/.csv/.json, figures and per-family runs (None: write nothing).
+        data_config: the data options stored with each family's run (as ``pyvae train`` stores
+            them), so that ``pyvae plot OUT/<family>`` can reload the data.
+        command: the command line that made the comparison, recorded in compare.md.
+        log: called with one line of progress per step (``None`` for silence).
+
+    Returns:
+        ``{"rows": [one dict per family], "settings": {...}, "command": ..., "title": ...}``.
+    """
+    from . import evaluate
+    from .guides import GUIDES, guide_options as options_of
+    from .refine import refine
+    from .train import Trainer
+    from .vae import VAE
+
+    log = log or (lambda *_: None)
+    guides = list(guides)
+    if not guides:
+        raise ConfigError("compare needs at least one guide family")
+    unknown = [g for g in guides if g not in GUIDES]
+    if unknown:
+        raise ConfigError(f"unknown guide {unknown[0]!r}; choose from: {', '.join(sorted(GUIDES))}")
+    if len(set(guides)) != len(guides):
+        raise ConfigError(f"a guide family is named twice in {','.join(guides)}")
+    if train is None or test is None:
+        raise ConfigError("compare needs train and test data")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+    iwae_k = sorted({int(k) for k in iwae_k})
+    if any(k < 1 or k >= num_samples for k in iwae_k):
+        raise ConfigError(f"every IWAE k must satisfy 1 <= k < num_samples={num_samples}, got {iwae_k}")
+    if int(epochs) < 0 or (int(epochs) == 0 and shared_decoder is None):
+        raise ConfigError(f"epochs must be >= 1 (or 0 with a shared decoder), got {epochs}")
+    if out is not None and os.path.isfile(os.path.join(out, "compare.json")) and not overwrite:
+        raise ConfigError(f"{out} already holds a comparison; pass overwrite=True (--overwrite)")
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+
+    from .data import as_data
+
+    train = as_data(train, "train")
+    test = as_data(test, "test")
+    valid = None if valid is None else as_data(valid, "valid")
+    x_test = (test.x if test_size is None else test.x[:int(test_size)]).to(device)
+
+    model_cfg = dict(z_dim=z_dim, hidden=list(hidden), activation=activation,
+                     likelihood=likelihood, prior=prior)
+    decoder_state = None
+    if shared_decoder is not None:
+        from .plots import load_run
+
+        base, base_cfg = load_run(shared_decoder)
+        model_cfg = {k: base_cfg["vae"][k] for k in model_cfg}
+        # the decoder and the model's other pieces (prior, likelihood); not the encoder
+        decoder_state = {k: v for k, v in base.state_dict().items() if not k.startswith("encoder.")}
+
+    guide_options = dict(guide_options or {})
+    rows = []
+    for family in guides:
+        opts = dict(guide_options.get(family, {}))
+        if flow_length is not None and "flow_length" in options_of(family):
+            opts.setdefault("flow_length", int(flow_length))
+        pyro.set_rng_seed(seed)
+        vae = VAE(x_dim=train.x_dim, guide=family, **model_cfg, **opts)
+        if decoder_state is not None:
+            missing, unexpected = vae.load_state_dict(decoder_state, strict=False)
+            if unexpected or any(not k.startswith("encoder.") for k in missing):
+                raise ConfigError(f"{shared_decoder}: the decoder does not fit the {family} VAE")
+            # frozen: pyro.module skips parameters that do not require grad, so SVI never
+            # optimises them (eval() silences Pyro's warning about that)
+            vae.decoder.requires_grad_(False)
+            vae.decoder.eval()
+        run_dir = None if out is None else os.path.join(out, family)
+        trainer = Trainer(vae, epochs=int(epochs), lr=lr, batch_size=min(batch_size, len(train)),
+                          seed=seed, device=device, out=run_dir, overwrite=True, progress=progress,
+                          extra_config=data_config)
+        started = time.perf_counter()
+        history = trainer.fit(train, valid) if int(epochs) > 0 else []
+        train_seconds = time.perf_counter() - started
+        row = _evaluate_family(vae, family, x_test, num_samples, iwae_k, seed, refine_steps,
+                               refine_size, evaluate, refine, progress)
+        row.update(guide_params=_count(vae.encoder), decoder_params=_count(vae.decoder),
+                   train_seconds=train_seconds, epochs=int(epochs),
+                   train_elbo=history[-1]["train_elbo"] if history else None,
+                   valid_elbo=history[-1]["valid_elbo"] if history else None,
+                   history=history, options=opts)
+        rows.append(row)
+        log(f"{family}: ELBO {row['elbo']:.2f}, log p^(x) {row['log_px']:.2f}, "
+            f"gap {row['gap']:.2f} nats ({train_seconds:.0f} s training)")
+
+    report = {
+        "command": command,
+        "title": title or f"{len(guides)} variational families, {epochs} epochs, K={num_samples}",
+        "rows": rows,
+        "settings": dict(guides=guides, epochs=int(epochs), num_samples=num_samples,
+                         iwae_k=iwae_k, test_size=len(x_test), seed=seed,
+                         shared_decoder=shared_decoder, lr=lr, batch_size=batch_size,
+                         refine_steps=refine_steps, refine_size=refine_size,
+                         num_threads=num_threads, **model_cfg),
+    }
+    if out is not None:
+        write_report(report, out)
+    return report
+
+
+def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, refine_size,
+                     evaluate, refine, progress):
+    pyro.set_rng_seed(seed)
+    ll = evaluate.log_likelihood(vae.model, vae.guide, x, num_samples, progress=progress)
+    summary = ll.summary()
+    row = {"guide": family, "elbo": summary["elbo"], "elbo_stderr": summary["elbo_stderr"],
+           "log_px": summary["log_px"], "log_px_stderr": summary["log_px_stderr"],
+           "ess_mean": summary["ess_mean"], "num_samples": num_samples, "test_size": len(x)}
+    row["gap"] = row["log_px"] - row["elbo"]
+    row["iwae"], row["iwae_stderr"] = {}, {}
+    for k in iwae_k:
+        # fresh k-sample groups; about min(K, 20 k) samples per datapoint in all
+        est = evaluate.iwae_bound(vae.model, vae.guide, x, k, repeats=max(1, min(20, num_samples // k)))
+        row["iwae"][k], row["iwae_stderr"][k] = est.mean, est.mean_stderr
+    row["active_units"] = evaluate.active_units(vae.guide, x)["num_active"]
+    row["approximation_gap"] = row["amortization_gap"] = None
+    if refine_steps > 0 and family in REFINABLE:
+        xr = x[:refine_size]
+        with warnings.catch_warnings():
+            # refine() freezes the decoder (requires_grad=False) and pyro.module says so, once
+            # per parameter: expected here, so not shown
+            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
+            refined = refine(vae.model, xr, init=vae.encoder, family=REFINABLE[family],
+                             steps=int(refine_steps), seed=seed)
+        split = evaluate.gaps(vae.model, vae.guide, xr, num_samples, elbo_samples=100,
+                              refined_guide=refined, batch_size=len(xr), progress=progress).summary()
+        row.update(approximation_gap=split["approximation_gap"],
+                   amortization_gap=split["amortization_gap"], refine_size=len(xr),
+                   refine_steps=int(refine_steps))
+    return row
+
+
+# ----------------------------------------------------------------------------- output
+def _fmt(value, digits=2):
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _iwae_text(row) -> str:
+    return ", ".join(f"{k}: {v:.2f}" for k, v in sorted((int(k), v) for k, v in row["iwae"].items()))
+
+
+def markdown_table(report: dict) -> str:
+    """The comparison as a markdown table (nats per datapoint; higher bounds are tighter)."""
+    header = "| " + " | ".join(h for _, h in COLUMNS) + " |"
+    lines = [header, "|" + "|".join("---" if k == "guide" else "---:" for k, _ in COLUMNS) + "|"]
+    for row in report["rows"]:
+        cells = []
+        for key, _ in COLUMNS:
+            if key == "iwae":
+                cells.append(_iwae_text(row) or "–")
+            elif key == "train_seconds":
+                cells.append(f"{row[key]:.0f}")
+            elif key in ("log_px", "elbo"):
+                err = row.get(f"{key}_stderr")
+                cells.append(_fmt(row[key]) + (f" ± {err:.2f}" if err is not None and err == err else ""))
+            else:
+                cells.append(_fmt(row.get(key)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(report: dict) -> str:
+    ks = sorted({int(k) for r in report["rows"] for k in r["iwae"]})
+    fields = ["guide", "guide_params", "decoder_params", "train_seconds", "epochs", "train_elbo",
+              "valid_elbo", "elbo", "elbo_stderr", *[f"iwae_{k}" for k in ks], "log_px",
+              "log_px_stderr", "gap", "approximation_gap", "amortization_gap", "active_units",
+              "ess_mean", "num_samples", "test_size"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in report["rows"]:
+        flat = dict(row)
+        for k, v in row["iwae"].items():
+            flat[f"iwae_{int(k)}"] = v
+        writer.writerow({f: ("" if flat.get(f) is None else flat.get(f)) for f in fields})
+    return buf.getvalue()
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj
+
+
+def write_report(report: dict, out: str) -> List[str]:
+    """Write compare.md, compare.csv, compare.json and the figures into ``out``."""
+    from . import plots
+    from .checkpoint import atomic_write_text
+
+    os.makedirs(out, exist_ok=True)
+    settings = report["settings"]
+    md = [f"# {report['title']}", "",
+          "Nats per datapoint on held-out data (higher is better; every bound is ≤ log p(x)). "
+          f"log p̂(x): importance-weighted with K = {settings['num_samples']} samples; IWAE_k "
+          "with fresh samples per k; gap = log p̂(x) − ELBO ≈ KL(q(z|x) ‖ p(z|x)). "
+          "Approximation/amortization gaps: per-datapoint refined Gaussians "
+          f"({settings['refine_steps']} steps on {settings['refine_size']} points) where computed. "
+          "Active units: dimensions with Cov_x E_q[z_j|x] > 0.01.", "",
+          markdown_table(report)]
+    if report.get("command"):
+        md += ["", "Command:", "", "```bash", report["command"], "```"]
+    md += ["", "Settings: `" + json.dumps(_jsonable(settings), sort_keys=True) + "`", "",
+           "![gap plot](gap.png)", ""]
+    atomic_write_text(os.path.join(out, "compare.md"), "\n".join(md))
+    atomic_write_text(os.path.join(out, "compare.csv"), csv_text(report))
+    atomic_write_text(os.path.join(out, "compare.json"),
+                      json.dumps(_jsonable(report), indent=2, sort_keys=True) + "\n")
+    written = [os.path.join(out, n) for n in ("compare.md", "compare.csv", "compare.json")]
+    written.append(plots.gap_plot(plots.gap_results(_jsonable(report)), os.path.join(out, "gap.png"),
+                                  title=report["title"]))
+    histories = {r["guide"]: r["history"] for r in report["rows"] if r.get("history")}
+    if histories:
+        written.append(plots.training_curves(histories, os.path.join(out, "curves.png"),
+                                             title="training curves per family"))
+    return written
