@@ -348,8 +348,10 @@ def cmd_compare(args) -> int:
         data_cfg = {**(run_cfg["data"] or data_cfg), **_given(args, TRAIN_DATA_FLAGS)}
     data_cfg["seed"] = trainer_cfg["seed"]
     download = not args.no_download
+    if data_cfg["data_file"] and data_cfg["valid_size"] is None:  # a tenth of the file's rows, as train does
+        data_cfg["valid_size"] = len(load_split(dict(data_cfg, valid_size=0), "train+valid")) // 10
     train = load_split(data_cfg, "train", args.data_dir, download)
-    valid = load_split(data_cfg, "valid", args.data_dir, download) if data_cfg["valid_size"] else None
+    valid = load_split(data_cfg, "valid", args.data_dir, download) if data_cfg["valid_size"] != 0 else None
     test = load_split(data_cfg, "test", args.data_dir, download)
     given = " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else " " + shlex.quote(

@@ -131,10 +131,11 @@ def as_data(data, name: str = "data") -> TensorData:
     return TensorData(data, name=name)
 
 
-def load_array(path: str, split: str = "train", valid_size: int = 0, binarize: str = "none",
-               seed: int = 0) -> TensorData:
+def load_array(path: str, split: str = "train", valid_size: Optional[int] = None,
+               binarize: str = "none", seed: int = 0) -> TensorData:
     """A data set from a file: ``.pt`` (a tensor, or a dict with "x" and optional "labels") or
-    ``.npy``/``.npz`` (arrays; no pickles). "valid" is the last ``valid_size`` rows, "train" the rest;
+    ``.npy``/``.npz`` (arrays; no pickles). "valid" is the last ``valid_size`` rows (default: a
+    tenth of them), "train" the rest;
     a file has no test split of its own, so "test" means the same rows as "valid"."""
     import numpy as np
 
@@ -161,6 +162,8 @@ def load_array(path: str, split: str = "train", valid_size: int = 0, binarize: s
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     n = x.shape[0] if x.dim() else 0
+    if valid_size is None:
+        valid_size = n // 10
     if valid_size and not 0 <= valid_size < n:
         raise ConfigError(f"valid_size must be in [0, {n}) for {path}, got {valid_size}")
     cut = n - valid_size
