@@ -1,7 +1,8 @@
 """pyvae: variational autoencoders in Pyro, and the gap between the ELBO and log p(x)."""
-from . import guides, likelihoods, nets, priors
+from . import evaluate, guides, likelihoods, nets, priors
 from .data import TensorData, load_dataset
 from .errors import ConfigError
+from .evaluate import active_units, gaps, iwae_bound, kl_per_dimension, log_likelihood
 from .likelihoods import bits_per_dim
 from .train import Trainer
 from .vae import VAE
@@ -9,4 +10,5 @@ from .vae import VAE
 __version__ = "0.1.0"
 
 __all__ = ["VAE", "Trainer", "ConfigError", "TensorData", "load_dataset", "guides",
-           "likelihoods", "priors", "nets", "bits_per_dim"]
+           "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",
+           "gaps", "active_units", "kl_per_dimension", "bits_per_dim"]

@@ -1,0 +1,536 @@
+"""Per-datapoint evaluation of any Pyro model/guide pair: the ELBO, importance-weighted bounds,
+the log-likelihood estimate, the gaps between them, active units and per-dimension KL.
+
+Nothing here knows the ``VAE`` class. A model is a Pyro function ``model(x)``, a guide a Pyro
+function ``guide(x)``, and both put every sample site inside a plate named ``"data"`` over the
+first dimension of ``x``. With z_k ~ q(z|x) and the log importance weight
+
+    log w_k(x) = log p(x, z_k) - log q(z_k | x),
+
+    ELBO(x)    = E_q[log w]                                   (mean over samples)
+    IWAE_k(x)  = E[log (1/k) sum_{i<=k} w_i]                  (k-sample bound)
+    log p^(x)  = logsumexp_k log w_k - log K                  (the estimate, K large)
+
+and ELBO <= IWAE_k <= IWAE_k' <= log p(x) for k <= k' (Burda et al., 2016).
+
+Memory: ``log_likelihood`` draws ``chunk_size`` samples for ``batch_size`` datapoints per call
+of the guide and model, so the decoder's output, ``chunk_size x batch_size x x_dim`` floats
+(plus two or three temporaries of that size in the likelihood's log-density), is the peak.
+The default keeps ``chunk_size x batch_size`` near ``ROWS_PER_CHUNK`` (20,000: about 63 MB per
+784-pixel float32 tensor).
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+import pyro
+import pyro.poutine as poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import prune_subsample_sites
+
+from .errors import ConfigError
+
+#: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given
+ROWS_PER_CHUNK = 20_000
+DATA_PLATE = "data"
+PARTICLE_PLATE = "_iw_particles"
+
+__all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "elbo", "iwae_bound", "gaps",
+           "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting"]
+
+
+# ------------------------------------------------------------------------------ log-weights
+def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
+    """How many plate dimensions the model and guide use (traced once, without gradients).
+
+    Also checks that every sample site lies inside the ``"data"`` plate (ConfigError if not).
+    """
+    with torch.no_grad(), poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    dims = [0]
+    for trace in (prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)):
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample":
+                _data_frame(name, site)  # every site must be per datapoint
+                dims += [-frame.dim for frame in site["cond_indep_stack"] if frame.vectorized]
+    return max(dims)
+
+
+def _data_frame(name, site):
+    for frame in site["cond_indep_stack"]:
+        if frame.name == DATA_PLATE:
+            if not frame.vectorized:
+                raise ConfigError(f"site {name!r}: the {DATA_PLATE!r} plate must be vectorized "
+                                  "(pyro.plate used as a context manager, not an iterator)")
+            return frame
+    raise ConfigError(
+        f"site {name!r} is outside the {DATA_PLATE!r} plate; per-datapoint importance weights "
+        f"need every sample site of the model and guide inside pyro.plate({DATA_PLATE!r}, ...)")
+
+
+def _per_datapoint(log_prob: torch.Tensor, particle_dim: int, data_dim: int,
+                   particles: int) -> torch.Tensor:
+    """Sum a site's log-density over every batch dimension except the particle and data plates.
+
+    ``log_prob`` has the site's batch shape (right-aligned plate dims, event dims already summed);
+    returns shape (particles, datapoints).
+    """
+    rank = -particle_dim
+    lp = log_prob.reshape((1,) * (rank - log_prob.dim()) + tuple(log_prob.shape))
+    keep = {0, rank + data_dim}
+    other = [d for d in range(rank) if d not in keep]
+    if other:
+        lp = lp.sum(other, keepdim=True)
+    lp = lp.reshape(lp.shape[0], lp.shape[rank + data_dim])
+    return lp.expand(particles, lp.shape[1])
+
+
+def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: int,
+                nesting: Optional[int] = None, scaled: bool = False):
+    """log w = log p(x, z) - log q(z|x) for ``particles`` draws z ~ q(z|x), per datapoint.
+
+    Model and guide run once, inside ``pyro.plate(particles)`` placed left of all their plates
+    (as Pyro's ``vectorize_particles`` does), so one guide call draws all particles and the
+    log q of each draw is the density of the guide's own sample (no inverse needed for flows).
+
+    Each site's *unscaled* log-density is summed over its non-data plate dimensions, so the
+    result is the log-weight of each datapoint, not scaled by a subsampled plate's N / batch
+    (Pyro's RenyiELBO applies that scale before its logsumexp, which biases the bound).
+
+    Args:
+        nesting: the model's ``max_plate_nesting`` (found by tracing when None).
+        scaled: multiply each site's log-density by its scale divided by the data plate's
+            subsampling scale (keeps ``poutine.scale`` factors such as KL annealing inside the
+            weights; the data scale itself is returned, to be applied after the logsumexp).
+
+    Returns:
+        ``(log_w, data_scale)``: ``log_w`` of shape (particles, batch) in float64, and the
+        data plate's ``size / subsample_size`` (1.0 without subsampling).
+    """
+    if nesting is None:
+        nesting = max_plate_nesting(model, guide, x)
+    particle_dim = -(nesting + 1)
+    with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    log_w, data_scale = 0.0, None
+    for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if trace is guide_trace and site["is_observed"]:
+                continue
+            frame = _data_frame(name, site)
+            scale = frame.full_size / frame.size if frame.full_size else 1.0
+            if data_scale is None:
+                data_scale = scale
+            factor = 1.0
+            if scaled:
+                factor = site["scale"] / scale
+            lp = scale_and_mask(site["unscaled_log_prob"], factor, site["mask"])
+            lp = _per_datapoint(lp.to(torch.float64), particle_dim, frame.dim, particles)
+            log_w = log_w + sign * lp
+    if data_scale is None:
+        raise ConfigError("the model and guide have no sample sites")
+    return log_w, data_scale
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class Estimate:
+    """A per-datapoint Monte-Carlo estimate.
+
+    Attributes:
+        value: (N,) float64 estimates.
+        stderr: (N,) their Monte-Carlo standard errors (NaN where one sample gives none).
+        num_samples: samples of z per datapoint.
+    """
+
+    value: torch.Tensor
+    stderr: torch.Tensor
+    num_samples: int
+
+    @property
+    def mean(self) -> float:
+        """Mean over datapoints (nats per datapoint)."""
+        return float(self.value.mean())
+
+    @property
+    def mean_stderr(self) -> float:
+        """Standard error of ``mean`` (datapoints' errors are independent)."""
+        return float(self.stderr.pow(2).sum().sqrt() / self.value.numel())
+
+    def summary(self) -> Dict[str, float]:
+        return {"mean": self.mean, "stderr": self.mean_stderr, "num_samples": self.num_samples,
+                "num_datapoints": int(self.value.numel())}
+
+
+@dataclass
+class LogLikelihood(Estimate):
+    """The importance-weighted estimate log p^(x) per datapoint, with by-products.
+
+    Attributes:
+        value: (N,) log p^(x) = logsumexp_k log w_k - log K (float64).
+        stderr: (N,) delta-method standard error of log p^(x): with normalised weights,
+            Var[log p^] ~= Var(w) / (K mean(w)^2) = (K / ESS - 1) / (K - 1).
+        ess: (N,) effective sample size (sum w)^2 / sum w^2, between 1 and K.
+        elbo: (N,) mean of log w over the same K samples: a K-sample estimate of the ELBO.
+        elbo_stderr: (N,) its standard error, std(log w) / sqrt(K).
+    """
+
+    ess: torch.Tensor = field(default=None)
+    elbo: torch.Tensor = field(default=None)
+    elbo_stderr: torch.Tensor = field(default=None)
+
+    @property
+    def log_px(self) -> torch.Tensor:
+        return self.value
+
+    def summary(self) -> Dict[str, float]:
+        out = {"log_px": self.mean, "log_px_stderr": self.mean_stderr,
+               "num_samples": self.num_samples, "num_datapoints": int(self.value.numel()),
+               "ess_mean": float(self.ess.mean()), "ess_min": float(self.ess.min())}
+        if self.elbo is not None:
+            out["elbo"] = float(self.elbo.mean())
+            out["elbo_stderr"] = float(self.elbo_stderr.pow(2).sum().sqrt() / self.elbo.numel())
+        return out
+
+
+@dataclass
+class Gaps:
+    """log p^(x) - ELBO per datapoint, split when a refined (non-amortized) guide is given:
+
+        total = log p(x) - ELBO(q_amortized)
+              = [log p(x) - ELBO(q_refined)]  +  [ELBO(q_refined) - ELBO(q_amortized)]
+                 approximation gap                amortization gap
+
+    All tensors have shape (N,); the ``*_refined`` and split fields are None without a refined guide.
+    """
+
+    log_px: Estimate
+    elbo: Estimate
+    elbo_refined: Optional[Estimate] = None
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.log_px.value - self.elbo.value
+
+    @property
+    def approximation(self) -> Optional[torch.Tensor]:
+        return None if self.elbo_refined is None else self.log_px.value - self.elbo_refined.value
+
+    @property
+    def amortization(self) -> Optional[torch.Tensor]:
+        return None if self.elbo_refined is None else self.elbo_refined.value - self.elbo.value
+
+    def summary(self) -> Dict[str, float]:
+        out = {"log_px": self.log_px.mean, "log_px_stderr": self.log_px.mean_stderr,
+               "elbo": self.elbo.mean, "elbo_stderr": self.elbo.mean_stderr,
+               "total_gap": float(self.total.mean())}
+        if self.elbo_refined is not None:
+            out.update(elbo_refined=self.elbo_refined.mean,
+                       elbo_refined_stderr=self.elbo_refined.mean_stderr,
+                       approximation_gap=float(self.approximation.mean()),
+                       amortization_gap=float(self.amortization.mean()))
+        return out
+
+
+# ------------------------------------------------------------------------------ streaming
+class _Accumulator:
+    """Running sums over samples of log w for each datapoint, in float64.
+
+    Keeps m = max log w so far, s1 = sum exp(log w - m), s2 = sum exp(2 (log w - m)) (a streaming
+    logsumexp: when m grows, the sums are rescaled by exp(m_old - m_new)), and shifted sums of
+    log w and (log w)^2 for the ELBO's mean and variance.
+    """
+
+    def __init__(self, n: int, device):
+        kw = dict(dtype=torch.float64, device=device)
+        self.m = torch.full((n,), -math.inf, **kw)
+        self.s1 = torch.zeros(n, **kw)
+        self.s2 = torch.zeros(n, **kw)
+        self.shift = None
+        self.sum = torch.zeros(n, **kw)
+        self.sum_sq = torch.zeros(n, **kw)
+        self.count = 0
+
+    def update(self, lw: torch.Tensor) -> None:
+        m_new = torch.maximum(self.m, lw.max(0).values)
+        ref = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        rescale = torch.exp(self.m - ref)
+        w = torch.exp(lw - ref)
+        self.s1 = self.s1 * rescale + w.sum(0)
+        self.s2 = self.s2 * rescale.square() + w.square().sum(0)
+        self.m = m_new
+        if self.shift is None:  # shifted sums avoid cancellation in the variance
+            self.shift = lw.mean(0)
+            self.shift = torch.where(torch.isfinite(self.shift), self.shift, torch.zeros_like(self.shift))
+        d = lw - self.shift
+        self.sum += d.sum(0)
+        self.sum_sq += d.square().sum(0)
+        self.count += lw.shape[0]
+
+    def log_mean_exp(self):
+        k = self.count
+        ref = torch.where(torch.isfinite(self.m), self.m, torch.zeros_like(self.m))
+        value = ref + torch.log(self.s1) - math.log(k)
+        ess = self.s1.square() / self.s2
+        if k > 1:
+            stderr = ((k / ess - 1.0).clamp(min=0.0) / (k - 1)).sqrt()
+        else:
+            stderr = torch.full_like(value, math.nan)
+        return value, stderr, ess
+
+    def mean(self):
+        k = self.count
+        mean = self.sum / k
+        if k > 1:
+            var = ((self.sum_sq - k * mean.square()) / (k - 1)).clamp(min=0.0)
+            stderr = (var / k).sqrt()
+        else:
+            stderr = torch.full_like(mean, math.nan)
+        return self.shift + mean, stderr
+
+
+def _check_counts(num_samples, chunk_size, batch_size):
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _check_x(x):
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
+        raise ConfigError(f"x must be a tensor with datapoints along its first dimension, got "
+                          f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}")
+
+
+def _chunks(total: int, chunk: int):
+    done = 0
+    while done < total:
+        size = min(chunk, total - done)
+        yield size
+        done += size
+
+
+def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc, per_batch):
+    """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it."""
+    _check_x(x)
+    _check_counts(num_samples, chunk_size, batch_size)
+    batch_size = min(batch_size, x.shape[0])
+    if chunk_size is None:
+        chunk_size = max(1, min(num_samples, ROWS_PER_CHUNK // batch_size))
+    results = []
+    with torch.no_grad():
+        nesting = max_plate_nesting(model, guide, x[:batch_size])
+        bar = tqdm(total=x.shape[0], desc=desc, unit="x", disable=not progress, leave=False,
+                   dynamic_ncols=True)
+        with bar:
+            for start in range(0, x.shape[0], batch_size):
+                xb = x[start:start + batch_size]
+
+                def draw(particles, xb=xb):
+                    return log_weights(model, guide, xb, particles, nesting)[0]
+
+                results.append(per_batch(draw, xb.shape[0], xb.device, chunk_size))
+                bar.update(xb.shape[0])
+    return results
+
+
+# ------------------------------------------------------------------------------ estimators
+def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
+                   chunk_size: Optional[int] = None, batch_size: int = 100,
+                   progress: bool = True) -> LogLikelihood:
+    """Importance-weighted estimate of log p(x) per datapoint, with standard error and ESS.
+
+        log p^(x) = logsumexp_{k<=K} [log p(x, z_k) - log q(z_k|x)] - log K,   z_k ~ q(z|x)
+
+    Consistent as K grows, and a lower bound in expectation (IWAE_K). Samples are drawn
+    ``chunk_size`` at a time for ``batch_size`` datapoints at a time; log-weights are reduced with
+    a streaming logsumexp in float64. Runs on x's device. Peak memory is about
+    ``chunk_size * batch_size * x_dim`` floats for the decoder output (times the likelihood's
+    temporaries); ``chunk_size`` defaults to ``ROWS_PER_CHUNK // batch_size``.
+
+    Args:
+        model, guide: Pyro functions of ``x`` with a ``"data"`` plate over its first dimension.
+        x: (N, ...) data.
+        num_samples: K, importance samples per datapoint.
+        progress: show a tqdm bar over datapoints.
+
+    Returns:
+        a ``LogLikelihood`` (per-datapoint value, stderr, ess, and the K-sample ELBO).
+    """
+    def per_batch(draw, n, device, chunk):
+        acc = _Accumulator(n, device)
+        for size in _chunks(num_samples, chunk):
+            acc.update(draw(size))
+        value, stderr, ess = acc.log_mean_exp()
+        elbo_mean, elbo_se = acc.mean()
+        return value, stderr, ess, elbo_mean, elbo_se
+
+    parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
+                    f"log p(x), K={num_samples}", per_batch)
+    value, stderr, ess, elbo_mean, elbo_se = (torch.cat(p) for p in zip(*parts))
+    return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se)
+
+
+def elbo(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 1,
+         chunk_size: Optional[int] = None, batch_size: int = 100,
+         progress: bool = False) -> Estimate:
+    """ELBO(x) = E_q[log p(x, z) - log q(z|x)] per datapoint, averaged over ``num_samples`` draws.
+
+    The standard error is std(log w) / sqrt(num_samples) (NaN for one sample).
+    """
+    def per_batch(draw, n, device, chunk):
+        acc = _Accumulator(n, device)
+        for size in _chunks(num_samples, chunk):
+            acc.update(draw(size))
+        return acc.mean()
+
+    parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
+                    "ELBO", per_batch)
+    value, stderr = (torch.cat(p) for p in zip(*parts))
+    return Estimate(value, stderr, num_samples)
+
+
+def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeats: int = 1,
+               chunk_size: Optional[int] = None, batch_size: int = 100,
+               progress: bool = False) -> Estimate:
+    """The k-sample importance-weighted bound per datapoint, averaged over ``repeats`` draws:
+
+        IWAE_k(x) = E[ logsumexp_{i<=k} log w_i - log k ],   IWAE_1 = ELBO <= IWAE_k <= log p(x)
+
+    Each repeat uses k fresh samples; the standard error is the spread over repeats / sqrt(repeats)
+    (NaN for one repeat). Chunks hold a whole number of k-groups.
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"repeats must be a positive integer, got {repeats!r}")
+
+    def per_batch(draw, n, device, chunk):
+        groups_per_chunk = max(1, chunk // k)
+        acc = _Accumulator(n, device)
+        for groups in _chunks(repeats, groups_per_chunk):
+            lw = draw(groups * k).reshape(groups, k, n)
+            acc.update(torch.logsumexp(lw, dim=1) - math.log(k))
+        return acc.mean()
+
+    parts = _stream(model, guide, x, k * repeats, chunk_size, batch_size, progress,
+                    f"IWAE_{k}", per_batch)
+    value, stderr = (torch.cat(p) for p in zip(*parts))
+    return Estimate(value, stderr, k * repeats)
+
+
+def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
+         elbo_samples: int = 100, refined_guide: Optional[Callable] = None,
+         chunk_size: Optional[int] = None, batch_size: int = 100,
+         progress: bool = True) -> Gaps:
+    """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
+
+    log p(x) is the importance-weighted estimate with ``num_samples`` draws from ``guide``; the
+    ELBOs use ``elbo_samples`` draws each. Given ``refined_guide`` (any Pyro guide of x, e.g. one
+    with per-datapoint variational parameters optimised for these x), the gap splits into the
+    approximation gap log p(x) - ELBO(refined) and the amortization gap
+    ELBO(refined) - ELBO(guide). A non-amortized guide is called on batches of ``batch_size``
+    consecutive rows of x; pass ``batch_size=len(x)`` if it only accepts the whole of x.
+    """
+    ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
+    amortized = elbo(model, guide, x, elbo_samples, chunk_size, batch_size, progress)
+    refined = None
+    if refined_guide is not None:
+        refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
+    return Gaps(ll, amortized, refined)
+
+
+# ------------------------------------------------------------------------------ latent usage
+def _latent_site(trace, site, where):
+    node = trace.nodes.get(site)
+    if node is None or node["type"] != "sample":
+        raise ConfigError(f"the {where} has no sample site {site!r}")
+    return node
+
+
+def _factorized(fn, site, where):
+    """The elementwise base of a distribution with independent coordinates (Independent(...))."""
+    base = fn
+    while isinstance(base, torch.distributions.Independent):
+        base = base.base_dist
+    if base.event_shape != ():
+        raise ConfigError(
+            f"per-dimension KL needs a factorized {where} at site {site!r} (an Independent of "
+            f"scalar distributions); got {type(fn).__name__} with a joint event")
+    return base
+
+
+def active_units(guide: Callable, x: torch.Tensor, threshold: float = 0.01, site: str = "z",
+                 num_samples: int = 100, batch_size: int = 1000) -> Dict[str, object]:
+    """Active units (Burda et al., 2016): latent dimension j is active if
+    Cov_x(E_q[z_j | x]) > threshold.
+
+    E_q[z|x] is the distribution's mean where it has one in closed form, else a Monte-Carlo
+    average of ``num_samples`` draws (e.g. for flows).
+
+    Returns a dict: ``num_active`` (int), ``variance`` ((z_dim,) tensor of Var_x E_q[z_j|x]),
+    ``active`` ((z_dim,) bool tensor).
+    """
+    _check_x(x)
+    means = []
+    with torch.no_grad(), poutine.block():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size]
+            node = _latent_site(poutine.trace(guide).get_trace(xb), site, "guide")
+            try:
+                mean = node["fn"].mean
+            except NotImplementedError:
+                mean = node["fn"].sample((num_samples,)).mean(0)
+            means.append(mean.reshape(xb.shape[0], -1).to(torch.float64))
+    mu = torch.cat(means)
+    variance = mu.var(0, unbiased=False) if mu.shape[0] > 1 else torch.zeros_like(mu[0])
+    active = variance > threshold
+    return {"num_active": int(active.sum()), "variance": variance, "active": active}
+
+
+def kl_per_dimension(guide: Callable, x: torch.Tensor, prior=None, model: Optional[Callable] = None,
+                     site: str = "z", num_samples: int = 100, batch_size: int = 1000) -> torch.Tensor:
+    """Average over x of KL(q(z_j|x) || p(z_j)) for each latent dimension j, shape (z_dim,).
+
+    The prior is ``prior`` (a distribution over z) or, given ``model``, the model's ``site``
+    distribution. Closed form where torch knows the KL of the coordinates' distributions, else a
+    Monte-Carlo average of log q(z_j|x) - log p(z_j) over ``num_samples`` draws. Both q and p must
+    factorize over dimensions (the KL of a joint q does not split into per-dimension terms).
+    """
+    _check_x(x)
+    if (prior is None) == (model is None):
+        raise ConfigError("give exactly one of prior= (a distribution) or model= (a Pyro model)")
+    total, count = None, 0
+    with torch.no_grad(), poutine.block():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size]
+            guide_trace = poutine.trace(guide).get_trace(xb)
+            q = _latent_site(guide_trace, site, "guide")["fn"]
+            if model is not None:
+                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xb)
+                p = _latent_site(model_trace, site, "model")["fn"]
+            else:
+                p = prior
+            q_base, p_base = _factorized(q, site, "guide"), _factorized(p, site, "prior")
+            try:
+                kl = torch.distributions.kl_divergence(q_base, p_base)
+            except NotImplementedError:
+                z = q_base.sample((num_samples,))
+                kl = (q_base.log_prob(z) - p_base.log_prob(z)).mean(0)
+            kl = kl.expand(q_base.batch_shape).reshape(xb.shape[0], -1).to(torch.float64)
+            total = kl.sum(0) if total is None else total + kl.sum(0)
+            count += xb.shape[0]
+    return total / count

@@ -1,0 +1,384 @@
+"""pyvae.evaluate and the iwae objective, checked against exact answers on the linear-Gaussian
+model: log p(x), p(z|x) and the ELBO of any Gaussian q are known in closed form there."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import pyro
+import pyro.distributions as dist
+
+from pyvae import ConfigError
+from pyvae import evaluate as ev
+from pyvae.cli import main
+from pyvae.linear_gaussian import LinearGaussian
+from pyvae.objectives import IWAE, make_objective
+
+N = 20
+
+
+@pytest.fixture
+def lg():
+    return LinearGaussian.random(x_dim=5, z_dim=2, sigma=0.5, seed=0)
+
+
+@pytest.fixture
+def x(lg):
+    return lg.sample(N, seed=1)
+
+
+def diagonal_q(lg, x, shift=0.2, scale=0.4):
+    """A mismatched mean-field Gaussian: the posterior mean moved by ``shift``, fixed scales."""
+    loc = lg.posterior(x).loc + shift
+    return dist.Normal(loc, torch.full_like(loc, scale)).to_event(1)
+
+
+def diagonal_guide(lg, shift=0.2, scale=0.4, plate=None):
+    plate = plate or (lambda x: pyro.plate("data", x.shape[0]))
+
+    def guide(x):
+        with plate(x):
+            pyro.sample("z", diagonal_q(lg, x, shift, scale))
+    return guide
+
+
+def exact_elbo(lg, q, x):
+    """ELBO(q) = log p(x) - KL(q || p(z|x)), in closed form for Gaussian q."""
+    post = lg.posterior(x)
+    q_mvn = dist.MultivariateNormal(q.base_dist.loc, scale_tril=torch.diag_embed(q.base_dist.scale))
+    return lg.log_marginal(x) - torch.distributions.kl_divergence(q_mvn, post)
+
+
+# ------------------------------------------------------------------------------ exact answers
+@pytest.mark.parametrize("k, chunk", [(1, None), (100, None), (100, 7)])
+def test_exact_posterior_gives_exact_log_px(lg, x, k, chunk):
+    # with q = p(z|x), every weight equals p(x): the estimate is exact for any K
+    result = ev.log_likelihood(lg.model, lg.exact_guide, x, num_samples=k, chunk_size=chunk,
+                               batch_size=8, progress=False)
+    assert result.value.dtype == torch.float64 and result.value.shape == (N,)
+    assert torch.allclose(result.value, lg.log_marginal(x), atol=1e-4, rtol=0)
+    assert torch.allclose(result.ess, torch.full((N,), float(k), dtype=torch.float64))
+    if k > 1:
+        assert result.stderr.abs().max() < 1e-6
+
+
+def test_elbo_matches_closed_form(lg, x):
+    guide = diagonal_guide(lg)
+    estimate = ev.elbo(lg.model, guide, x, num_samples=2000)
+    exact = exact_elbo(lg, diagonal_q(lg, x), x)
+    assert exact.mean() < lg.log_marginal(x).mean() - 0.2  # the guide is visibly off
+    z = (estimate.value - exact) / estimate.stderr
+    assert z.abs().max() < 4.5
+    assert abs(estimate.mean - exact.mean().item()) < 4 * estimate.mean_stderr
+
+
+def test_bounds_are_ordered_and_converge(lg, x):
+    guide = diagonal_guide(lg)
+    exact = lg.log_marginal(x).mean().item()
+    elbo = ev.elbo(lg.model, guide, x, num_samples=1000)
+    iwae10 = ev.iwae_bound(lg.model, guide, x, k=10, repeats=100)
+    iwae1000 = ev.iwae_bound(lg.model, guide, x, k=1000, repeats=5)
+    ll = ev.log_likelihood(lg.model, guide, x, num_samples=5000, progress=False)
+
+    def below(a, b, se):  # a <= b within 3 standard errors
+        return a <= b + 3 * se
+    assert below(elbo.mean, iwae10.mean, math.hypot(elbo.mean_stderr, iwae10.mean_stderr))
+    assert below(iwae10.mean, iwae1000.mean, math.hypot(iwae10.mean_stderr, iwae1000.mean_stderr))
+    assert below(iwae1000.mean, exact, iwae1000.mean_stderr)
+    # the differences are real, not within noise: the bounds tighten with k
+    assert iwae10.mean - elbo.mean > 0.1 and iwae1000.mean - iwae10.mean > 0.01
+    assert abs(ll.mean - exact) < 0.05
+    # per datapoint, the error is within its reported standard error
+    assert ((ll.value - lg.log_marginal(x)).abs() < 4.5 * ll.stderr).all()
+    # the K-sample ELBO that comes with the estimate agrees with the separate one
+    assert abs(ll.summary()["elbo"] - elbo.mean) < 4 * math.hypot(elbo.mean_stderr, ll.summary()["elbo_stderr"])
+
+
+def test_stderr_matches_spread_over_repeats(lg):
+    x = lg.sample(8, seed=2)
+    guide = diagonal_guide(lg, shift=0.2, scale=0.7)
+    runs = []
+    for seed in range(40):
+        pyro.set_rng_seed(seed)
+        runs.append(ev.log_likelihood(lg.model, guide, x, num_samples=100, progress=False))
+    values = torch.stack([r.value for r in runs])
+    reported = torch.stack([r.stderr for r in runs]).mean(0)
+    ratio = values.std(0) / reported
+    assert ((ratio > 0.6) & (ratio < 1.6)).all(), ratio
+    ess = torch.stack([r.ess for r in runs])
+    assert (ess >= 1).all() and (ess <= 100 + 1e-9).all()
+
+
+def test_chunking_gives_the_same_draws_and_numbers(lg, x):
+    # torch's CPU normal sampler fills 16 values at a time, so chunks of 16k values reproduce
+    # the single draw exactly; the streaming logsumexp then agrees to rounding
+    guide = diagonal_guide(lg)
+    results = []
+    for chunk in (None, 64, 16, 32):
+        pyro.set_rng_seed(3)
+        results.append(ev.log_likelihood(lg.model, guide, x, num_samples=64, chunk_size=chunk,
+                                         progress=False))
+    for r in results[1:]:
+        assert torch.allclose(r.value, results[0].value, atol=1e-12, rtol=0)
+        assert torch.allclose(r.stderr, results[0].stderr, atol=1e-10, rtol=0)
+        assert torch.allclose(r.elbo, results[0].elbo, atol=1e-12, rtol=0)
+
+
+def test_streaming_logsumexp_is_stable():
+    acc = ev._Accumulator(2, "cpu")
+    big = torch.tensor([[-1000.0, 1000.0], [-1001.0, 999.0]], dtype=torch.float64)
+    acc.update(big[:1])
+    acc.update(big[1:])
+    value, _, ess = acc.log_mean_exp()
+    expected = torch.logsumexp(big, 0) - math.log(2)
+    assert torch.allclose(value, expected) and torch.isfinite(ess).all()
+
+
+# ------------------------------------------------------------------------------ subsampling
+def _subsampled(lg, factor=10):
+    """Model and guide whose "data" plate claims ``factor`` times more data than the batch."""
+    def plate(x):
+        return pyro.plate("data", factor * x.shape[0], subsample=torch.arange(x.shape[0]))
+
+    def model(x):
+        with plate(x):
+            z = pyro.sample("z", lg.prior())
+            pyro.sample("x", lg.likelihood(z), obs=x)
+    return model, plate
+
+
+def test_subsampled_plate_does_not_scale_the_weights(lg, x):
+    model, plate = _subsampled(lg)
+    # exact posterior: the estimate is log p(x) per datapoint, not 10 log p(x)
+    def exact_sub(x):
+        with plate(x):
+            pyro.sample("z", lg.posterior(x))
+    result = ev.log_likelihood(model, exact_sub, x, num_samples=10, progress=False)
+    assert torch.allclose(result.value, lg.log_marginal(x), atol=1e-4, rtol=0)
+    # a mismatched guide: the same draws give the same per-datapoint values as without subsampling
+    pyro.set_rng_seed(5)
+    plain = ev.log_likelihood(lg.model, diagonal_guide(lg), x, num_samples=500, progress=False)
+    pyro.set_rng_seed(5)
+    sub = ev.log_likelihood(model, diagonal_guide(lg, plate=plate), x, num_samples=500, progress=False)
+    assert torch.allclose(sub.value, plain.value, atol=1e-10, rtol=0)
+    # Pyro's RenyiELBO scales the log-weights by N / batch before its logsumexp: with the very
+    # same model and guide its "bound" lands far above log p(x), the pitfall avoided above
+    renyi = pyro.infer.RenyiELBO(alpha=0, num_particles=500, vectorize_particles=True)
+    biased = -renyi.loss(model, diagonal_guide(lg, plate=plate), x) / (10 * N)
+    assert biased - lg.log_marginal(x).mean().item() > 1.0
+
+
+def test_site_outside_data_plate_is_refused(lg, x):
+    def model(x):
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+        lg.model(x)
+
+    def guide(x):
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+        lg.exact_guide(x)
+    with pytest.raises(ConfigError, match="site 'w' is outside the 'data' plate"):
+        ev.log_likelihood(model, guide, x, num_samples=2, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(num_samples=0), "num_samples must be a positive integer"),
+    (dict(num_samples=10, chunk_size=0), "chunk_size must be a positive integer"),
+    (dict(num_samples=10, batch_size=-1), "batch_size must be a positive integer"),
+])
+def test_bad_counts(lg, x, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ev.log_likelihood(lg.model, lg.exact_guide, x, progress=False, **kwargs)
+
+
+# ------------------------------------------------------------------------------ gaps
+def test_gaps_split_into_approximation_and_amortization(lg, x):
+    # refined guide = the exact posterior: no approximation gap, all of the gap is amortization
+    guide = diagonal_guide(lg)
+    result = ev.gaps(lg.model, guide, x, num_samples=2000, elbo_samples=500,
+                     refined_guide=lg.exact_guide, progress=False)
+    exact_gap = (lg.log_marginal(x) - exact_elbo(lg, diagonal_q(lg, x), x)).mean().item()
+    s = result.summary()
+    se = math.hypot(s["log_px_stderr"], s["elbo_stderr"])
+    assert exact_gap > 1.0
+    assert abs(s["total_gap"] - exact_gap) < 4 * se + 0.02  # + the estimate's small bias
+    assert abs(s["approximation_gap"]) < 4 * s["log_px_stderr"] + 0.02
+    assert abs(s["amortization_gap"] - exact_gap) < 4 * se + 0.02
+    assert torch.allclose(result.total, result.approximation + result.amortization)
+    plain = ev.gaps(lg.model, guide, x, num_samples=100, elbo_samples=10, progress=False)
+    assert plain.approximation is None and "amortization_gap" not in plain.summary()
+
+
+# ------------------------------------------------------------------------------ latent usage
+def test_active_units_and_kl_per_dimension(lg):
+    x = torch.linspace(-2, 2, 200, dtype=torch.float64).unsqueeze(-1).expand(-1, 5)
+
+    def guide(x):
+        # dimension 0 follows x; dimension 1 ignores it (an inactive unit, collapsed to the prior)
+        loc = torch.stack([x[:, 0], torch.zeros_like(x[:, 0])], -1)
+        scale = torch.tensor([0.5, 1.0], dtype=x.dtype).expand_as(loc)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+    units = ev.active_units(guide, x)
+    assert units["num_active"] == 1 and units["active"].tolist() == [True, False]
+    assert torch.allclose(units["variance"][0], x[:, 0].var(unbiased=False))
+    kl = ev.kl_per_dimension(guide, x, model=lg.model)
+    # KL(N(m, s^2) || N(0, 1)) = (s^2 + m^2 - 1)/2 - log s
+    expected0 = (0.25 + x[:, 0].pow(2) - 1).mul(0.5).sub(math.log(0.5)).mean()
+    assert torch.allclose(kl, torch.stack([expected0, torch.zeros(())]).double(), atol=1e-10)
+    same = ev.kl_per_dimension(guide, x, prior=lg.prior())
+    assert torch.allclose(kl, same)
+
+
+def test_kl_per_dimension_monte_carlo_without_closed_form():
+    x = torch.zeros(4, 3)
+    prior = dist.StudentT(4.0, torch.zeros(2), torch.ones(2)).to_event(1)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 0.5).to_event(1))
+    pyro.set_rng_seed(0)
+    kl = ev.kl_per_dimension(guide, x, prior=prior, num_samples=20000)
+    grid = torch.linspace(-6, 6, 20001, dtype=torch.float64)
+    q = torch.distributions.Normal(0.0, 0.5)
+    p = torch.distributions.StudentT(4.0, 0.0, 1.0)
+    density = q.log_prob(grid).exp()
+    exact = torch.trapezoid(density * (q.log_prob(grid) - p.log_prob(grid)), grid)
+    assert torch.allclose(kl, exact.expand(2), atol=0.02)
+
+
+# ------------------------------------------------------------------------------ iwae objective
+def _fixed_noise_guide(lg, eps, plate):
+    """A diagonal guide whose draws come from a fixed noise table indexed by datapoint, so a
+    minibatch sees exactly the draws the full batch gave those rows."""
+    def guide(x):
+        q = diagonal_q(lg, x)
+        loc, scale = q.base_dist.loc, q.base_dist.scale
+        with plate(x) as idx:
+            z = loc + scale * eps[:, idx]
+            pyro.sample("z", dist.Delta(z, log_density=q.log_prob(z), event_dim=1))
+    return guide
+
+
+def _data_model(lg, plate):
+    def model(x):
+        with plate(x):
+            z = pyro.sample("z", lg.prior())
+            pyro.sample("x", lg.likelihood(z), obs=x)
+    return model
+
+
+def test_iwae_minibatch_equals_full_batch_per_datapoint(lg, x):
+    k = 16
+    eps = torch.randn(k, N, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    full_plate = lambda x: pyro.plate("data", x.shape[0])  # noqa: E731
+    full = make_objective("iwae", k)
+    assert isinstance(full, IWAE)
+    bound, scale = full.per_datapoint(_data_model(lg, full_plate),
+                                      _fixed_noise_guide(lg, eps, full_plate), x)
+    assert scale == 1.0 and bound.shape == (N,)
+    idx = torch.tensor([2, 3, 11, 17])
+    mini_plate = lambda x: pyro.plate("data", N, subsample=idx)  # noqa: E731
+    mini_model, mini_guide = _data_model(lg, mini_plate), _fixed_noise_guide(lg, eps, mini_plate)
+    mini = make_objective("iwae", k)
+    mini_bound, mini_scale = mini.per_datapoint(mini_model, mini_guide, x[idx])
+    assert mini_scale == N / len(idx)
+    assert torch.allclose(mini_bound, bound[idx], atol=1e-12, rtol=0)
+    # the loss is the bound of each datapoint, scaled by N / batch after its logsumexp
+    loss = mini.loss(mini_model, mini_guide, x[idx])
+    assert loss == pytest.approx(-(N / len(idx)) * bound[idx].sum().item(), abs=1e-9)
+    # scaling before the logsumexp (Pyro's RenyiELBO) would give another number
+    from pyvae.evaluate import log_weights
+    lw, _ = log_weights(mini_model, mini_guide, x[idx], k)
+    wrong = -(torch.logsumexp(mini_scale * lw, 0) - math.log(k)).sum().item()
+    assert abs(wrong - loss) > 1.0
+
+
+def test_iwae_objective_values_and_gradients(lg, x):
+    # exact posterior: the bound is log p(x) for every k
+    objective = IWAE(5)
+    assert objective.loss(lg.model, lg.exact_guide, x) == pytest.approx(-lg.log_marginal(x).sum().item(), abs=1e-8)
+    # a learnable guide gets gradients through its reparameterised samples
+    shift = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+
+    def guide(x):
+        loc = lg.posterior(x).loc + shift
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, 0.5).to_event(1))
+    loss = IWAE(50).loss_and_grads(lg.model, guide, x)
+    assert math.isfinite(loss) and shift.grad is not None and shift.grad > 0
+
+
+def test_iwae_needs_reparameterised_guide(lg, x):
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2, dtype=x.dtype), 1.0).to_event(1))
+            pyro.sample("c", dist.Bernoulli(0.5 * torch.ones(x.shape[0], dtype=x.dtype)))
+    with pytest.raises(ConfigError, match="site 'c'"):
+        IWAE(3).loss(lg.model, guide, x)
+
+
+def test_trainer_trains_with_iwae(binary_data):
+    from pyvae import VAE, Trainer
+    vae = VAE(x_dim=12, z_dim=2, hidden=(16,))
+    history = Trainer(vae, loss="iwae", particles=8, epochs=2, batch_size=100,
+                      progress=False, lr=3e-3).fit(binary_data)
+    assert history[1]["train_elbo"] > history[0]["train_elbo"]
+    with pytest.raises(ConfigError, match="iwae"):
+        make_objective("iwea")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda(lg, x):
+    lg_cuda = LinearGaussian(lg.weight.cuda(), lg.bias.cuda(), lg.sigma)
+    result = ev.log_likelihood(lg_cuda.model, lg_cuda.exact_guide, x.cuda(), num_samples=50,
+                               progress=False)
+    assert result.value.is_cuda
+    assert torch.allclose(result.value.cpu(), lg.log_marginal(x), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ CLI
+@pytest.fixture
+def run_dir(tmp_path, binary_data):
+    data = tmp_path / "data.pt"
+    torch.save({"x": binary_data}, data)
+    out = str(tmp_path / "run")
+    assert main(["train", "--data-file", str(data), "--valid-size", "100", "--epochs", "1",
+                 "--batch-size", "50", "--z-dim", "2", "--hidden", "16", "--out", out,
+                 "--no-progress"]) == 0
+    return out
+
+
+def test_cli_evaluate_table_and_json(run_dir, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", run_dir, "--num-samples", "50", "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "log p(x), K=50" in table and "active units" in table and "eval.json" in table
+    stored = json.load(open(os.path.join(run_dir, "eval.json")))
+    assert stored["num_samples"] == 50 and stored["num_datapoints"] == 100
+    assert stored["elbo"] <= stored["log_px"] + 3 * stored["log_px_stderr"]
+    assert f"{stored['log_px']:.3f}" in table
+    assert main(["evaluate", run_dir, "--num-samples", "50", "--json", "--chunk-size", "7",
+                 "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    se = math.hypot(printed["log_px_stderr"], stored["log_px_stderr"])
+    assert abs(printed["log_px"] - stored["log_px"]) < 4 * se
+    assert printed == json.load(open(os.path.join(run_dir, "eval.json")))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "{tmp}", "--num-samples", "10"], "is not a pyvae run directory"),
+    (["evaluate", "{run}", "--num-samples", "0"], "--num-samples: must be positive"),
+    (["evaluate", "{run}", "--num-samples", "-3"], "--num-samples: must be positive"),
+    (["evaluate", "{run}", "--split", "nope"], "unknown split 'nope'"),
+])
+def test_cli_evaluate_bad_input_one_line_exit_2(args, message, run_dir, tmp_path, capsys):
+    args = [a.format(tmp=str(tmp_path / "nothing"), run=run_dir) for a in args]
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
