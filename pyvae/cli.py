@@ -59,7 +59,7 @@ TRAIN_MODEL_FLAGS = {
 TRAIN_TRAINER_FLAGS = {
     "lr": (("--lr",), dict(type=_positive_float, help="learning rate (default 1e-3)"), 1e-3),
     "batch_size": (("--batch-size",), dict(type=_positive_int, help="default 100"), 100),
-    "loss": (("--loss",), dict(help="trace_elbo (default) or tracemeanfield_elbo"), "trace_elbo"),
+    "loss": (("--loss",), dict(help="trace_elbo (default), tracemeanfield_elbo, or iwae (the k-sample bound, k = --particles)"), "trace_elbo"),
     "particles": (("--particles",), dict(type=_positive_int, help="z samples per datapoint (default 1)"), 1),
     "optimizer": (("--optimizer",), dict(help="adam (default) or clipped_adam"), "adam"),
     "schedule": (("--schedule",), dict(help="learning-rate schedule: constant (default) or burda"), "constant"),
