@@ -46,15 +46,40 @@ def _positive_float(text: str):
     return value
 
 
+def _nonnegative_float(text: str):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 # train flags: (flags, argparse kwargs, default). Defaults are applied after parsing, so that on
 # --resume we can tell which flags the user gave explicitly.
 TRAIN_MODEL_FLAGS = {
     "z_dim": (("--z-dim",), dict(type=_positive_int, help="latent size (default 50)"), 50),
     "hidden": (("--hidden",), dict(type=_int_list, help="hidden sizes, e.g. 200,200 (default)"), [200, 200]),
     "activation": (("--activation",), dict(help="tanh (default), relu, elu, softplus, ..."), "tanh"),
-    "likelihood": (("--likelihood",), dict(help="p(x|z) family (default bernoulli)"), "bernoulli"),
-    "guide": (("--guide",), dict(help="q(z|x) family (default diagonal)"), "diagonal"),
-    "prior": (("--prior",), dict(help="p(z) (default normal)"), "normal"),
+    "likelihood": (("--likelihood",), dict(help="p(x|z): bernoulli (default), continuous_bernoulli, "
+                                                "gaussian, gaussian_image, discretized_logistic"), "bernoulli"),
+    "guide": (("--guide",), dict(help="q(z|x): diagonal (default), full-rank, low-rank, iaf, planar, "
+                                      "radial, householder, spline, sylvester"), "diagonal"),
+    "flow_length": (("--flow-length",), dict(type=_positive_int, metavar="K", help=(
+        "flow guides: number of transforms (default 2)")), None),
+    "flow_hidden": (("--flow-hidden",), dict(type=_int_list, help=(
+        "flow guides: hidden sizes of each transform's network (default 10*z_dim)")), None),
+    "rank": (("--rank",), dict(type=_positive_int, help="low-rank guide: rank of the covariance "
+                                                      "factor (default 2)"), None),
+    "sylvester_kind": (("--sylvester-kind",), dict(choices=("orthogonal", "householder", "triangular"),
+                                                   help="sylvester guide: how Q is built (default "
+                                                        "orthogonal)"), None),
+    "prior": (("--prior",), dict(help="p(z): normal (default), mixture, vamp"), "normal"),
+    "prior_components": (("--prior-components",), dict(type=_positive_int, metavar="K", help=(
+        "components of the mixture (default 10) or vamp (default 500) prior")), None),
+    "arch": (("--arch",), dict(choices=("mlp", "conv"), help="encoder/decoder nets: mlp (default) or "
+                                 "conv (28x28 or 32x32 images)"), "mlp"),
 }
 TRAIN_TRAINER_FLAGS = {
     "lr": (("--lr",), dict(type=_positive_float, help="learning rate (default 1e-3)"), 1e-3),
@@ -65,11 +90,19 @@ TRAIN_TRAINER_FLAGS = {
     "schedule": (("--schedule",), dict(help="learning-rate schedule: constant (default) or burda"), "constant"),
     "clip_norm": (("--clip-norm",), dict(type=_positive_float, help="clip gradient norms"), None),
     "seed": (("--seed",), dict(type=int, help="default 0"), 0),
+    "jit": (("--jit",), dict(action="store_true", help="compile the objective with Pyro's JIT (faster steps)"), False),
+    "beta": (("--beta",), dict(type=_nonnegative_float, help=(
+        "weight of the KL term in the training loss (default 1: the ELBO; validation always "
+        "reports the ELBO)")), 1.0),
+    "kl_warmup": (("--kl-warmup",), dict(type=_nonnegative_float, metavar="EPOCHS", help=(
+        "raise the KL weight linearly from 0 to --beta over EPOCHS (default 0: none)")), 0.0),
 }
 TRAIN_DATA_FLAGS = {
-    "dataset": (("--dataset",), dict(help="mnist (default), fashion-mnist, kmnist"), "mnist"),
+    "dataset": (("--dataset",), dict(help="mnist (default), fashion-mnist, kmnist, emnist[-SPLIT], "
+                                          "cifar10, linear-gaussian"), "mnist"),
     "data_file": (("--data-file",), dict(help="train on a .pt/.npy/.npz array instead of --dataset"), None),
-    "binarize": (("--binarize",), dict(help="dynamic (default), fixed or none"), "dynamic"),
+    "binarize": (("--binarize",), dict(help="dynamic, fixed or none (default: dynamic for the "
+                                            "bernoulli likelihood, else none)"), None),
     "valid_size": (("--valid-size",), dict(type=int, help="held out from train (default 10000; "
                                                           "a tenth of a --data-file)"), None),
 }
@@ -214,13 +247,19 @@ def cmd_train(args) -> int:
         trainer_cfg = _filled(args, TRAIN_TRAINER_FLAGS)
         data_cfg = _filled(args, TRAIN_DATA_FLAGS)
         data_cfg["seed"] = trainer_cfg["seed"]
+        if data_cfg["binarize"] is None:  # binary pixels only for a likelihood that needs them
+            from .likelihoods import LIKELIHOODS
+
+            needs = getattr(LIKELIHOODS.get(model_cfg["likelihood"]), "binary_data", True)
+            data_cfg["binarize"] = "dynamic" if needs is True else "none"
         if data_cfg["data_file"] and data_cfg["valid_size"] is None:  # a tenth of the file's rows
             data_cfg["valid_size"] = len(load_split(dict(data_cfg, valid_size=0), "train+valid")) // 10
         import pyro
 
         pyro.set_rng_seed(trainer_cfg["seed"])  # the initial weights, too, follow --seed
         train_preview = load_split(data_cfg, "train", args.data_dir, not args.no_download)
-        vae = VAE(x_dim=train_preview.x_dim, **model_cfg)
+        image_shape = train_preview.image_shape if model_cfg["arch"] == "conv" else None
+        vae = VAE(x_dim=train_preview.x_dim, image_shape=image_shape, **model_cfg)
         trainer = Trainer(vae, epochs=10 if args.epochs is None else args.epochs, device=args.device,
                           out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
                           num_threads=args.threads, extra_config=data_cfg, **trainer_cfg)
@@ -230,6 +269,10 @@ def cmd_train(args) -> int:
     if history:
         last = history[-1]
         valid_text = "" if last["valid_elbo"] is None else f", valid ELBO {last['valid_elbo']:.2f}"
+        if last["valid_elbo"] is not None and getattr(trainer.vae.likelihood, "discrete", False):
+            from .likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
+
+            valid_text += f" ({bits_per_dim(-last['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
         print(f"epoch {last['epoch']}: train ELBO {last['train_elbo']:.2f}{valid_text} nats; "
               f"run in {trainer.out}")
     return 0

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from typing import Callable, Iterable, List, Optional
 
 import torch
@@ -45,6 +46,10 @@ def _burda(epoch: int) -> float:
 
 
 SCHEDULES = {"constant": lambda epoch: 1.0, "burda": _burda}
+
+# Pyro's compiled (torch.jit-traced) versions of the ELBO objectives, for ``jit=True``
+JIT_OBJECTIVES = {"trace_elbo": pyro.infer.JitTrace_ELBO,
+                  "tracemeanfield_elbo": pyro.infer.JitTraceMeanField_ELBO}
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -91,6 +96,8 @@ class Trainer:
         progress: show a tqdm progress bar per epoch.
         validate: keep Pyro's argument validation on (slower; off by default in the hot loop).
         num_threads: ``torch.set_num_threads`` for the run (None: leave torch's setting).
+        jit: train with Pyro's JIT-compiled objective (``JitTrace_ELBO``): the model and guide are
+            traced once per batch shape, which removes most of Pyro's per-step Python overhead.
         extra_config: JSON-able dict stored with the run (the CLI stores its data options here).
         beta: weight of the latent site "z" in the training loss, -E[log p(x|z)] + beta * KL
             (1: the ELBO; see ``pyvae.beta``). Validation always reports the true ELBO.
@@ -102,7 +109,7 @@ class Trainer:
                  schedule: str = "constant", clip_norm: Optional[float] = None, seed: int = 0,
                  device="cpu", out: Optional[str] = None, overwrite: bool = False,
                  callbacks: Iterable[Callable] = (), progress: bool = True,
-                 validate: bool = False, num_threads: Optional[int] = None,
+                 validate: bool = False, num_threads: Optional[int] = None, jit: bool = False,
                  extra_config: Optional[dict] = None, beta: float = 1.0, kl_warmup: float = 0):
         if not isinstance(vae, VAE):
             raise ConfigError(f"Trainer needs a pyvae.VAE, got {type(vae).__name__}")
@@ -121,6 +128,11 @@ class Trainer:
         if num_threads is not None and int(num_threads) < 1:
             raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
         make_objective(loss, particles)  # validates the name and particle count
+        if jit and loss not in JIT_OBJECTIVES:
+            raise ConfigError(f"--jit works with the losses {', '.join(JIT_OBJECTIVES)}, not {loss!r}")
+        if jit and (beta != 1 or kl_warmup):
+            # the traced graph would freeze the KL weight at its first value
+            raise ConfigError("--jit cannot be combined with --beta or --kl-warmup")
         check_beta(beta, kl_warmup)
         self.vae = vae
         self.device = resolve_device(device)
@@ -134,7 +146,7 @@ class Trainer:
                            loss=loss, particles=int(particles), optimizer=optimizer,
                            schedule=schedule, clip_norm=clip_norm, seed=int(seed),
                            num_threads=None if num_threads is None else int(num_threads),
-                           beta=float(beta), kl_warmup=float(kl_warmup))
+                           beta=float(beta), kl_warmup=float(kl_warmup), jit=bool(jit))
         self.history: List[dict] = []
         self._resume_payload = None
         self._stop_signal = None
@@ -204,6 +216,12 @@ class Trainer:
         if self._kl_scale is not None:
             model, guide = scale_site(model, self._kl_scale), scale_site(guide, self._kl_scale)
         self.svi = SVI(model, guide, self.optim, self.elbo)
+        self._jit_svi, self._jit_warm = None, False
+        if cfg["jit"]:
+            particles = cfg["particles"]
+            jit_elbo = JIT_OBJECTIVES[cfg["loss"]](num_particles=particles, vectorize_particles=particles > 1,
+                                                   ignore_jit_warnings=True)
+            self._jit_svi = SVI(model, guide, self.optim, jit_elbo)
 
         start_epoch, start_step, partial = 0, 0, None
         if self._resume_payload is not None:
@@ -247,7 +265,7 @@ class Trainer:
                 if self._kl_scale is not None:
                     self._kl_scale.scale = kl_weight(cfg["beta"], cfg["kl_warmup"], epoch, step, steps)
                 try:
-                    loss = self.svi.step(x)
+                    loss = self._step(x, batch_size)
                     if not math.isfinite(loss):
                         raise TrainingDiverged(f"loss became {loss}")
                 except TrainingDiverged as e:
@@ -273,6 +291,24 @@ class Trainer:
         record["valid_elbo"] = None if valid is None else self.evaluate_elbo(valid)
         record["valid_seconds"] = time.perf_counter() - started
         return record
+
+    def _step(self, x: torch.Tensor, batch_size: int) -> float:
+        if self._jit_svi is None or x.shape[0] != batch_size:
+            # Pyro's compiled function is keyed on the number of arguments, not their shapes:
+            # a smaller last batch must not reuse the graph traced for full batches
+            return self.svi.step(x)
+        if not self._jit_warm:
+            # Tracing runs the model and guide (and draws random numbers) a few extra times. Do it
+            # once on the side, with the random state restored and the gradients dropped, so a
+            # compiled run consumes random numbers exactly like one resumed from a checkpoint.
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
+                    warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+                self._jit_svi.loss_and_grads(self._jit_svi.model, self._jit_svi.guide, x)
+            for p in self.vae.parameters():
+                p.grad = None
+            self._jit_warm = True
+        return self._jit_svi.step(x)
 
     @torch.no_grad()
     def evaluate_elbo(self, data: TensorData, batch_size: int = 1000) -> float:
