@@ -5,8 +5,10 @@ All three compute the same single-sample reparameterised ELBO with the same nets
   * tutorial: the loop of Pyro's VAE tutorial: DataLoader over a TensorDataset, pyro.optim.Adam,
               ``svi.step`` per batch, Pyro's validation left on (its default).
   * pyvae:    ``pyvae.Trainer`` (SVI + Trace_ELBO over the same model/guide functions).
+  * pyvae-jit: the same with ``jit=True`` (Pyro's JitTrace_ELBO).
 Each repeat times one warm epoch of each, interleaved, so the machine's load hits all alike;
-we report medians and the ratios per repeat.
+we report medians and the ratios per repeat, in wall time and in process CPU time (the
+latter is robust to other work on a shared machine; with --threads 1 the two agree on an idle one).
 
     python benchmarks/step_time.py --arch burda --images 10000 --repeats 5
     python benchmarks/step_time.py --arch tutorial --images 10000 --repeats 5   # 784-400-50, batch 128
@@ -38,6 +40,14 @@ def load_images(n, real):
     return torch.rand(torch.Size([n, 784]), generator=torch.Generator().manual_seed(0))
 
 
+class Clock:
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def elapsed(self):
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 def epoch_torch(x, arch):
     vae = TorchVAE(784, arch["z_dim"], arch["hidden"])
     optim = torch.optim.Adam(vae.parameters(), lr=1e-3)
@@ -54,9 +64,9 @@ def epoch_torch(x, arch):
             total += loss.detach()
         return float(total)
     one_epoch()  # warm-up
-    t = time.perf_counter()
+    clock = Clock()
     one_epoch()
-    return time.perf_counter() - t
+    return clock.elapsed()
 
 
 def epoch_tutorial(x, arch):
@@ -72,16 +82,23 @@ def epoch_tutorial(x, arch):
             total += svi.step(torch.bernoulli(xb))
         return total
     one_epoch()
-    t = time.perf_counter()
+    clock = Clock()
     one_epoch()
-    return time.perf_counter() - t
+    return clock.elapsed()
 
 
-def epoch_pyvae(x, arch):
+def epoch_pyvae(x, arch, jit=False):
     vae = pyvae.VAE(784, arch["z_dim"], arch["hidden"])
-    trainer = pyvae.Trainer(vae, batch_size=arch["batch"], epochs=2, progress=False)
-    history = trainer.fit(pyvae.TensorData(x, binarize="dynamic"))
-    return history[1]["seconds"]
+    clocks = []
+    trainer = pyvae.Trainer(vae, batch_size=arch["batch"], epochs=2, progress=False, jit=jit,
+                            callbacks=[lambda trainer, record: clocks.append(Clock())])
+    trainer.fit(pyvae.TensorData(x, binarize="dynamic"))
+    first, second = clocks
+    return second.wall - first.wall, second.cpu - first.cpu
+
+
+def epoch_pyvae_jit(x, arch):
+    return epoch_pyvae(x, arch, jit=True)
 
 
 def main():
@@ -96,17 +113,23 @@ def main():
         torch.set_num_threads(args.threads)
     arch = ARCHS[args.arch]
     x = load_images(args.images, args.real_mnist)
-    runs = {"torch": [], "tutorial": [], "pyvae": []}
+    runners = {"torch": epoch_torch, "tutorial": epoch_tutorial, "pyvae": epoch_pyvae,
+               "pyvae-jit": epoch_pyvae_jit}
+    runs = {name: [] for name in runners}
     for r in range(args.repeats):
-        for name, fn in (("torch", epoch_torch), ("tutorial", epoch_tutorial), ("pyvae", epoch_pyvae)):
+        for name, fn in runners.items():
             runs[name].append(fn(x, arch))
-        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items()), flush=True)
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    ratios = {
-        "pyvae/torch": statistics.median(a / b for a, b in zip(runs["pyvae"], runs["torch"])),
-        "tutorial/torch": statistics.median(a / b for a, b in zip(runs["tutorial"], runs["torch"])),
-        "tutorial/pyvae": statistics.median(a / b for a, b in zip(runs["tutorial"], runs["pyvae"])),
-    }
+        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f}s wall/{v[-1][1]:.2f}s cpu"
+                                              for k, v in runs.items()), flush=True)
+    med, ratios = {}, {}
+    for i, clock in enumerate(("wall", "cpu")):
+        med[clock] = {k: statistics.median(t[i] for t in v) for k, v in runs.items()}
+        ratio = lambda a, b: statistics.median(p[i] / q[i] for p, q in zip(runs[a], runs[b]))
+        ratios[clock] = {"pyvae/torch": ratio("pyvae", "torch"),
+                         "pyvae-jit/torch": ratio("pyvae-jit", "torch"),
+                         "tutorial/torch": ratio("tutorial", "torch"),
+                         "tutorial/pyvae": ratio("tutorial", "pyvae"),
+                         "tutorial/pyvae-jit": ratio("tutorial", "pyvae-jit")}
     info = {"machine": platform.machine(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "pyro": pyro.__version__, "arch": args.arch, "images": args.images,
             "batch": arch["batch"], "repeats": args.repeats}

@@ -66,6 +66,14 @@ TRAIN_MODEL_FLAGS = {
                                                 "gaussian, gaussian_image, discretized_logistic"), "bernoulli"),
     "guide": (("--guide",), dict(help="q(z|x): diagonal (default), full-rank, low-rank, iaf, planar, "
                                       "radial, householder, spline, sylvester"), "diagonal"),
+    "prior": (("--prior",), dict(help="p(z): normal (default), mixture, vamp"), "normal"),
+    "prior_components": (("--prior-components",), dict(type=_positive_int, metavar="K", help=(
+        "components of the mixture (default 10) or vamp (default 500) prior")), None),
+    "arch": (("--arch",), dict(choices=("mlp", "conv"), help="encoder/decoder nets: mlp (default) or "
+                                 "conv (28x28 or 32x32 images)"), "mlp"),
+}
+# options of particular guide families (``pyvae.guides``), passed to VAE(...) only when given
+TRAIN_GUIDE_FLAGS = {
     "flow_length": (("--flow-length",), dict(type=_positive_int, metavar="K", help=(
         "flow guides: number of transforms (default 2)")), None),
     "flow_hidden": (("--flow-hidden",), dict(type=_int_list, help=(
@@ -75,11 +83,6 @@ TRAIN_MODEL_FLAGS = {
     "sylvester_kind": (("--sylvester-kind",), dict(choices=("orthogonal", "householder", "triangular"),
                                                    help="sylvester guide: how Q is built (default "
                                                         "orthogonal)"), None),
-    "prior": (("--prior",), dict(help="p(z): normal (default), mixture, vamp"), "normal"),
-    "prior_components": (("--prior-components",), dict(type=_positive_int, metavar="K", help=(
-        "components of the mixture (default 10) or vamp (default 500) prior")), None),
-    "arch": (("--arch",), dict(choices=("mlp", "conv"), help="encoder/decoder nets: mlp (default) or "
-                                 "conv (28x28 or 32x32 images)"), "mlp"),
 }
 TRAIN_TRAINER_FLAGS = {
     "lr": (("--lr",), dict(type=_positive_float, help="learning rate (default 1e-3)"), 1e-3),
@@ -87,7 +90,8 @@ TRAIN_TRAINER_FLAGS = {
     "loss": (("--loss",), dict(help="trace_elbo (default), tracemeanfield_elbo, or iwae (the k-sample bound, k = --particles)"), "trace_elbo"),
     "particles": (("--particles",), dict(type=_positive_int, help="z samples per datapoint (default 1)"), 1),
     "optimizer": (("--optimizer",), dict(help="adam (default) or clipped_adam"), "adam"),
-    "schedule": (("--schedule",), dict(help="learning-rate schedule: constant (default) or burda"), "constant"),
+    "schedule": (("--schedule",), dict(help="learning-rate schedule: constant (default), burda (Burda et al.'s "
+                                           "3,280 epochs) or cosine (anneal to lr/100 over --epochs)"), "constant"),
     "clip_norm": (("--clip-norm",), dict(type=_positive_float, help="clip gradient norms"), None),
     "seed": (("--seed",), dict(type=int, help="default 0"), 0),
     "jit": (("--jit",), dict(action="store_true", help="compile the objective with Pyro's JIT (faster steps)"), False),
@@ -133,6 +137,7 @@ def _build_parser():
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     _add_flags(train, TRAIN_MODEL_FLAGS)
+    _add_flags(train, TRAIN_GUIDE_FLAGS)
     _add_flags(train, TRAIN_TRAINER_FLAGS)
     _add_flags(train, TRAIN_DATA_FLAGS)
     train.set_defaults(func=cmd_train)
@@ -234,7 +239,8 @@ def cmd_train(args) -> int:
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
                                  progress=not args.no_progress, num_threads=args.threads)
         stored = {**(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
-        for dest, value in {**_given(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_TRAINER_FLAGS),
+        for dest, value in {**_given(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS),
+                            **_given(args, TRAIN_TRAINER_FLAGS),
                             **_given(args, TRAIN_DATA_FLAGS)}.items():
             if dest in stored and stored[dest] != value:
                 raise ConfigError(
@@ -243,7 +249,7 @@ def cmd_train(args) -> int:
     else:
         if not args.out:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        model_cfg = _filled(args, TRAIN_MODEL_FLAGS)
+        model_cfg = {**_filled(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS)}
         trainer_cfg = _filled(args, TRAIN_TRAINER_FLAGS)
         data_cfg = _filled(args, TRAIN_DATA_FLAGS)
         data_cfg["seed"] = trainer_cfg["seed"]

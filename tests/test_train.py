@@ -59,6 +59,16 @@ def test_burda_schedule_stages():
     assert burda(3279) == pytest.approx(10 ** (-1)) and burda(3280) == pytest.approx(0.1)
 
 
+def test_cosine_schedule_runs_from_one_to_a_hundredth():
+    from pyvae.train import SCHEDULES
+    cosine = SCHEDULES["cosine"]
+    assert cosine(0, 100) == 1.0
+    assert cosine(50, 100) == pytest.approx(0.505)
+    assert cosine(100, 100) == pytest.approx(0.01)
+    values = [cosine(e, 100) for e in range(101)]
+    assert values == sorted(values, reverse=True)
+
+
 def test_run_directory_files_and_checkpoint_round_trip(binary_data, tmp_path):
     out = str(tmp_path / "run")
     vae = small_vae()
