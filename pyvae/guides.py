@@ -3,16 +3,40 @@
 A guide family is an ``nn.Module`` whose ``forward(x)`` maps a batch ``x`` of shape
 ``(batch, x_dim)`` to a distribution over z with batch shape ``(batch,)`` and event shape
 ``(z_dim,)``, supporting ``rsample`` and ``log_prob``. ``VAE.guide`` samples site ``"z"`` from it.
+
+Families, by name (``GUIDES``):
+
+    diagonal     N(mu(x), diag sigma(x)^2)
+    full-rank    N(mu(x), L(x) L(x)^T), L lower triangular with positive diagonal
+    low-rank     N(mu(x), F(x) F(x)^T + diag sigma(x)^2), F of shape (z_dim, rank)
+    iaf          diagonal base, then K conditional affine autoregressive layers (inverse AF)
+    planar       diagonal base, then K conditional planar layers
+    radial       diagonal base, then K conditional radial layers
+    householder  diagonal base, then K conditional Householder reflections
+    spline       diagonal base, then K conditional rational-quadratic spline autoregressive layers
+    sylvester    diagonal base, then K conditional Sylvester layers (``pyvae.flows``)
+
+The flows transform z0 ~ q0(z0|x) = N(mu(h), diag sigma(h)^2), where h = h(x) is the output of
+the encoder's body, with transforms conditioned on the same h:
+q(z_K|x) = q0(z0|x) - sum_k log|det dz_k/dz_{k-1}| (in log space). Planar, radial and Sylvester
+layers have no closed-form inverse: such a q can score only the samples it drew itself, so code
+that evaluates log q must pass the very tensor ``rsample`` returned to ``log_prob`` of the same
+distribution object (Pyro's ELBOs do).
 """
-from typing import Sequence
+import inspect
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
+from pyro.distributions.conditional import (ConditionalDistribution,
+                                            ConditionalTransformedDistribution)
 
 from .errors import ConfigError
-from .nets import MLP
+from .flows import SYLVESTER_KINDS, ConditionalSylvester
+from .nets import MLP, activation_class
 
 
 class GuideFamily(nn.Module):
@@ -46,14 +70,250 @@ class Diagonal(GuideFamily):
         return dist.Normal(loc, scale).to_event(1)
 
 
-GUIDES = {"diagonal": Diagonal}
+class FullRank(GuideFamily):
+    """Full-covariance Gaussian: q(z|x) = N(mu(x), L(x) L(x)^T).
+
+    One MLP outputs mu and the z_dim (z_dim + 1) / 2 entries of the lower triangle of L; the
+    diagonal of L is exp(.) of its entry, so L is a valid Cholesky factor. With the off-diagonal
+    entries at zero this is the ``diagonal`` family.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
+                 activation: str = "tanh"):
+        super().__init__(x_dim, z_dim)
+        d = self.z_dim
+        self.n_tril = d * (d + 1) // 2
+        self.net = MLP(x_dim, hidden, d + self.n_tril, activation)
+        self.register_buffer("tril_index", torch.tril_indices(d, d), persistent=False)
+
+    def loc_scale_tril(self, x):
+        d = self.z_dim
+        loc, flat = self.net(x).split([d, self.n_tril], dim=-1)
+        raw = flat.new_zeros(flat.shape[:-1] + (d, d))
+        raw[..., self.tril_index[0], self.tril_index[1]] = flat
+        scale_tril = raw.tril(-1) + torch.diag_embed(raw.diagonal(dim1=-2, dim2=-1).exp())
+        return loc, scale_tril
+
+    def forward(self, x):
+        loc, scale_tril = self.loc_scale_tril(x)
+        return dist.MultivariateNormal(loc, scale_tril=scale_tril)
+
+
+class LowRank(GuideFamily):
+    """Low-rank plus diagonal Gaussian: q(z|x) = N(mu(x), F(x) F(x)^T + diag(sigma(x)^2)).
+
+    F has shape (z_dim, rank); cost O(z_dim rank^2) per datapoint instead of O(z_dim^3).
+
+    Args:
+        rank: number of columns of F (1 <= rank <= z_dim).
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
+                 activation: str = "tanh", rank: int = 2):
+        super().__init__(x_dim, z_dim)
+        if not 1 <= int(rank) <= self.z_dim:
+            raise ConfigError(f"rank must be between 1 and z_dim={self.z_dim}, got {rank}")
+        self.rank = int(rank)
+        d = self.z_dim
+        self.net = MLP(x_dim, hidden, 2 * d + d * self.rank, activation)
+
+    def forward(self, x):
+        d = self.z_dim
+        loc, log_scale, factor = self.net(x).split([d, d, d * self.rank], dim=-1)
+        return dist.LowRankMultivariateNormal(
+            loc, factor.reshape(factor.shape[:-1] + (d, self.rank)), (2 * log_scale).exp())
+
+
+# ------------------------------------------------------------------------------------ flows
+class _DiagonalBase(ConditionalDistribution, nn.Module):
+    """A flow's base q0(z0|x) = N(mu(h), diag sigma(h)^2): one linear head on the feature h(x)."""
+
+    def __init__(self, context_dim: int, z_dim: int):
+        super().__init__()
+        self.head = nn.Linear(context_dim, 2 * z_dim)
+
+    def condition(self, context):
+        loc, log_scale = self.head(context).chunk(2, dim=-1)
+        return dist.Normal(loc, log_scale.exp()).to_event(1)
+
+
+class Flow(GuideFamily):
+    """A diagonal Gaussian base followed by K transforms, all conditioned on h(x).
+
+    The encoder body is the MLP ``x_dim -> hidden`` with the activation after every layer; its
+    output h(x) is the context of both the base q0(z0|x) and every transform (with no hidden
+    layers, h(x) = x). Subclasses name the transforms in ``make_transform``.
+
+    Args:
+        flow_length: K, the number of transforms.
+        flow_hidden: hidden sizes of each transform's parameter network (default: one layer of
+            10 * z_dim units).
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
+                 activation: str = "tanh", flow_length: int = 2,
+                 flow_hidden: Optional[Sequence[int]] = None):
+        super().__init__(x_dim, z_dim)
+        hidden = [int(h) for h in hidden]
+        if int(flow_length) < 1:
+            raise ConfigError(f"flow_length must be >= 1, got {flow_length}")
+        self.flow_length = int(flow_length)
+        flow_hidden = [10 * self.z_dim] if flow_hidden is None else [int(h) for h in flow_hidden]
+        if not flow_hidden or any(h <= 0 for h in flow_hidden):
+            raise ConfigError(f"flow_hidden needs one or more positive sizes, got {flow_hidden}")
+        self.flow_hidden = flow_hidden
+        if hidden:
+            self.body = nn.Sequential(MLP(x_dim, hidden[:-1], hidden[-1], activation),
+                                      activation_class(activation)())
+            self.context_dim = hidden[-1]
+        else:
+            self.body = nn.Identity()
+            self.context_dim = self.x_dim
+        self.base = _DiagonalBase(self.context_dim, self.z_dim)
+        self.transforms = nn.ModuleList(self.make_transforms(activation))
+        self.flow = ConditionalTransformedDistribution(self.base, list(self.transforms))
+
+    def make_transforms(self, activation):
+        return [self.make_transform(k) for k in range(self.flow_length)]
+
+    def make_transform(self, k: int):
+        raise NotImplementedError
+
+    def forward(self, x):
+        return self.flow.condition(self.body(x))
+
+
+class IAF(Flow):
+    """Inverse autoregressive flow: z_k = mu_k(z_{k-1}, h) + sigma_k(z_{k-1}, h) * z_{k-1}, with
+    (mu_k, log sigma_k)_i depending on the z_{k-1, j} before i (Pyro's
+    ``conditional_affine_autoregressive``, a MADE network per layer, each with its own random
+    order of the variables). Sampling and scoring own samples take one pass per layer."""
+
+    def make_transform(self, k):
+        if min(self.flow_hidden) < self.z_dim:
+            raise ConfigError(f"iaf needs flow_hidden sizes >= z_dim={self.z_dim}, got {self.flow_hidden}")
+        return T.conditional_affine_autoregressive(self.z_dim, self.context_dim, self.flow_hidden)
+
+
+class Planar(Flow):
+    """Planar flow (Rezende & Mohamed 2015): z_k = z + u tanh(w^T z + b), u, w, b from h(x)
+    (Pyro's ``conditional_planar``); log|det J| = log|1 + u^T tanh'(.) w|. No inverse."""
+
+    def make_transform(self, k):
+        return T.conditional_planar(self.z_dim, self.context_dim, self.flow_hidden)
+
+
+class Radial(Flow):
+    """Radial flow: z_k = z + beta (z - z_ref) / (alpha + |z - z_ref|), with z_ref, alpha, beta
+    from h(x) (Pyro's ``conditional_radial``). No inverse."""
+
+    def make_transform(self, k):
+        return T.conditional_radial(self.z_dim, self.context_dim, self.flow_hidden)
+
+
+class Householder(Flow):
+    """Householder flow (Tomczak & Welling 2016): z_K = H_K ... H_1 z0, H = I - 2 v v^T/|v|^2
+    with the v_k from h(x) (Pyro's ``conditional_householder``): a rotation of the diagonal
+    Gaussian, so q stays Gaussian with covariance Q diag(sigma^2) Q^T; volume preserving."""
+
+    def make_transforms(self, activation):
+        return [T.conditional_householder(self.z_dim, self.context_dim, self.flow_hidden,
+                                          count_transforms=self.flow_length)]
+
+
+class Spline(Flow):
+    """Neural spline flow (Durkan et al. 2019): each layer maps z_i by a monotone rational-
+    quadratic spline on [-bound, bound] (identity outside) whose knots depend on z_{<i} and h(x)
+    (Pyro's ``conditional_spline_autoregressive``, linear order).
+
+    Args:
+        count_bins: spline segments per dimension.
+        bound: half-width of the spline's box.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
+                 activation: str = "tanh", flow_length: int = 2,
+                 flow_hidden: Optional[Sequence[int]] = None, count_bins: int = 8,
+                 bound: float = 5.0):
+        if int(count_bins) < 2 or not float(bound) > 0:
+            raise ConfigError(f"need count_bins >= 2 and bound > 0, got {count_bins}, {bound}")
+        self.count_bins, self.bound = int(count_bins), float(bound)
+        super().__init__(x_dim, z_dim, hidden, activation, flow_length, flow_hidden)
+
+    def make_transform(self, k):
+        if min(self.flow_hidden) < self.z_dim:
+            raise ConfigError(f"spline needs flow_hidden sizes >= z_dim={self.z_dim}, got {self.flow_hidden}")
+        return T.conditional_spline_autoregressive(self.z_dim, self.context_dim, self.flow_hidden,
+                                                   count_bins=self.count_bins, bound=self.bound)
+
+
+class Sylvester(Flow):
+    """Sylvester flow (van den Berg et al. 2018): z_k = z + Q R tanh(R~ Q^T z + b) with Q
+    orthogonal and R, R~ upper triangular, all from h(x); see ``pyvae.flows``. No inverse.
+
+    Args:
+        sylvester_kind: "orthogonal" (default), "householder" or "triangular": how Q is built.
+        householders: reflections per layer for the "householder" kind.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
+                 activation: str = "tanh", flow_length: int = 2,
+                 flow_hidden: Optional[Sequence[int]] = None, sylvester_kind: str = "orthogonal",
+                 householders: int = 4):
+        if sylvester_kind not in SYLVESTER_KINDS:
+            raise ConfigError(f"unknown sylvester_kind {sylvester_kind!r}; choose one of: "
+                              f"{', '.join(SYLVESTER_KINDS)}")
+        self.sylvester_kind, self.householders = sylvester_kind, int(householders)
+        super().__init__(x_dim, z_dim, hidden, activation, flow_length, flow_hidden)
+
+    def make_transforms(self, activation):
+        return [ConditionalSylvester(self.z_dim, self.context_dim, self.flow_hidden,
+                                     kind=self.sylvester_kind, householders=self.householders,
+                                     reverse=k % 2 == 1, activation=activation)
+                for k in range(self.flow_length)]
+
+
+GUIDES = {
+    "diagonal": Diagonal,
+    "full-rank": FullRank,
+    "low-rank": LowRank,
+    "iaf": IAF,
+    "planar": Planar,
+    "radial": Radial,
+    "householder": Householder,
+    "spline": Spline,
+    "sylvester": Sylvester,
+}
+
+
+def guide_options(name: str):
+    """The keyword options (beyond hidden and activation) that the family ``name`` accepts."""
+    params = inspect.signature(GUIDES[name]).parameters
+    return [p for p in params if p not in ("x_dim", "z_dim", "hidden", "activation")]
 
 
 def make_guide(spec, x_dim: int, z_dim: int, hidden=(200, 200), activation="tanh",
                **options) -> GuideFamily:
-    """A guide family from its name (see ``GUIDES``) or a ``GuideFamily`` instance."""
+    """A guide family from its name (see ``GUIDES``) or a ``GuideFamily`` instance.
+
+    ``options`` are family options (``flow_length``, ``flow_hidden``, ``rank``,
+    ``sylvester_kind``, ...). An option set to None means "the family's default"; an option of
+    another family is ignored (so one set of options can serve several families, as in a
+    comparison); a name no family takes is an error.
+    """
+    options = {k: v for k, v in options.items() if v is not None}
+    known = sorted(set().union(*(guide_options(name) for name in GUIDES)))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown guide option {', '.join(unknown)}; guide options are: "
+                          f"{', '.join(known)}")
     if isinstance(spec, GuideFamily):
+        if options:
+            raise ConfigError(f"guide options {', '.join(sorted(options))} given with a guide "
+                              "object; pass them to its constructor instead")
         return spec
     if isinstance(spec, str) and spec in GUIDES:
-        return GUIDES[spec](x_dim, z_dim, hidden=hidden, activation=activation, **options)
+        taken = guide_options(spec)
+        return GUIDES[spec](x_dim, z_dim, hidden=hidden, activation=activation,
+                            **{k: v for k, v in options.items() if k in taken})
     raise ConfigError(f"unknown guide {spec!r}; choose one of: {', '.join(sorted(GUIDES))}")
