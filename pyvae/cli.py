@@ -275,12 +275,13 @@ def cmd_train(args) -> int:
     if history:
         last = history[-1]
         valid_text = "" if last["valid_elbo"] is None else f", valid ELBO {last['valid_elbo']:.2f}"
+        bits_text = ""
         if last["valid_elbo"] is not None and getattr(trainer.vae.likelihood, "discrete", False):
             from .likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
 
-            valid_text += f" ({bits_per_dim(-last['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
-        print(f"epoch {last['epoch']}: train ELBO {last['train_elbo']:.2f}{valid_text} nats; "
-              f"run in {trainer.out}")
+            bits_text = f" ({bits_per_dim(-last['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
+        print(f"epoch {last['epoch']}: train ELBO {last['train_elbo']:.2f}{valid_text} nats"
+              f"{bits_text}; run in {trainer.out}")
     return 0
 
 
