@@ -4,6 +4,8 @@ from .data import TensorData, load_dataset
 from .errors import ConfigError
 from .evaluate import active_units, gaps, iwae_bound, kl_per_dimension, log_likelihood
 from .likelihoods import bits_per_dim
+from .linear_gaussian import LinearGaussian
+from .refine import RefinedGuide, refine
 from .train import Trainer
 from .vae import VAE
 
@@ -11,4 +13,5 @@ __version__ = "0.1.0"
 
 __all__ = ["VAE", "Trainer", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",
-           "gaps", "active_units", "kl_per_dimension", "bits_per_dim"]
+           "gaps", "active_units", "kl_per_dimension", "bits_per_dim", "refine",
+           "RefinedGuide", "LinearGaussian"]

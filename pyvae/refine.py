@@ -12,6 +12,7 @@ optimises them while the model stays fixed. The result is a Pyro guide with the 
 names ("data" plate, "z"), to be evaluated like any other guide on the same batch x.
 """
 import math
+import warnings
 from contextlib import contextmanager
 from typing import Optional
 
@@ -177,7 +178,9 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
         optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": decay})
         svi = SVI(fixed_model, train_guide, optim,
                   Trace_ELBO(num_particles=int(particles), vectorize_particles=int(particles) > 1))
-        with _no_grad_for(frozen), pyro.validation_enabled(validate):
+        with _no_grad_for(frozen), pyro.validation_enabled(validate), warnings.catch_warnings():
+            # pyro.module warns about every frozen parameter it skips: expected here
+            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
             for step in range(int(steps)):
                 loss = svi.step(x)
                 if not math.isfinite(loss):

@@ -1,0 +1,126 @@
+"""Non-amortized refinement: exact optima on the linear-Gaussian model, initialisation from the
+encoder, and a model that stays untouched."""
+import pytest
+import torch
+from torch.distributions import MultivariateNormal, kl_divergence
+
+import pyro
+from pyro.infer import Trace_ELBO
+
+import pyvae
+from pyvae.linear_gaussian import LinearGaussian
+from pyvae.refine import RefinedGuide, refine
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def correlated_model():
+    """A 2-D latent with a strongly correlated posterior: the best diagonal q is 0.78 nats off."""
+    weight = torch.tensor([[1.0, 0.9], [0.9, 1.0], [0.6, 0.5]], dtype=torch.float64)
+    return LinearGaussian(weight, torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64), 0.5)
+
+
+@torch.no_grad()
+def exact_gap(model, guide, x):
+    """log p(x) - ELBO(q_i) = KL(q_i || p(z|x_i)) per datapoint, in closed form."""
+    q = guide.distribution()
+    if guide.family == "diagonal":
+        q = MultivariateNormal(q.mean, covariance_matrix=torch.diag_embed(q.variance))
+    return kl_divergence(q, model.posterior(x))
+
+
+def test_full_rank_refinement_reaches_the_exact_posterior():
+    model = correlated_model()
+    x = model.sample(16, seed=1)
+    guide = refine(model.model, x, family="full-rank", steps=600, lr=0.1, lr_final=0.01,
+                   path_gradient=True, seed=0)
+    gap = exact_gap(model, guide, x)
+    assert gap.max() < 1e-3, gap
+    # Pyro's own Monte-Carlo ELBO of the refined guide is log p(x) (zero variance at the posterior)
+    elbo = -Trace_ELBO(num_particles=50, vectorize_particles=True).loss(model.model, guide, x)
+    assert abs(elbo - model.log_marginal(x).sum().item()) < 1e-3 * len(x)
+    posterior = model.posterior(x)
+    assert torch.allclose(guide.distribution().covariance_matrix, posterior.covariance_matrix, atol=1e-3)
+    assert torch.allclose(guide.distribution().mean, posterior.mean, atol=1e-3)
+
+
+def test_diagonal_refinement_gap_is_the_best_mean_field_kl():
+    model = correlated_model()
+    x = model.sample(16, seed=1)
+    guide = refine(model.model, x, family="diagonal", steps=500, lr=0.1, lr_final=1e-4,
+                   particles=8, seed=0)
+    gap = exact_gap(model, guide, x)
+    best = model.best_diagonal_kl()
+    assert best > 0.7
+    assert gap.mean().item() == pytest.approx(best, abs=1e-2)
+    assert (gap > best - 1e-9).all()  # no diagonal q can beat the optimum
+    # the optimal mean-field variances are 1 / (posterior precision)_ii
+    precision = torch.linalg.inv(model.posterior(x).covariance_matrix[0])
+    variance = guide.distribution().variance
+    assert torch.allclose(variance, (1 / precision.diagonal()).expand_as(variance), rtol=0.1)
+
+
+def test_history_records_the_elbo_and_it_improves():
+    model = correlated_model()
+    x = model.sample(8, seed=2)
+    guide = refine(model.model, x, family="diagonal", steps=200, lr=0.05, seed=0)
+    assert len(guide.history) == 200
+    assert sum(guide.history[-20:]) / 20 > sum(guide.history[:20]) / 20
+
+
+def test_refinement_starts_at_the_encoder_and_leaves_the_model_alone(binary_data):
+    vae = pyvae.VAE(x_dim=12, z_dim=3, hidden=(16,))
+    pyvae.Trainer(vae, epochs=2, batch_size=100, lr=3e-3, progress=False).fit(binary_data)
+    x = binary_data[:20]
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    pyro.get_param_store().clear()
+    pyro.param("someone_elses", torch.ones(2))
+
+    start = refine(vae.model, x, init=vae.encoder, family="diagonal", steps=0)
+    q = vae.encoder(x)
+    assert torch.allclose(start.distribution().mean, q.mean, atol=1e-6)
+    assert torch.allclose(start.distribution().stddev, q.stddev, atol=1e-6)
+
+    guide = refine(vae.model, x, init=vae.encoder, family="full-rank", steps=150, lr=0.02, seed=0)
+    for k, v in vae.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.requires_grad for p in vae.parameters())
+    assert list(pyro.get_param_store().keys()) == ["someone_elses"]
+    # per-datapoint parameters do better than the shared encoder on the same batch
+    pyro.set_rng_seed(1)
+    amortized = -Trace_ELBO(num_particles=200, vectorize_particles=True).loss(vae.model, vae.guide, x)
+    refined = -Trace_ELBO(num_particles=200, vectorize_particles=True).loss(vae.model, guide, x)
+    assert refined > amortized
+
+
+def test_flow_encoder_initialises_by_moments():
+    model = correlated_model()
+    x = model.sample(5, seed=3)
+    encoder = pyvae.guides.make_guide("planar", 3, 2, hidden=(), flow_length=2).double()
+    pyro.set_rng_seed(0)
+    guide = refine(model.model, x, init=encoder, family="full-rank", steps=0)
+    draws = encoder(x).sample((4000,))
+    mean, std = draws.mean(0), draws.std(0)
+    # the refinement starts from 256 draws: its moments agree with 4000 others within their noise
+    q = guide.distribution()
+    assert ((q.mean - mean).abs() < 4 * std / 256 ** 0.5).all()
+    assert ((q.stddev - std).abs() < 4 * std / (2 * 255) ** 0.5).all()
+
+
+def test_bad_input_is_a_config_error():
+    model = correlated_model()
+    x = model.sample(4, seed=0)
+    with pytest.raises(pyvae.ConfigError, match="choose one of: diagonal, full-rank"):
+        refine(model.model, x, family="iaf")
+    with pytest.raises(pyvae.ConfigError, match=r"expected \(4,\), \(2,\)"):
+        refine(model.model, x, init=model.posterior(x[:3]))
+    guide = refine(model.model, x, steps=1)
+    assert isinstance(guide, RefinedGuide)
+    with pytest.raises(pyvae.ConfigError, match="belongs to the batch of 4 datapoints"):
+        guide(model.sample(4, seed=9))
