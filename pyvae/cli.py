@@ -172,7 +172,6 @@ def _build_parser():
     cmp.add_argument("--iwae-k", type=_int_list, default=[5, 50], help="k of the IWAE_k bounds, each < K (default 5,50)")
     cmp.add_argument("--test-size", type=_positive_int, default=None, help="evaluate on the first N test datapoints (default all)")
     cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
-    cmp.add_argument("--flow-length", type=_positive_int, default=None, help="layers of every flow family (default: the family's)")
     cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of diagonal/full-rank into approximation and amortization gaps with this many refinement steps (default 0: off)")
     cmp.add_argument("--refine-size", type=_positive_int, default=100, help="test datapoints refined (default 100)")
     cmp.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
@@ -182,6 +181,7 @@ def _build_parser():
     cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
     cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     _add_flags(cmp, {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"})
+    _add_flags(cmp, TRAIN_GUIDE_FLAGS)  # each family gets the options it takes
     _add_flags(cmp, {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")})
     _add_flags(cmp, TRAIN_DATA_FLAGS)
     cmp.set_defaults(func=cmd_compare)
@@ -398,6 +398,11 @@ def cmd_compare(args) -> int:
         data_cfg = {**(run_cfg["data"] or data_cfg), **_given(args, TRAIN_DATA_FLAGS)}
     data_cfg["seed"] = trainer_cfg["seed"]
     download = not args.no_download
+    if data_cfg["binarize"] is None:  # as train does: binary pixels only for a likelihood that needs them
+        from .likelihoods import LIKELIHOODS
+
+        needs = getattr(LIKELIHOODS.get(model_cfg["likelihood"]), "binary_data", True)
+        data_cfg["binarize"] = "dynamic" if needs is True else "none"
     if data_cfg["data_file"] and data_cfg["valid_size"] is None:  # a tenth of the file's rows, as train does
         data_cfg["valid_size"] = len(load_split(dict(data_cfg, valid_size=0), "train+valid")) // 10
     train = load_split(data_cfg, "train", args.data_dir, download)
@@ -412,7 +417,7 @@ def cmd_compare(args) -> int:
     command = f"pyvae compare --guides {','.join(guides)} {given}"
     compare(guides, train, test, valid, epochs=args.epochs, num_samples=args.num_samples,
             iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
-            shared_decoder=args.shared_decoder, flow_length=args.flow_length,
+            shared_decoder=args.shared_decoder, common_guide_options=_given(args, TRAIN_GUIDE_FLAGS),
             refine_steps=args.refine_steps, refine_size=args.refine_size,
             num_threads=args.threads, device=args.device, progress=not args.no_progress,
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,

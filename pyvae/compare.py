@@ -24,7 +24,6 @@ import io
 import json
 import os
 import time
-import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -52,6 +51,10 @@ COLUMNS = [  # (key in a row, markdown/CSV header)
 ]
 
 
+def _is_guide_key(name: str) -> bool:
+    return name.startswith("encoder.") or name.startswith("encoder_body.")
+
+
 def _count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -61,11 +64,12 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             test_size: Optional[int] = None, out: Optional[str] = None, seed: int = 0,
             shared_decoder: Optional[str] = None, z_dim: int = 50, hidden: Sequence[int] = (200, 200),
             activation: str = "tanh", likelihood: str = "bernoulli", prior: str = "normal",
-            guide_options: Optional[Dict[str, dict]] = None, flow_length: Optional[int] = None,
+            guide_options: Optional[Dict[str, dict]] = None,
+            common_guide_options: Optional[dict] = None,
             lr: float = 1e-3, batch_size: int = 100, refine_steps: int = 0, refine_size: int = 100,
             num_threads: Optional[int] = None, device="cpu", progress: bool = False,
             overwrite: bool = False, title: Optional[str] = None, data_config: Optional[dict] = None,
-            command: Optional[str] = None, log=print) -> dict:
+            command: Optional[str] = None, log=print, **vae_options) -> dict:
     """Train and evaluate one VAE per variational family; return (and write) the comparison.
 
     Args:
@@ -79,7 +83,8 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             only the guides are fitted. Its architecture (z_dim, hidden, ...) overrides the
             arguments here.
         guide_options: per-family constructor options, e.g. ``{"iaf": {"flow_length": 4}}``.
-        flow_length: the number of flow layers for every flow family that takes one.
+        common_guide_options: options given to every family that takes them, e.g.
+            ``{"flow_length": 4}`` for all flows (``pyvae.guides.guide_options`` lists them).
         refine_steps, refine_size: for the Gaussian families, refine per-datapoint Gaussians on
             the first ``refine_size`` test points for ``refine_steps`` SVI steps
             (``pyvae.refine``) and split the gap there into approximation and amortization gaps.
@@ -89,6 +94,8 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             them), so that ``pyvae plot OUT/<family>`` can reload the data.
         command: the command line that made the comparison, recorded in compare.md.
         log: called with one line of progress per step (``None`` for silence).
+        **vae_options: further ``VAE`` arguments shared by every family (``arch``,
+            ``prior_components``, ...).
 
     Returns:
         ``{"rows": [one dict per family], "settings": {...}, "command": ..., "title": ...}``.
@@ -130,32 +137,39 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     x_test = (test.x if test_size is None else test.x[:int(test_size)]).to(device)
 
     model_cfg = dict(z_dim=z_dim, hidden=list(hidden), activation=activation,
-                     likelihood=likelihood, prior=prior)
+                     likelihood=likelihood, prior=prior, **vae_options)
     decoder_state = None
     if shared_decoder is not None:
         from .plots import load_run
 
         base, base_cfg = load_run(shared_decoder)
-        model_cfg = {k: base_cfg["vae"][k] for k in model_cfg}
-        # the decoder and the model's other pieces (prior, likelihood); not the encoder
-        decoder_state = {k: v for k, v in base.state_dict().items() if not k.startswith("encoder.")}
+        # the run's generative model, minus its guide family and that family's options
+        model_cfg = {k: v for k, v in base_cfg["vae"].items()
+                     if k not in ("x_dim", "guide") and k not in options_of(base_cfg["vae"]["guide"])}
+        # the generative side: decoder, prior and likelihood; not the encoder (body and family)
+        decoder_state = {k: v for k, v in base.state_dict().items() if not _is_guide_key(k)}
 
+    if model_cfg.get("arch") == "conv" and model_cfg.get("image_shape") is None:
+        model_cfg["image_shape"] = train.image_shape
     guide_options = dict(guide_options or {})
     rows = []
     for family in guides:
         opts = dict(guide_options.get(family, {}))
-        if flow_length is not None and "flow_length" in options_of(family):
-            opts.setdefault("flow_length", int(flow_length))
+        takes = options_of(family)
+        for name, value in (common_guide_options or {}).items():
+            if name in takes:
+                opts.setdefault(name, value)
         pyro.set_rng_seed(seed)
         vae = VAE(x_dim=train.x_dim, guide=family, **model_cfg, **opts)
         if decoder_state is not None:
             missing, unexpected = vae.load_state_dict(decoder_state, strict=False)
-            if unexpected or any(not k.startswith("encoder.") for k in missing):
+            if unexpected or any(not _is_guide_key(k) for k in missing):
                 raise ConfigError(f"{shared_decoder}: the decoder does not fit the {family} VAE")
             # frozen: pyro.module skips parameters that do not require grad, so SVI never
             # optimises them (eval() silences Pyro's warning about that)
-            vae.decoder.requires_grad_(False)
-            vae.decoder.eval()
+            for part in (vae.decoder, vae.prior, vae.likelihood):
+                part.requires_grad_(False)
+                part.eval()
         run_dir = None if out is None else os.path.join(out, family)
         trainer = Trainer(vae, epochs=int(epochs), lr=lr, batch_size=min(batch_size, len(train)),
                           seed=seed, device=device, out=run_dir, overwrite=True, progress=progress,
@@ -165,7 +179,8 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         train_seconds = time.perf_counter() - started
         row = _evaluate_family(vae, family, x_test, num_samples, iwae_k, seed, refine_steps,
                                refine_size, evaluate, refine, progress)
-        row.update(guide_params=_count(vae.encoder), decoder_params=_count(vae.decoder),
+        row.update(guide_params=_count(vae.encoder) + _count(vae.encoder_body),
+                   decoder_params=_count(vae.decoder),
                    train_seconds=train_seconds, epochs=int(epochs),
                    train_elbo=history[-1]["train_elbo"] if history else None,
                    valid_elbo=history[-1]["valid_elbo"] if history else None,
@@ -207,12 +222,8 @@ def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, re
     row["approximation_gap"] = row["amortization_gap"] = None
     if refine_steps > 0 and family in REFINABLE:
         xr = x[:refine_size]
-        with warnings.catch_warnings():
-            # refine() freezes the decoder (requires_grad=False) and pyro.module says so, once
-            # per parameter: expected here, so not shown
-            warnings.filterwarnings("ignore", message=".*was not registered in the param store")
-            refined = refine(vae.model, xr, init=vae.encoder, family=REFINABLE[family],
-                             steps=int(refine_steps), seed=seed)
+        refined = refine(vae.model, xr, init=vae.encode, family=REFINABLE[family],
+                         steps=int(refine_steps), seed=seed)
         split = evaluate.gaps(vae.model, vae.guide, xr, num_samples, elbo_samples=100,
                               refined_guide=refined, batch_size=len(xr), progress=progress).summary()
         row.update(approximation_gap=split["approximation_gap"],

@@ -75,7 +75,7 @@ def _show_grid(ax, grid: torch.Tensor, title: str) -> None:
 def encode_mean(vae, x: torch.Tensor, num_samples: int = 32) -> torch.Tensor:
     """A point summary of q(z|x) per datapoint: its mean where the family knows it in closed
     form (Gaussians), else the average of ``num_samples`` draws (flows have no closed-form mean)."""
-    q = vae.encoder(x)
+    q = vae.encode(x) if hasattr(vae, "encode") else vae.encoder(x)
     try:
         return q.mean
     except NotImplementedError:

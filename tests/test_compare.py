@@ -29,7 +29,7 @@ def splits():
 def test_compare_writes_table_csv_json_and_figures(splits, tmp_path):
     train, test = splits
     out = str(tmp_path / "cmp")
-    report = compare(["diagonal", "full-rank", "iaf"], train, test, out=out, flow_length=1,
+    report = compare(["diagonal", "full-rank", "iaf"], train, test, out=out, common_guide_options={"flow_length": 1},
                      refine_steps=10, refine_size=8, **SMALL)
     rows = {r["guide"]: r for r in report["rows"]}
     assert list(rows) == ["diagonal", "full-rank", "iaf"]
