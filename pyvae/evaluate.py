@@ -438,15 +438,16 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
          progress: bool = True) -> Gaps:
     """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
 
-    log p(x) is the importance-weighted estimate with ``num_samples`` draws from ``guide``; the
-    ELBOs use ``elbo_samples`` draws each. Given ``refined_guide`` (any Pyro guide of x, e.g. one
+    log p(x) is the importance-weighted estimate with ``num_samples`` draws from ``guide``, and
+    the amortized ELBO the mean of the same draws' log-weights (no extra cost); the refined
+    guide's ELBO uses ``elbo_samples`` draws. Given ``refined_guide`` (any Pyro guide of x, e.g. one
     with per-datapoint variational parameters optimised for these x), the gap splits into the
     approximation gap log p(x) - ELBO(refined) and the amortization gap
     ELBO(refined) - ELBO(guide). A non-amortized guide is called on batches of ``batch_size``
     consecutive rows of x; pass ``batch_size=len(x)`` if it only accepts the whole of x.
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
-    amortized = elbo(model, guide, x, elbo_samples, chunk_size, batch_size, progress)
+    amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)
     refined = None
     if refined_guide is not None:
         refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)

@@ -206,7 +206,7 @@ def test_gaps_split_into_approximation_and_amortization(lg, x):
     assert abs(s["approximation_gap"]) < 4 * s["log_px_stderr"] + 0.02
     assert abs(s["amortization_gap"] - exact_gap) < 4 * se + 0.02
     assert torch.allclose(result.total, result.approximation + result.amortization)
-    plain = ev.gaps(lg.model, guide, x, num_samples=100, elbo_samples=10, progress=False)
+    plain = ev.gaps(lg.model, guide, x, num_samples=100, progress=False)
     assert plain.approximation is None and "amortization_gap" not in plain.summary()
 
 
