@@ -56,7 +56,7 @@ def test_vamp_pseudo_inputs_start_as_in_the_paper_and_stay_in_unit_interval():
     assert abs(float(raw.mean()) - 0.05) < 1e-3 and abs(float(raw.std()) - 0.01) < 1e-3
     with torch.no_grad():
         raw[0, 0], raw[0, 1] = -3.0, 4.0
-    u = prior.pseudo_inputs()
+    u = prior.pseudo_inputs().detach()
     assert float(u.min()) == 0.0 and float(u.max()) == 1.0
     real = make_prior("vamp", 4, x_dim=5, unit_interval=False)
     assert torch.equal(real.pseudo_inputs(), real.pseudo_inputs_raw)
@@ -127,3 +127,14 @@ def test_vae_with_named_prior_options_rebuilds_from_config():
     again = pyvae.VAE.from_config(vae.config)
     assert again.prior.components == 7
     again.load_state_dict(vae.state_dict())
+
+
+def test_vamp_copies_point_at_their_own_encoder():
+    import copy
+    import pickle
+
+    vae = pyvae.VAE(x_dim=12, z_dim=3, hidden=(8,), prior="vamp", prior_components=4)
+    for other in (copy.deepcopy(vae), pickle.loads(pickle.dumps(vae))):
+        assert other.prior._encode.__self__ is other
+        z = torch.randn(5, 3)
+        assert torch.allclose(other.prior().log_prob(z), vae.prior().log_prob(z))
