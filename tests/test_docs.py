@@ -68,3 +68,68 @@ def test_tutorial_blocks_run_and_print_what_the_page_shows():
 ])
 def test_same_output(actual, expected, ok):
     assert same_output(actual, expected) is ok
+
+
+# ------------------------------------------------------------------------------ docs/cli.md
+CLI_DOC = os.path.join(DOCS, "cli.md")
+CLI_INTRO = """# The `pyvae` command
+
+`pyvae COMMAND --help` prints the same text. Errors print one line on stderr and exit with
+status 2; `--debug` shows the traceback instead. The flag lists below are the commands' own
+`--help` output, written by `python tests/test_docs.py --write-cli` (a test checks that every
+flag of every command appears here).
+
+- `pyvae train`: fit a VAE by SVI into a run directory (see [training.md](training.md)).
+- `pyvae evaluate`: importance-weighted log p(x), ELBO, gap, active units of a run.
+- `pyvae plot`: figures of a run or of a comparison.
+- `pyvae compare`: one VAE per variational family, side by side (see [compare.md](compare.md)).
+
+Typical session:
+
+```bash
+pyvae train --epochs 10 --out runs/mnist
+pyvae evaluate runs/mnist --num-samples 5000
+pyvae plot runs/mnist                       # runs/mnist/figures/*.png
+pyvae compare --guides diagonal,iaf --epochs 10 --num-samples 1000 --out runs/compare
+pyvae plot runs/compare                     # the gap plot again, e.g. --format pdf
+```
+"""
+
+
+def _parsers():
+    from pyvae.cli import _build_parser
+
+    parser = _build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return parser, dict(sub.choices)
+
+
+def cli_markdown() -> str:
+    """docs/cli.md from the parsers' own --help text (100 columns)."""
+    os.environ["COLUMNS"] = "100"
+    parser, commands = _parsers()
+    parts = [CLI_INTRO, "## pyvae", "", "```text", parser.format_help().rstrip(), "```", ""]
+    for name, sub in commands.items():
+        parts += [f"## pyvae {name}", "", "```text", sub.format_help().rstrip(), "```", ""]
+    return "\n".join(parts)
+
+
+def test_cli_doc_lists_every_command_and_flag():
+    text = open(CLI_DOC, encoding="utf-8").read()
+    _, commands = _parsers()
+    for name, sub in commands.items():
+        assert f"## pyvae {name}" in text, f"docs/cli.md lacks `pyvae {name}`: run python tests/test_docs.py --write-cli"
+        section = text.split(f"## pyvae {name}", 1)[1].split("\n## pyvae ", 1)[0]
+        for action in sub._actions:
+            for flag in action.option_strings:
+                assert flag in section, (f"docs/cli.md: `pyvae {name}` lacks {flag}; "
+                                         "run python tests/test_docs.py --write-cli")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--write-cli"]:
+        with open(CLI_DOC, "w", encoding="utf-8") as f:
+            f.write(cli_markdown())
+        print(f"wrote {CLI_DOC}")
