@@ -17,6 +17,7 @@ import torch
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .errors import ConfigError
 
@@ -206,6 +207,7 @@ def training_curves(history, path: str, title: Optional[str] = None) -> str:
         if valid:
             ax.plot(*zip(*valid), "--s", color=color, ms=3, label=f"{prefix}valid ELBO")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("ELBO (nats per datapoint, higher is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
