@@ -210,7 +210,10 @@ def training_curves(history, path: str, title: Optional[str] = None) -> str:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("ELBO (nats per datapoint, higher is better)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if len(runs) > 1:  # many lines: the legend goes beside the axes, not over them
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8)
     ax.set_title(title or "training curves", fontsize=10)
     return _save(fig, path)
 
@@ -232,8 +235,21 @@ def gap_plot(results: Dict[str, dict], path: str, exact: Optional[float] = None,
     if not results:
         raise ConfigError("gap_plot needs results for at least one family")
     families = list(results)
-    fig = _new_figure(max(5.0, 1.5 * len(families) + 2.5), 4.6)
-    ax = fig.subplots()
+    # right panel, when log p^(x) is known: every bound minus log p^(x), so that families whose
+    # models differ (each trained its own decoder) compare by the size of their gaps alone
+    relative = any(r.get("log_px") is not None for r in results.values())
+    fig = _new_figure(max(5.0, 1.5 * len(families) + 2.5) * (1.8 if relative else 1.0), 4.6)
+    axes = fig.subplots(1, 2 if relative else 1, squeeze=False)[0]
+    _gap_panel(axes[0], results, families, exact, shift=False)
+    axes[0].set_title(title or "every bound sits below log p(x): ELBO ≤ IWAE_k ≤ log p̂(x)", fontsize=10)
+    if relative:
+        _gap_panel(axes[1], results, families, None, shift=True)
+        axes[1].set_title("the same, relative to each family's log p̂(x)", fontsize=10)
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def _gap_panel(ax, results, families, exact, shift):
     all_k = sorted({int(k) for r in results.values() for k in (r.get("iwae") or {})})
     cmap = [f"C{i % 10}" for i in range(len(all_k))]
     seen = set()
@@ -248,6 +264,13 @@ def gap_plot(results: Dict[str, dict], path: str, exact: Optional[float] = None,
         r = results[family]
         elbo, log_px = r.get("elbo"), r.get("log_px")
         iwae = {int(k): v for k, v in (r.get("iwae") or {}).items()}
+        if shift:
+            if log_px is None:
+                continue
+            base = log_px
+            elbo = None if elbo is None else elbo - base
+            iwae = {k: v - base for k, v in iwae.items()}
+            log_px = 0.0
         values = [v for v in [elbo, log_px, *iwae.values()] if v is not None]
         if not values:
             continue
@@ -270,11 +293,8 @@ def gap_plot(results: Dict[str, dict], path: str, exact: Optional[float] = None,
     ax.set_xticks(range(len(families)))
     ax.set_xticklabels(families)
     ax.set_xlim(-0.6, len(families) - 0.1)
-    ax.set_ylabel("nats per datapoint (higher is tighter)")
+    ax.set_ylabel("nats per datapoint minus log p̂(x)" if shift else "nats per datapoint (higher is tighter)")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or "every bound sits below log p(x): ELBO ≤ IWAE_k ≤ log p̂(x)", fontsize=10)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- run directories
