@@ -97,6 +97,12 @@ class ConditionalSylvester(ConditionalTransformModule):
         # transposed, gives R~, as in van den Berg et al.), the two diagonals, b, and Q's parameters
         self.sizes = [d * d, d, d, d, q_size]
         self.net = MLP(context_dim, hidden, sum(self.sizes), activation)
+        # start with zero off-diagonal parts of R and R~ (their d^2 outputs would otherwise make
+        # the first layer a large random map); the diagonals keep their random start, so the
+        # gradients with respect to the off-diagonal parts are not zero
+        with torch.no_grad():
+            self.net[-1].weight[:d * d] = 0
+            self.net[-1].bias[:d * d] = 0
         if kind == "triangular":
             eye = torch.eye(d)
             self.register_buffer("permutation", eye.flip(0) if reverse else eye)

@@ -85,6 +85,14 @@ class FullRank(GuideFamily):
         self.n_tril = d * (d + 1) // 2
         self.net = MLP(x_dim, hidden, d + self.n_tril, activation)
         self.register_buffer("tril_index", torch.tril_indices(d, d), persistent=False)
+        # start as the diagonal family: with default init the d (d - 1) / 2 off-diagonal entries
+        # of L would be O(1) each, so z would start with variance O(d) (on MNIST, d = 50, this
+        # costs tens of nats after two epochs); their gradient at zero is not zero, so they learn
+        rows, cols = self.tril_index
+        off_diagonal = d + torch.nonzero(rows != cols).squeeze(-1)
+        with torch.no_grad():
+            self.net[-1].weight[off_diagonal] = 0
+            self.net[-1].bias[off_diagonal] = 0
 
     def loc_scale_tril(self, x):
         d = self.z_dim
@@ -147,7 +155,7 @@ class Flow(GuideFamily):
     Args:
         flow_length: K, the number of transforms.
         flow_hidden: hidden sizes of each transform's parameter network (default: one layer of
-            10 * z_dim units).
+            10 * z_dim units; for Sylvester none, i.e. linear maps of h(x)).
     """
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
@@ -158,9 +166,10 @@ class Flow(GuideFamily):
         if int(flow_length) < 1:
             raise ConfigError(f"flow_length must be >= 1, got {flow_length}")
         self.flow_length = int(flow_length)
-        flow_hidden = [10 * self.z_dim] if flow_hidden is None else [int(h) for h in flow_hidden]
-        if not flow_hidden or any(h <= 0 for h in flow_hidden):
-            raise ConfigError(f"flow_hidden needs one or more positive sizes, got {flow_hidden}")
+        flow_hidden = self.default_flow_hidden() if flow_hidden is None else [int(h) for h in flow_hidden]
+        if any(h <= 0 for h in flow_hidden) or (self.needs_flow_hidden and not flow_hidden):
+            raise ConfigError(f"flow_hidden needs {'one or more ' if self.needs_flow_hidden else ''}"
+                              f"positive sizes, got {flow_hidden}")
         self.flow_hidden = flow_hidden
         if hidden:
             self.body = nn.Sequential(MLP(x_dim, hidden[:-1], hidden[-1], activation),
@@ -172,6 +181,11 @@ class Flow(GuideFamily):
         self.base = _DiagonalBase(self.context_dim, self.z_dim)
         self.transforms = nn.ModuleList(self.make_transforms(activation))
         self.flow = ConditionalTransformedDistribution(self.base, list(self.transforms))
+
+    needs_flow_hidden = True  # Pyro's parameter networks need a hidden layer
+
+    def default_flow_hidden(self):
+        return [10 * self.z_dim]
 
     def make_transforms(self, activation):
         return [self.make_transform(k) for k in range(self.flow_length)]
@@ -249,7 +263,8 @@ class Spline(Flow):
 
 class Sylvester(Flow):
     """Sylvester flow (van den Berg et al. 2018): z_k = z + Q R tanh(R~ Q^T z + b) with Q
-    orthogonal and R, R~ upper triangular, all from h(x); see ``pyvae.flows``. No inverse.
+    orthogonal and R, R~ upper triangular, all linear maps of h(x) by default (``flow_hidden``
+    adds hidden layers); see ``pyvae.flows``. No inverse.
 
     Args:
         sylvester_kind: "orthogonal" (default), "householder" or "triangular": how Q is built.
@@ -265,6 +280,12 @@ class Sylvester(Flow):
                               f"{', '.join(SYLVESTER_KINDS)}")
         self.sylvester_kind, self.householders = sylvester_kind, int(householders)
         super().__init__(x_dim, z_dim, hidden, activation, flow_length, flow_hidden)
+
+    needs_flow_hidden = False
+
+    def default_flow_hidden(self):
+        # as in van den Berg et al.: the flow's parameters are linear maps of the encoder's h(x)
+        return []
 
     def make_transforms(self, activation):
         return [ConditionalSylvester(self.z_dim, self.context_dim, self.flow_hidden,
