@@ -382,3 +382,22 @@ def test_cli_evaluate_bad_input_one_line_exit_2(args, message, run_dir, tmp_path
         code = e.code
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------ docs
+def _doc_blocks():
+    import re
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "evaluation.md")
+    return re.findall(r"```python\n(.*?)```", open(path).read(), re.S)
+
+
+def test_docs_quick_start_runs():
+    exec(compile(_doc_blocks()[0], "docs/evaluation.md", "exec"), {})
+
+
+@pytest.mark.slow
+def test_docs_every_block_runs():
+    namespace = {}
+    for block in _doc_blocks():
+        exec(compile(block, "docs/evaluation.md", "exec"), namespace)
+    assert namespace["g"].summary()["approximation_gap"] < 0.05
