@@ -135,6 +135,11 @@ def _build_parser():
     train.add_argument("--no-download", action="store_true", help="never download the dataset")
     train.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--distributed", action="store_true", help=(
+        "data-parallel training over the processes torchrun starts: `torchrun --nproc_per_node N "
+        "-m pyvae train ... --distributed` (DDP; --batch-size is the global batch)"))
+    train.add_argument("--backend", choices=("gloo", "nccl"), default=None, help=(
+        "with --distributed: gloo (default on the CPU) or nccl (default with --device cuda)"))
     train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     _add_flags(train, TRAIN_MODEL_FLAGS)
     _add_flags(train, TRAIN_GUIDE_FLAGS)
@@ -230,6 +235,32 @@ def load_split(data_cfg: dict, split: str, data_dir=None, download=True):
 
 
 def cmd_train(args) -> int:
+    if not args.distributed:
+        if args.backend:
+            raise ConfigError("--backend goes with --distributed")
+        return _train(args)
+    from . import distributed
+
+    ddp = distributed.setup(args.device, args.backend)
+    try:
+        # rank 0 alone fetches a missing data set, while the others wait, before anyone reads it
+        fetch_error = None
+        if ddp.is_main and not (args.resume or args.data_file or args.no_download):
+            from .data import load_dataset
+
+            try:
+                load_dataset(args.dataset or "mnist", "train", data_dir=args.data_dir, binarize="none")
+            except ConfigError as e:
+                fetch_error = e
+        ddp.barrier()
+        if fetch_error is not None:
+            raise fetch_error
+        return _train(args, ddp)
+    finally:
+        ddp.close()
+
+
+def _train(args, ddp=None) -> int:
     from .train import Trainer
     from .vae import VAE
 
@@ -237,7 +268,8 @@ def cmd_train(args) -> int:
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise ConfigError("give either --out or --resume, not both")
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
-                                 progress=not args.no_progress, num_threads=args.threads)
+                                 progress=not args.no_progress, num_threads=args.threads,
+                                 distributed=args.distributed)
         stored = {**(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
         for dest, value in {**_given(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS),
                             **_given(args, TRAIN_TRAINER_FLAGS),
@@ -268,11 +300,12 @@ def cmd_train(args) -> int:
         vae = VAE(x_dim=train_preview.x_dim, image_shape=image_shape, **model_cfg)
         trainer = Trainer(vae, epochs=10 if args.epochs is None else args.epochs, device=args.device,
                           out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                          num_threads=args.threads, extra_config=data_cfg, **trainer_cfg)
+                          num_threads=args.threads, extra_config=data_cfg,
+                          distributed=args.distributed, **trainer_cfg)
     train = load_split(data_cfg, "train", args.data_dir, not args.no_download)
     valid = load_split(data_cfg, "valid", args.data_dir, not args.no_download) if data_cfg["valid_size"] != 0 else None
     history = trainer.fit(train, valid)
-    if history:
+    if history and (ddp is None or ddp.is_main):  # with --distributed, rank 0 reports
         last = history[-1]
         valid_text = "" if last["valid_elbo"] is None else f", valid ELBO {last['valid_elbo']:.2f}"
         bits_text = ""
@@ -341,7 +374,11 @@ def cmd_evaluate(args) -> int:
                                  progress=not args.no_progress)
     seconds = time.perf_counter() - started
     units = evaluate.active_units(vae.guide, x)
-    kl = evaluate.kl_per_dimension(vae.guide, x, model=vae.model)
+    kl = evaluate.kl_to_prior(vae.guide, x, model=vae.model, num_samples=10)
+    try:  # per-dimension KL is defined only for a guide that factorizes over dimensions
+        kl_dims = evaluate.kl_per_dimension(vae.guide, x, model=vae.model).tolist()
+    except ConfigError:
+        kl_dims = None
     s = ll.summary()
     result = {
         "split": args.split, "num_datapoints": n, "num_samples": args.num_samples,
@@ -350,7 +387,8 @@ def cmd_evaluate(args) -> int:
         "bits_per_dim": -s["log_px"] / (vae.x_dim * math.log(2)),
         "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "gap": s["log_px"] - s["elbo"],
         "ess_mean": s["ess_mean"], "ess_min": s["ess_min"],
-        "active_units": units["num_active"], "z_dim": vae.z_dim, "kl": float(kl.sum()),
+        "active_units": units["num_active"], "z_dim": vae.z_dim, "kl": float(kl),
+        "kl_per_dimension": kl_dims,
         "seconds": seconds,
     }
     write_json(os.path.join(args.run_dir, "eval.json"), result)

@@ -535,3 +535,30 @@ def kl_per_dimension(guide: Callable, x: torch.Tensor, prior=None, model: Option
             total = kl.sum(0) if total is None else total + kl.sum(0)
             count += xb.shape[0]
     return total / count
+
+
+def kl_to_prior(guide: Callable, x: torch.Tensor, model: Callable, site: str = "z",
+                num_samples: int = 100, batch_size: int = 1000) -> torch.Tensor:
+    """Average over x of KL(q(z|x) || p(z)) at ``site``, for any guide (flows included).
+
+    Monte Carlo over the guide's own draws: KL = E_q[log q(z|x) - log p(z)], with p(z) the
+    model's distribution at ``site`` (replayed on the guide's z, so a prior that depends on
+    nothing but parameters is scored exactly). ``num_samples`` draws per datapoint, vectorised.
+    Returns a scalar float64 tensor (nats per datapoint).
+    """
+    _check_x(x)
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    with torch.no_grad(), poutine.block():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size]
+            for _ in range(num_samples):
+                guide_trace = poutine.trace(guide).get_trace(xb)
+                q_site = _latent_site(guide_trace, site, "guide")
+                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xb)
+                p_site = _latent_site(model_trace, site, "model")
+                z = q_site["value"]
+                # the guide scores its own sample (flows without inverses use their cache)
+                diff = q_site["fn"].log_prob(z) - p_site["fn"].log_prob(z)
+                total += diff.to(torch.float64).sum()
+            count += xb.shape[0]
+    return total / (count * num_samples)

@@ -231,6 +231,21 @@ def test_active_units_and_kl_per_dimension(lg):
     assert torch.allclose(kl, same)
 
 
+def test_kl_to_prior_matches_closed_form_and_works_for_joint_guides(lg, x):
+    """KL(q || p(z)) by Monte Carlo over the guide's own draws equals the closed form."""
+    pyro.set_rng_seed(0)
+    q = diagonal_q(lg, x)
+    exact = torch.distributions.kl_divergence(q, lg.prior().expand([x.shape[0]])).mean()
+    mc = ev.kl_to_prior(diagonal_guide(lg), x, model=lg.model, num_samples=2000)
+    assert float(mc) == pytest.approx(float(exact), abs=0.02)
+    # a joint (non-factorized) q: the exact posterior, KL(N(mu, S) || N(0, I)) in closed form
+    post = lg.posterior(x)
+    exact_joint = torch.distributions.kl_divergence(
+        post, dist.MultivariateNormal(torch.zeros(2, dtype=x.dtype), torch.eye(2, dtype=x.dtype))).mean()
+    mc_joint = ev.kl_to_prior(lg.exact_guide, x, model=lg.model, num_samples=2000)
+    assert float(mc_joint) == pytest.approx(float(exact_joint), abs=0.02)
+
+
 def test_kl_per_dimension_monte_carlo_without_closed_form():
     x = torch.zeros(4, 3)
     prior = dist.StudentT(4.0, torch.zeros(2), torch.ones(2)).to_event(1)
@@ -365,6 +380,21 @@ def test_cli_evaluate_table_and_json(run_dir, capsys):
     se = math.hypot(printed["log_px_stderr"], stored["log_px_stderr"])
     assert abs(printed["log_px"] - stored["log_px"]) < 4 * se
     assert printed == json.load(open(os.path.join(run_dir, "eval.json")))
+
+
+def test_cli_evaluate_flow_guide(tmp_path, binary_data, capsys):
+    """A guide that does not factorize over dimensions still gets its KL (and no per-dim KL)."""
+    data = tmp_path / "data.pt"
+    torch.save({"x": binary_data}, data)
+    out = str(tmp_path / "iaf")
+    assert main(["train", "--data-file", str(data), "--guide", "iaf", "--epochs", "1",
+                 "--batch-size", "50", "--z-dim", "2", "--hidden", "16", "--out", out,
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", out, "--num-samples", "20", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kl"] > 0 and result["kl_per_dimension"] is None
+    assert result["elbo"] <= result["log_px"] + 3 * result["log_px_stderr"]
 
 
 @pytest.mark.parametrize("args, message", [
