@@ -313,6 +313,16 @@ def guide_options(name: str):
     return [p for p in params if p not in ("x_dim", "z_dim", "hidden", "activation")]
 
 
+def resolved_guide_options(name: str, options: dict) -> dict:
+    """The options family ``name`` is built with: those given (not None), else its defaults.
+
+    Stored in run configs so that a run rebuilds the same guide even if a default changes.
+    """
+    params = inspect.signature(GUIDES[name]).parameters
+    return {k: options[k] if options.get(k) is not None else params[k].default
+            for k in guide_options(name)}
+
+
 def make_guide(spec, x_dim: int, z_dim: int, hidden=(200, 200), activation="tanh",
                **options) -> GuideFamily:
     """A guide family from its name (see ``GUIDES``) or a ``GuideFamily`` instance.

@@ -16,7 +16,7 @@ from torch import nn
 import pyro
 
 from .errors import ConfigError
-from .guides import GuideFamily, make_guide
+from .guides import GuideFamily, make_guide, resolved_guide_options
 from .likelihoods import make_likelihood
 from .nets import ARCHS, MLP, ConvDecoder, ConvEncoder, check_input_dim, image_shape_for
 from .priors import make_prior
@@ -83,7 +83,7 @@ class VAE(nn.Module):
         named = all(isinstance(c, str) for c in (likelihood, guide, prior))
         self.config = dict(x_dim=self.x_dim, z_dim=self.z_dim, hidden=list(hidden),
                            activation=activation, likelihood=likelihood, guide=guide,
-                           prior=prior, **guide_options) if named else None
+                           prior=prior, **resolved_guide_options(guide, guide_options)) if named else None
         if named and (arch != "mlp" or prior_components is not None):  # (older runs lack them)
             self.config.update(arch=arch, prior_components=prior_components,
                                image_shape=None if arch == "mlp" else list(image_shape))
