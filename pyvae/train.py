@@ -25,6 +25,7 @@ from pyro.infer import SVI, Trace_ELBO
 from .beta import SiteScale, check_beta, kl_weight, scale_site
 from .checkpoint import (atomic_write_text, get_rng_state, load_checkpoint, save_checkpoint,
                          set_rng_state, write_json)
+from . import distributed as _distributed
 from .data import TensorData, as_data
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from .objectives import make_objective
@@ -116,6 +117,11 @@ class Trainer:
         beta: weight of the latent site "z" in the training loss, -E[log p(x|z)] + beta * KL
             (1: the ELBO; see ``pyvae.beta``). Validation always reports the true ELBO.
         kl_warmup: epochs over which the weight rises linearly from 0 to ``beta`` (0: none).
+        distributed: data-parallel training over the processes of a ``torch.distributed`` group
+            (``torchrun``; see ``pyvae.distributed``): ``batch_size`` is the global batch, each
+            rank trains on its slice of it with DDP-synchronised gradients, rank 0 alone writes
+            ``out`` and shows progress. ``device="cuda"`` means ``cuda:LOCAL_RANK``. The group
+            is initialised from torchrun's environment if it is not yet.
     """
 
     def __init__(self, vae: VAE, lr: float = 1e-3, batch_size: int = 100, epochs: int = 10,
@@ -124,7 +130,8 @@ class Trainer:
                  device="cpu", out: Optional[str] = None, overwrite: bool = False,
                  callbacks: Iterable[Callable] = (), progress: bool = True,
                  validate: bool = False, num_threads: Optional[int] = None, jit: bool = False,
-                 extra_config: Optional[dict] = None, beta: float = 1.0, kl_warmup: float = 0):
+                 extra_config: Optional[dict] = None, beta: float = 1.0, kl_warmup: float = 0,
+                 distributed: bool = False):
         if not isinstance(vae, VAE):
             raise ConfigError(f"Trainer needs a pyvae.VAE, got {type(vae).__name__}")
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -148,8 +155,14 @@ class Trainer:
             # the traced graph would freeze the KL weight at its first value
             raise ConfigError("--jit cannot be combined with --beta or --kl-warmup")
         check_beta(beta, kl_warmup)
+        if distributed and jit:
+            # a DDP forward (and its gradient hooks) cannot be traced by torch.jit
+            raise ConfigError("--jit cannot be combined with --distributed")
         self.vae = vae
-        self.device = resolve_device(device)
+        # not part of the stored config: a run may resume with another number of processes
+        self.distributed = bool(distributed)
+        self._dist = None
+        self.device = resolve_device(_distributed.local_device(device) if distributed else device)
         self.out = out
         self.overwrite = overwrite
         self.callbacks = list(callbacks)
@@ -214,6 +227,9 @@ class Trainer:
             valid.check_for(self.vae.likelihood, self.vae.x_dim)
         if cfg["batch_size"] > len(train):
             raise ConfigError(f"batch size {cfg['batch_size']} is larger than the training set ({len(train)})")
+        if self.distributed:
+            self._dist = _distributed.setup(self.device)
+            self._dist.check_batches(len(train), cfg["batch_size"])
         self._prepare_out_dir()
         if cfg["num_threads"] is not None:
             torch.set_num_threads(cfg["num_threads"])
@@ -227,6 +243,9 @@ class Trainer:
         # beta != 1 or KL warm-up: the site "z" of model and guide is weighted (not the ELBO)
         self._kl_scale = None if (cfg["beta"] == 1 and not cfg["kl_warmup"]) else SiteScale("z")
         model, guide = self.vae.model, self.vae.guide
+        if self._dist is not None:  # the nets run through DDP wrappers while model and guide run
+            parallel = self._dist.wrap(self.vae)
+            model, guide = parallel.route(model), parallel.route(guide)
         if self._kl_scale is not None:
             model, guide = scale_site(model, self._kl_scale), scale_site(guide, self._kl_scale)
         self.svi = SVI(model, guide, self.optim, self.elbo)
@@ -270,16 +289,29 @@ class Trainer:
         binarize_rng = torch.Generator(device)
         total_loss, seconds = (0.0, 0.0) if partial is None else (partial["loss"], partial["seconds"])
         started = time.perf_counter()
+        ddp = self._dist
+        if ddp is not None and ddp.rank > 0:
+            # ranks > 0 draw their own noise for z, reseeded from (seed, epoch, step) so that a run
+            # resumed at an epoch boundary continues exactly; rank 0 continues the run's stream
+            # (the one checkpoints save), as a single process does
+            pyro.set_rng_seed(ddp.rank_seed(cfg["seed"], epoch, start_step))
+        self._pending = 0.0  # distributed: this rank's loss since the ranks last agreed
         bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
+                   disable=not self.progress or (ddp is not None and not ddp.is_main),
+                   leave=False, dynamic_ncols=True)
         with bar:
             for step in range(start_step, steps):
                 binarize_rng.manual_seed(_seed_for(cfg["seed"], epoch, step + 1))
-                x = train.batch(order[step * batch_size:(step + 1) * batch_size], binarize_rng)
+                index = order[step * batch_size:(step + 1) * batch_size]
+                # distributed: every rank draws the same global batch and trains on its slice
+                x = train.batch(index, binarize_rng) if ddp is None else ddp.shard_batch(train, index, binarize_rng)
                 if self._kl_scale is not None:
                     self._kl_scale.scale = kl_weight(cfg["beta"], cfg["kl_warmup"], epoch, step, steps)
                 try:
-                    loss = self._step(x, batch_size)
+                    loss, stop = self._step(x, batch_size), self._stop_signal
+                    synced = ddp is not None and _distributed.is_sync_step(step, start_step, steps)
+                    if ddp is not None:  # the ranks act on the global loss and stop together
+                        loss, stop = self._agree(loss, synced)
                     if not math.isfinite(loss):
                         raise TrainingDiverged(f"loss became {loss}")
                 except TrainingDiverged as e:
@@ -288,21 +320,23 @@ class Trainer:
                         "kept (try a lower --lr or --clip-norm)") from None
                 total_loss += loss
                 bar.update(1)
-                if step % 20 == 0:
+                if (step % 20 == 0) if ddp is None else synced:
                     bar.set_postfix(elbo=f"{-total_loss / min(n, (step + 1) * batch_size):.2f}")
-                if self._stop_signal is not None:
+                if stop is not None:
                     self._save(epoch, step + 1, partial={
                         "loss": total_loss,
                         "seconds": seconds + time.perf_counter() - started})
-                    raise TrainingInterrupted(self._stop_signal,
-                        f"stopped by {self._stop_signal.name} at epoch {epoch + 1}, step {step + 1}; "
+                    if ddp is not None:
+                        ddp.barrier()  # no rank exits before rank 0 has written the checkpoint
+                    raise TrainingInterrupted(stop,
+                        f"stopped by {stop.name} at epoch {epoch + 1}, step {step + 1}; "
                         f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else ""))
         record = {"epoch": epoch + 1, "lr": lr, "train_elbo": -total_loss / n,
                   "seconds": seconds + time.perf_counter() - started}
         if self._kl_scale is not None:  # train_elbo is then minus the beta-weighted loss
             record["beta"] = self._kl_scale.scale
         started = time.perf_counter()
-        record["valid_elbo"] = None if valid is None else self.evaluate_elbo(valid)
+        record["valid_elbo"] = None if valid is None else self._valid_elbo(valid)
         record["valid_seconds"] = time.perf_counter() - started
         return record
 
@@ -324,15 +358,47 @@ class Trainer:
             self._jit_warm = True
         return self._jit_svi.step(x)
 
+    def _agree(self, loss: float, synced: bool):
+        """Distributed: (loss to add, stop signal) agreed by all ranks.
+
+        Every ``SYNC_EVERY`` steps and at the end of the epoch the ranks add up their losses since
+        the last agreement (the global batches' loss; NaN if any rank's was) and whether a signal
+        arrived on any of them, so that all stop at the same step; in between this rank's loss
+        waits in ``_pending`` and nobody stops.
+        """
+        self._pending += loss
+        if not synced:
+            return 0.0, None
+        sig = self._stop_signal
+        total, n_int, n_term = self._dist.all_reduce_sum(
+            [self._pending, sig == signal.SIGINT, sig == signal.SIGTERM])
+        self._pending = 0.0
+        if sig is None and (n_int or n_term):
+            sig = signal.SIGINT if n_int else signal.SIGTERM
+        return total, sig
+
+    def _valid_elbo(self, valid: TensorData) -> float:
+        if self._dist is None:
+            return self.evaluate_elbo(valid)
+        # each rank scores its contiguous share of the held-out set; the ranks' sums are added
+        lo, hi = self._dist.shard(len(valid))
+        total, = self._dist.all_reduce_sum([self._loss_sum(valid, lo, hi)])
+        return -total / len(valid)
+
     @torch.no_grad()
     def evaluate_elbo(self, data: TensorData, batch_size: int = 1000) -> float:
         """Single-sample Monte-Carlo ELBO, nats per datapoint, of ``data`` under the VAE."""
-        elbo, total, n = Trace_ELBO(), 0.0, len(data)
+        return -self._loss_sum(data, 0, len(data), batch_size) / len(data)
+
+    @torch.no_grad()
+    def _loss_sum(self, data: TensorData, lo: int, hi: int, batch_size: int = 1000) -> float:
+        """-ELBO summed over rows [lo, hi) of ``data``, in batches of ``batch_size``."""
+        elbo, total = Trace_ELBO(), 0.0
         rng = torch.Generator(data.device).manual_seed(self.config["seed"])
-        for start in range(0, n, batch_size):
-            index = torch.arange(start, min(n, start + batch_size), device=data.device)
+        for start in range(lo, hi, batch_size):
+            index = torch.arange(start, min(hi, start + batch_size), device=data.device)
             total += elbo.loss(self.vae.model, self.vae.guide, data.batch(index, rng))
-        return -total / n
+        return total
 
     # ------------------------------------------------------------ internals
     def _make_optimizer(self) -> JointOptim:
@@ -350,6 +416,8 @@ class Trainer:
             raise ConfigError(f"{self.out} already holds a run; resume it (--resume) or pass --overwrite")
         if os.path.exists(self.out) and not os.path.isdir(self.out):
             raise ConfigError(f"{self.out} exists and is not a directory")
+        if self._dist is not None and not self._dist.is_main:
+            return  # rank 0 alone writes the run directory
         os.makedirs(self.out, exist_ok=True)
         write_json(os.path.join(self.out, CONFIG), self.run_config())
 
@@ -357,7 +425,7 @@ class Trainer:
         return {"vae": self.vae.config, "trainer": self.config, "data": self.extra_config}
 
     def _save(self, epoch: int, step: int, partial=None) -> None:
-        if self.out is None:
+        if self.out is None or (self._dist is not None and not self._dist.is_main):
             return
         save_checkpoint(os.path.join(self.out, CHECKPOINT), {
             "vae_config": self.vae.config,

@@ -1,0 +1,293 @@
+"""Multi-process data-parallel training: ``torchrun`` processes, PyTorch's DistributedDataParallel.
+
+    torchrun --nproc_per_node N -m pyvae train ... --distributed
+
+Each of the N processes (ranks) holds the whole VAE and the whole (resident) data set. Every step
+draws the same global minibatch of ``batch_size`` datapoints on all ranks (the permutation comes
+from the seed, as in a single process) and rank r trains on its contiguous slice of it. The model
+and guide stay the Pyro functions of ``pyvae.vae`` trained by ``SVI``; while they run, the VAE's
+nets (``encoder_body``, ``encoder``, ``decoder`` and any ``prior``/``likelihood`` with parameters)
+are called through ``DistributedDataParallel`` wrappers, so the backward pass all-reduces their
+gradients and every rank takes the identical optimizer step.
+
+Why the result equals one process with the global batch: Pyro's ``Trace_ELBO`` loss (and the IWAE
+loss) is a *sum* over the datapoints of the batch, so the gradient of the global batch's loss is
+the plain sum of the ranks' gradients, g = sum_r g_r. DDP's own reduction averages, g / N, so the
+wrappers carry a communication hook that sums instead (``_sum_allreduce``). Scaling each rank's
+loss by N (``poutine.scale``) would give the same gradient for the ELBO, but not for the IWAE
+objective, whose scale sits inside a logsumexp.
+
+What is and is not equal to a single process on the same global batches: the data (order, and a
+dynamic binarization, which every rank draws for the global batch before taking its rows), the
+summed gradients, the optimizer state and the recorded train ELBO (the ranks' losses are summed)
+are; the Monte-Carlo noise of z is drawn by each rank for its own rows (rank 0 continues the run's
+random stream, rank r > 0 is reseeded per epoch from (seed, epoch, rank)), so a stochastic guide
+gives an equally valid but different estimate than one process would.
+
+``pyro.module("decoder", ...)`` sees the inner module's parameter names (``_Synced``), so the
+param store, the optimizer state and the checkpoints are exactly those of a single-process run:
+a run trained with N processes resumes with any other number, or without ``--distributed``.
+"""
+import contextlib
+import functools
+import inspect
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from .errors import ConfigError
+
+BACKENDS = ("gloo", "nccl")
+#: the VAE's submodules that the model and guide call; each one with trainable parameters is
+#: wrapped in DDP while they run
+SLOTS = ("encoder_body", "encoder", "decoder", "prior", "likelihood")
+#: steps between the ranks' agreements on the loss, a stop signal and divergence (a collective
+#: of three numbers; on the 2-core CI machine one costs about 0.8 ms, so not every step)
+SYNC_EVERY = 10
+_TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment has what ``torchrun`` sets for each process."""
+    return all(k in os.environ for k in _TORCHRUN_ENV)
+
+
+def local_device(device) -> torch.device:
+    """The device of this process: ``cuda:LOCAL_RANK`` for any CUDA device, else ``device``.
+
+    One process per GPU, as torchrun starts them: ``--device cuda`` means "this process's GPU".
+    """
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        return device  # the caller's device check reports it
+    if device.type != "cuda":
+        return device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.index is not None and device.index != local_rank:
+        raise ConfigError(f"with --distributed give --device cuda (each process takes "
+                          f"cuda:LOCAL_RANK), not {device}")
+    return torch.device("cuda", local_rank)
+
+
+def is_sync_step(step: int, start_step: int, steps: int) -> bool:
+    """Whether the ranks agree after ``step`` (0-based) of an epoch of ``steps`` entered at
+    ``start_step``: every ``SYNC_EVERY`` steps, and after the last."""
+    return (step + 1 - start_step) % SYNC_EVERY == 0 or step + 1 == steps
+
+
+class Distributed:
+    """This process's place in the process group, and the few collectives training needs.
+
+    Build it with ``setup(device)`` (which initialises ``torch.distributed`` from torchrun's
+    environment when no process group exists yet) rather than directly.
+    """
+
+    def __init__(self, rank: int, world_size: int, device: torch.device, backend: str,
+                 owns_group: bool = False):
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.device = torch.device(device)
+        self.backend = backend
+        self.owns_group = owns_group
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes the run directory and shows the progress bar."""
+        return self.rank == 0
+
+    def __repr__(self):
+        return (f"Distributed(rank={self.rank}, world_size={self.world_size}, "
+                f"device={self.device}, backend={self.backend!r})")
+
+    # ------------------------------------------------------------ collectives
+    def all_reduce_sum(self, values: Sequence[float]) -> List[float]:
+        """The elementwise sum over ranks of ``values`` (float64; on the device, as nccl needs)."""
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.device.type == "cuda" and self.backend == "nccl":
+            dist.barrier(device_ids=[self.device.index])
+        else:
+            dist.barrier()
+
+    def close(self) -> None:
+        """Destroy the process group if ``setup`` created it."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+    # ------------------------------------------------------------------ data
+    def shard(self, n: int) -> Tuple[int, int]:
+        """Rows [lo, hi) of n that this rank takes: contiguous, sizes differing by at most one
+        (the split of ``torch.tensor_split``), rank 0 first."""
+        base, extra = divmod(int(n), self.world_size)
+        lo = self.rank * base + min(self.rank, extra)
+        return lo, lo + base + (1 if self.rank < extra else 0)
+
+    def check_batches(self, n: int, batch_size: int) -> None:
+        """Every global batch must give each rank at least one datapoint (a Pyro plate of size 0
+        is an error, and every rank must take part in every gradient all-reduce)."""
+        last = n % batch_size
+        if batch_size < self.world_size or 0 < last < self.world_size:
+            size = batch_size if batch_size < self.world_size else last
+            raise ConfigError(
+                f"a batch of {size} datapoints cannot be split over {self.world_size} processes: "
+                f"use a --batch-size of at least {self.world_size} whose remainder on the "
+                f"{n} training datapoints is 0 or at least {self.world_size}")
+
+    def shard_batch(self, data, index: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """This rank's rows of the global batch ``data.batch(index, generator)``.
+
+        With dynamic binarization the Bernoulli draw is made for the whole global batch (with the
+        step's seeded generator, as one process would) and then sliced, so that each datapoint is
+        binarized exactly as in a single-process run; the extra draws cost little next to a step.
+        Without it, only this rank's rows are gathered.
+        """
+        lo, hi = self.shard(index.shape[0])
+        if getattr(data, "binarize", "none") == "dynamic":
+            return data.batch(index, generator)[lo:hi]
+        return data.batch(index[lo:hi], generator)
+
+    def rank_seed(self, seed: int, epoch: int, step: int = 0) -> int:
+        """The seed of rank ``self.rank``'s noise from (seed, epoch, step) on: distinct per rank,
+        reproducible, and independent of when the run was stopped and resumed (numpy's
+        ``SeedSequence`` mixes the four numbers); 32 bits, as ``pyro.set_rng_seed`` takes."""
+        return int(np.random.SeedSequence([int(seed) & 0xFFFF_FFFF, int(epoch), int(step),
+                                           self.rank]).generate_state(1, np.uint32)[0])
+
+    def wrap(self, vae: nn.Module) -> "DataParallelVAE":
+        return DataParallelVAE(vae, self)
+
+
+def setup(device="cpu", backend: Optional[str] = None, timeout_s: Optional[float] = None) -> Distributed:
+    """Join (or start) the process group for this process and return its ``Distributed``.
+
+    If ``torch.distributed`` is already initialised (by the caller), that group is used;
+    otherwise it is initialised from torchrun's environment variables (RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT) with ``backend``: by default gloo for CPU and nccl for
+    CUDA, where each process uses ``cuda:LOCAL_RANK`` (``torch.cuda.set_device``).
+    """
+    device = local_device(device)
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device} requested but CUDA is not available")
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        used = dist.get_backend()
+        if backend is not None and backend != used:
+            raise ConfigError(f"the process group already uses the {used} backend, not {backend}")
+        return Distributed(dist.get_rank(), dist.get_world_size(), device, used)
+    if not dist.is_available():
+        raise ConfigError("this PyTorch build has no torch.distributed")
+    if not launched_by_torchrun():
+        raise ConfigError("--distributed needs the environment torchrun sets up: run "
+                          "`torchrun --nproc_per_node N -m pyvae train ... --distributed`")
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    if backend == "nccl" and device.type != "cuda":
+        raise ConfigError("the nccl backend needs --device cuda; use gloo on the CPU")
+    if backend == "nccl" and not dist.is_nccl_available():
+        raise ConfigError("this PyTorch build has no nccl backend; use --backend gloo")
+    kwargs = {}
+    if timeout_s is not None:
+        import datetime
+
+        kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
+    if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+        kwargs["device_id"] = device  # binds the group to this GPU (eager nccl init)
+    dist.init_process_group(backend=backend, **kwargs)
+    return Distributed(dist.get_rank(), dist.get_world_size(), device, backend, owns_group=True)
+
+
+def _sum_allreduce(process_group, bucket):
+    """DDP communication hook: all-reduce a gradient bucket by summing, without DDP's default
+    division by the world size. The loss is a sum over datapoints, so the gradient of the global
+    batch's loss is the sum of the ranks' gradients (see the module docs)."""
+    work = dist.all_reduce(bucket.buffer(), group=process_group, async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+# buffers here are constants made at construction (index tensors, a standard normal's loc and
+# scale), equal on all ranks: no broadcast of them at every forward (which would also be a
+# collective inside the model, e.g. during rank-local validation)
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+                   else {"broadcast_buffers": False})
+
+
+class _Synced(DistributedDataParallel):
+    """DDP over one of the VAE's nets that shows Pyro the net's own parameter names.
+
+    ``pyro.module("decoder", m)`` registers ``m.named_parameters()`` as "decoder$$$<name>"; DDP
+    would add a "module." prefix. Handing back the inner names keeps the param store, the
+    optimizer state (keyed by those names) and checkpoints exactly those of a single process.
+    """
+
+    def named_parameters(self, *args, **kwargs):
+        return self.module.named_parameters(*args, **kwargs)
+
+
+class DataParallelVAE:
+    """Routes a VAE's nets through ``DistributedDataParallel`` while its model and guide run.
+
+    ``route(fn)`` returns ``fn`` (e.g. ``vae.model``) running with the VAE's submodule slots
+    (``SLOTS``) holding DDP wrappers of the nets; outside those calls the VAE is untouched, so
+    its ``state_dict``, ``encode`` and validation see the plain modules.
+
+    DDP's default ``find_unused_parameters=False`` requires every wrapped parameter to get a
+    gradient at every step: only submodules with trainable parameters are wrapped (a standard
+    normal prior or a Bernoulli likelihood has none); every parameter of the library's
+    components gets a gradient in each step of every objective. A custom component with
+    parameters that do not, makes DDP stop at the next step with an error naming them.
+    """
+
+    def __init__(self, vae: nn.Module, ctx: Distributed):
+        self.vae, self.ctx = vae, ctx
+        self.wrapped: Dict[str, _Synced] = {}
+        owner = {}
+        for name in SLOTS:
+            module = getattr(vae, name, None)
+            if module is None or not any(p.requires_grad for p in module.parameters()):
+                continue
+            for p in module.parameters():
+                if id(p) in owner:
+                    raise ConfigError(f"the VAE's {owner[id(p)]} and {name} share parameters; "
+                                      "--distributed wraps each submodule once")
+                owner[id(p)] = name
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            ddp = _Synced(module, device_ids=device_ids, **_NO_BUFFER_SYNC)
+            ddp.register_comm_hook(None, _sum_allreduce)
+            self.wrapped[name] = ddp
+        outside = [n for n, p in vae.named_parameters() if p.requires_grad and id(p) not in owner]
+        if outside:
+            raise ConfigError(f"--distributed synchronises the VAE's {', '.join(SLOTS)}; these "
+                              f"parameters lie outside them: {', '.join(outside)}")
+
+    @contextlib.contextmanager
+    def routed(self):
+        """Within: ``vae.decoder`` etc. are the DDP wrappers."""
+        inner = {name: getattr(self.vae, name) for name in self.wrapped}
+        for name, ddp in self.wrapped.items():
+            setattr(self.vae, name, ddp)
+        try:
+            yield self.vae
+        finally:
+            for name, module in inner.items():
+                setattr(self.vae, name, module)
+
+    def route(self, fn):
+        """``fn`` run inside ``routed()``: give ``route(vae.model)``, ``route(vae.guide)`` to SVI."""
+        @functools.wraps(fn)
+        def routed_fn(*args, **kwargs):
+            with self.routed():
+                return fn(*args, **kwargs)
+
+        return routed_fn
