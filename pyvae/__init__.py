@@ -1,5 +1,5 @@
 """pyvae: variational autoencoders in Pyro, and the gap between the ELBO and log p(x)."""
-from . import evaluate, guides, likelihoods, nets, priors
+from . import distributed, evaluate, guides, likelihoods, nets, priors
 from .compare import compare
 from .data import TensorData, load_dataset
 from .errors import ConfigError
@@ -24,4 +24,4 @@ def __getattr__(name):
 __all__ = ["VAE", "Trainer", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",
            "gaps", "active_units", "kl_per_dimension", "bits_per_dim", "refine",
-           "RefinedGuide", "LinearGaussian", "compare", "plots"]
+           "RefinedGuide", "LinearGaussian", "compare", "plots", "distributed"]

@@ -275,6 +275,8 @@ class Trainer:
                 self._save(epoch + 1, 0)
                 for callback in self.callbacks:
                     callback(self, record)
+        if self._dist is not None:
+            self._dist.barrier()  # every rank returns once rank 0 has written the run directory
         return self.history
 
     def _run_epoch(self, epoch, train, valid, start_step, partial):
@@ -330,7 +332,8 @@ class Trainer:
                         ddp.barrier()  # no rank exits before rank 0 has written the checkpoint
                     raise TrainingInterrupted(stop,
                         f"stopped by {stop.name} at epoch {epoch + 1}, step {step + 1}; "
-                        f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else ""))
+                        f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else "")
+                        + (" (under torchrun, with --distributed)" if self.out and ddp is not None else ""))
         record = {"epoch": epoch + 1, "lr": lr, "train_elbo": -total_loss / n,
                   "seconds": seconds + time.perf_counter() - started}
         if self._kl_scale is not None:  # train_elbo is then minus the beta-weighted loss

@@ -54,13 +54,23 @@ def _point_guide(x_dim, z_dim):
     return PointGuide()
 
 
-def _train(case: str, distributed: bool, out=None, epochs: int = 3, batch_size: int = 40):
-    """Train one of the test cases; returns (history, flat parameters, trainer)."""
-    from pyvae import TensorData, Trainer, VAE
+def _splits():
+    from pyvae import TensorData
 
     x = _data()
-    train = TensorData(x[:200], binarize="dynamic", name="train")
-    valid = TensorData(x[200:], binarize="fixed", seed=1, name="valid")
+    return (TensorData(x[:200], binarize="dynamic", name="train"),
+            TensorData(x[200:], binarize="fixed", seed=1, name="valid"))
+
+
+def _flat(vae):
+    return torch.cat([p.detach().reshape(-1) for _, p in sorted(vae.named_parameters())])
+
+
+def _train(case: str, distributed: bool, out=None, epochs: int = 3, batch_size: int = 40):
+    """Train one of the test cases; returns (history, flat parameters, trainer)."""
+    from pyvae import Trainer, VAE
+
+    train, valid = _splits()
     pyro.set_rng_seed(0)
     if case == "point":  # deterministic: exact comparison with one process
         vae = VAE(D, 2, hidden=(8,), guide=_point_guide(D, 2), prior="mixture", prior_components=3)
@@ -69,13 +79,14 @@ def _train(case: str, distributed: bool, out=None, epochs: int = 3, batch_size: 
     trainer = Trainer(vae, lr=1e-2, batch_size=batch_size, epochs=epochs, seed=3, out=out,
                       progress=False, num_threads=1, distributed=distributed)
     history = trainer.fit(train, valid)
-    flat = torch.cat([p.detach().reshape(-1) for _, p in sorted(vae.named_parameters())])
-    return history, flat, trainer
+    return history, _flat(vae), trainer
 
 
 def _worker(result_path: str, out_dir: str) -> None:
     """Run under torchrun: both cases; rank 0 writes histories, parameters and rank spreads."""
     import torch.distributed as tdist
+
+    from pyvae import Trainer
 
     results = {}
     for case in ("point", "vamp"):
@@ -85,6 +96,15 @@ def _worker(result_path: str, out_dir: str) -> None:
         spread = max(float((g - gathered[0]).abs().max()) for g in gathered)
         results[case] = {"history": history, "params": flat.tolist(), "rank_spread": spread,
                          "world_size": tdist.get_world_size(), "rank": trainer._dist.rank}
+    # a run stopped at an epoch boundary and resumed continues exactly, every rank's noise included
+    straight, straight_flat, _ = _train("vamp", True, out=os.path.join(out_dir, "straight"), epochs=2)
+    _train("vamp", True, out=os.path.join(out_dir, "resumed"), epochs=1)
+    trainer = Trainer.resume(os.path.join(out_dir, "resumed"), epochs=2, progress=False,
+                             distributed=True)
+    resumed = trainer.fit(*_splits())
+    same = torch.tensor(float(torch.equal(_flat(trainer.vae), straight_flat)))
+    tdist.all_reduce(same, op=tdist.ReduceOp.MIN)
+    results["resume"] = {"straight": straight, "resumed": resumed, "params_equal": bool(same.item())}
     if tdist.get_rank() == 0:
         with open(result_path, "w") as f:
             json.dump(results, f)
@@ -150,6 +170,15 @@ def test_rank_zero_writes_the_run_and_its_checkpoint_resumes_in_one_process(two_
     trainer = Trainer.resume(str(run), epochs=4, progress=False)
     history = trainer.fit(TensorData(_data()[:200], binarize="dynamic"), None)
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+
+
+def test_epoch_boundary_resume_continues_exactly(two_process_run):
+    results, _ = two_process_run
+    straight, resumed = results["resume"]["straight"], results["resume"]["resumed"]
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    for a, b in zip(straight, resumed):
+        assert (a["train_elbo"], a["valid_elbo"]) == (b["train_elbo"], b["valid_elbo"])
+    assert results["resume"]["params_equal"]  # on every rank
 
 
 def test_cli_distributed_train(tmp_path):
