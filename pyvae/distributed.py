@@ -7,13 +7,13 @@ draws the same global minibatch of ``batch_size`` datapoints on all ranks (the p
 from the seed, as in a single process) and rank r trains on its contiguous slice of it. The model
 and guide stay the Pyro functions of ``pyvae.vae`` trained by ``SVI``; while they run, the VAE's
 nets (``encoder_body``, ``encoder``, ``decoder`` and any ``prior``/``likelihood`` with parameters)
-are called through ``DistributedDataParallel`` wrappers, so the backward pass all-reduces their
-gradients and every rank takes the identical optimizer step.
+are called through one ``DistributedDataParallel`` over all of them, so the backward pass
+all-reduces their gradients and every rank takes the identical optimizer step.
 
 Why the result equals one process with the global batch: Pyro's ``Trace_ELBO`` loss (and the IWAE
 loss) is a *sum* over the datapoints of the batch, so the gradient of the global batch's loss is
 the plain sum of the ranks' gradients, g = sum_r g_r. DDP's own reduction averages, g / N, so the
-wrappers carry a communication hook that sums instead (``_sum_allreduce``). Scaling each rank's
+DDP carries a communication hook that sums instead (``_sum_allreduce``). Scaling each rank's
 loss by N (``poutine.scale``) would give the same gradient for the ELBO, but not for the IWAE
 objective, whose scale sits inside a logsumexp.
 
@@ -24,7 +24,7 @@ are; the Monte-Carlo noise of z is drawn by each rank for its own rows (rank 0 c
 random stream, rank r > 0 is reseeded per epoch from (seed, epoch, rank)), so a stochastic guide
 gives an equally valid but different estimate than one process would.
 
-``pyro.module("decoder", ...)`` sees the inner module's parameter names (``_Synced``), so the
+``pyro.module("decoder", ...)`` sees the inner module's parameter names (``_Routed``), so the
 param store, the optimizer state and the checkpoints are exactly those of a single-process run:
 a run trained with N processes resumes with any other number, or without ``--distributed``.
 """
@@ -223,36 +223,72 @@ _NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
                    else {"broadcast_buffers": False})
 
 
-class _Synced(DistributedDataParallel):
-    """DDP over one of the VAE's nets that shows Pyro the net's own parameter names.
+class _Nets(nn.Module):
+    """The VAE's nets that have trainable parameters, as one module, so that one DDP (one
+    reducer, one gradient all-reduce per bucket) covers them all; ``forward(name, *args)``
+    calls the net ``name``. On a CPU the all-reduce's latency, not its size, dominates (about
+    2 ms on the 2-core test machine, for 100 floats as for 500,000): one per step, not one per
+    net."""
 
-    ``pyro.module("decoder", m)`` registers ``m.named_parameters()`` as "decoder$$$<name>"; DDP
-    would add a "module." prefix. Handing back the inner names keeps the param store, the
-    optimizer state (keyed by those names) and checkpoints exactly those of a single process.
+    def __init__(self, nets: Dict[str, nn.Module]):
+        super().__init__()
+        self.nets = nn.ModuleDict(nets)
+
+    def forward(self, name: str, *args, **kwargs):
+        return self.nets[name](*args, **kwargs)
+
+
+class _Routed(nn.Module):
+    """Stands in the VAE's slot for net ``name`` while the model and guide run: a call goes
+    through the DDP, while ``named_parameters`` (what ``pyro.module`` registers) and other
+    attributes are the net's own.
+
+    ``pyro.module("decoder", m)`` registers ``m.named_parameters()`` as "decoder$$$<name>": the
+    net's own names keep the param store, the optimizer state (keyed by those names) and
+    checkpoints exactly those of a single process.
     """
 
+    def __init__(self, ddp: DistributedDataParallel, name: str, net: nn.Module):
+        super().__init__()
+        # plain attributes, not submodules: this stand-in owns no parameters of its own
+        self.__dict__.update(_ddp=ddp, _name=name, _net=net)
+        self.train(net.training)
+
+    def forward(self, *args, **kwargs):
+        return self._ddp(self._name, *args, **kwargs)
+
     def named_parameters(self, *args, **kwargs):
-        return self.module.named_parameters(*args, **kwargs)
+        return self._net.named_parameters(*args, **kwargs)
+
+    def __getattr__(self, attr):
+        try:
+            return super().__getattr__(attr)
+        except AttributeError:
+            net = self.__dict__.get("_net")
+            if net is None:
+                raise
+            return getattr(net, attr)
 
 
 class DataParallelVAE:
     """Routes a VAE's nets through ``DistributedDataParallel`` while its model and guide run.
 
     ``route(fn)`` returns ``fn`` (e.g. ``vae.model``) running with the VAE's submodule slots
-    (``SLOTS``) holding DDP wrappers of the nets; outside those calls the VAE is untouched, so
-    its ``state_dict``, ``encode`` and validation see the plain modules.
+    (``SLOTS``) holding stand-ins that call the nets through one DDP; outside those calls the VAE
+    is untouched, so its ``state_dict``, ``encode`` and validation see the plain modules. A net
+    may be called several times per step (the VampPrior runs the encoder on its pseudo-inputs
+    as well as the guide on x); autograd sums the uses before the gradient hook DDP waits on.
 
     DDP's default ``find_unused_parameters=False`` requires every wrapped parameter to get a
     gradient at every step: only submodules with trainable parameters are wrapped (a standard
     normal prior or a Bernoulli likelihood has none); every parameter of the library's
     components gets a gradient in each step of every objective. A custom component with
-    parameters that do not, makes DDP stop at the next step with an error naming them.
+    parameters that do not makes DDP stop at the next step with an error naming them.
     """
 
     def __init__(self, vae: nn.Module, ctx: Distributed):
         self.vae, self.ctx = vae, ctx
-        self.wrapped: Dict[str, _Synced] = {}
-        owner = {}
+        nets, owner = {}, {}
         for name in SLOTS:
             module = getattr(vae, name, None)
             if module is None or not any(p.requires_grad for p in module.parameters()):
@@ -262,21 +298,31 @@ class DataParallelVAE:
                     raise ConfigError(f"the VAE's {owner[id(p)]} and {name} share parameters; "
                                       "--distributed wraps each submodule once")
                 owner[id(p)] = name
-            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            ddp = _Synced(module, device_ids=device_ids, **_NO_BUFFER_SYNC)
-            ddp.register_comm_hook(None, _sum_allreduce)
-            self.wrapped[name] = ddp
+            nets[name] = module
         outside = [n for n, p in vae.named_parameters() if p.requires_grad and id(p) not in owner]
         if outside:
             raise ConfigError(f"--distributed synchronises the VAE's {', '.join(SLOTS)}; these "
                               f"parameters lie outside them: {', '.join(outside)}")
+        self.ddp = None
+        self.routed_nets: Dict[str, _Routed] = {}
+        if nets:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            # (construction broadcasts rank 0's parameters, so all ranks start equal)
+            # bucket_cap_mb given explicitly: since torch 2.5ish the first bucket is then as large
+            # as the others (default: 1 MiB), so a VAE of up to 25 MiB of parameters is
+            # all-reduced in one call per step; these nets are small, and a CPU all-reduce costs
+            # its latency, so fewer calls beat overlapping them with the backward pass
+            self.ddp = DistributedDataParallel(_Nets(nets), device_ids=device_ids, bucket_cap_mb=25,
+                                               **_NO_BUFFER_SYNC)
+            self.ddp.register_comm_hook(None, _sum_allreduce)
+            self.routed_nets = {name: _Routed(self.ddp, name, net) for name, net in nets.items()}
 
     @contextlib.contextmanager
     def routed(self):
-        """Within: ``vae.decoder`` etc. are the DDP wrappers."""
-        inner = {name: getattr(self.vae, name) for name in self.wrapped}
-        for name, ddp in self.wrapped.items():
-            setattr(self.vae, name, ddp)
+        """Within: ``vae.decoder`` etc. are the stand-ins that call the nets through DDP."""
+        inner = {name: getattr(self.vae, name) for name in self.routed_nets}
+        for name, stand_in in self.routed_nets.items():
+            setattr(self.vae, name, stand_in)
         try:
             yield self.vae
         finally:
