@@ -10,7 +10,7 @@ import argparse
 import torch
 
 import pyvae
-from pyvae.cli import load_split
+from pyvae.data import load_split
 from pyvae.compare import markdown_table
 from pyvae.data import TensorData
 

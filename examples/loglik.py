@@ -15,7 +15,7 @@ import pyro
 import torch
 
 from pyvae import evaluate
-from pyvae.cli import load_split
+from pyvae.data import load_split
 from pyvae.plots import load_run
 
 

@@ -14,7 +14,7 @@ import torch
 
 import pyvae
 from pyvae import plots
-from pyvae.cli import load_split
+from pyvae.data import load_split
 from pyvae.data import TensorData
 
 

@@ -222,16 +222,12 @@ def _given(args, table):
     return {dest: getattr(args, dest) for dest in table if getattr(args, dest) is not None}
 
 
-def load_split(data_cfg: dict, split: str, data_dir=None, download=True):
-    from .data import load_array, load_dataset
+def _completed(data_cfg: dict, likelihood: str) -> dict:
+    """The data config with its defaults filled as the likelihood needs (binary pixels or not)."""
+    from .data import complete_data_config
+    from .likelihoods import LIKELIHOODS
 
-    if data_cfg.get("data_file"):
-        return load_array(data_cfg["data_file"], split, data_cfg["valid_size"], data_cfg["binarize"],
-                          data_cfg["seed"])
-    valid_size = 10000 if data_cfg["valid_size"] is None else data_cfg["valid_size"]
-    return load_dataset(data_cfg["dataset"], split, data_dir=data_dir, download=download,
-                        binarize=data_cfg["binarize"], valid_size=valid_size,
-                        seed=data_cfg["seed"])
+    return complete_data_config(data_cfg, getattr(LIKELIHOODS.get(likelihood), "binary_data", True))
 
 
 def cmd_train(args) -> int:
@@ -261,6 +257,7 @@ def cmd_train(args) -> int:
 
 
 def _train(args, ddp=None) -> int:
+    from .data import load_split, load_train_valid
     from .train import Trainer
     from .vae import VAE
 
@@ -285,13 +282,7 @@ def _train(args, ddp=None) -> int:
         trainer_cfg = _filled(args, TRAIN_TRAINER_FLAGS)
         data_cfg = _filled(args, TRAIN_DATA_FLAGS)
         data_cfg["seed"] = trainer_cfg["seed"]
-        if data_cfg["binarize"] is None:  # binary pixels only for a likelihood that needs them
-            from .likelihoods import LIKELIHOODS
-
-            needs = getattr(LIKELIHOODS.get(model_cfg["likelihood"]), "binary_data", True)
-            data_cfg["binarize"] = "dynamic" if needs is True else "none"
-        if data_cfg["data_file"] and data_cfg["valid_size"] is None:  # a tenth of the file's rows
-            data_cfg["valid_size"] = len(load_split(dict(data_cfg, valid_size=0), "train+valid")) // 10
+        data_cfg = _completed(data_cfg, model_cfg["likelihood"])
         import pyro
 
         pyro.set_rng_seed(trainer_cfg["seed"])  # the initial weights, too, follow --seed
@@ -302,8 +293,7 @@ def _train(args, ddp=None) -> int:
                           out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
                           num_threads=args.threads, extra_config=data_cfg,
                           distributed=args.distributed, **trainer_cfg)
-    train = load_split(data_cfg, "train", args.data_dir, not args.no_download)
-    valid = load_split(data_cfg, "valid", args.data_dir, not args.no_download) if data_cfg["valid_size"] != 0 else None
+    train, valid = load_train_valid(data_cfg, args.data_dir, not args.no_download)
     history = trainer.fit(train, valid)
     if history and (ddp is None or ddp.is_main):  # with --distributed, rank 0 reports
         last = history[-1]
@@ -339,6 +329,7 @@ def cmd_evaluate(args) -> int:
 
     from . import evaluate
     from .checkpoint import load_checkpoint, write_json
+    from .data import load_split
     from .train import CHECKPOINT, is_run_dir, resolve_device
     from .vae import VAE
 
@@ -417,6 +408,7 @@ def cmd_compare(args) -> int:
     import shlex
 
     from .compare import compare
+    from .data import load_split, load_train_valid
 
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
     model_flags = {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"}
@@ -436,15 +428,8 @@ def cmd_compare(args) -> int:
         data_cfg = {**(run_cfg["data"] or data_cfg), **_given(args, TRAIN_DATA_FLAGS)}
     data_cfg["seed"] = trainer_cfg["seed"]
     download = not args.no_download
-    if data_cfg["binarize"] is None:  # as train does: binary pixels only for a likelihood that needs them
-        from .likelihoods import LIKELIHOODS
-
-        needs = getattr(LIKELIHOODS.get(model_cfg["likelihood"]), "binary_data", True)
-        data_cfg["binarize"] = "dynamic" if needs is True else "none"
-    if data_cfg["data_file"] and data_cfg["valid_size"] is None:  # a tenth of the file's rows, as train does
-        data_cfg["valid_size"] = len(load_split(dict(data_cfg, valid_size=0), "train+valid")) // 10
-    train = load_split(data_cfg, "train", args.data_dir, download)
-    valid = load_split(data_cfg, "valid", args.data_dir, download) if data_cfg["valid_size"] != 0 else None
+    data_cfg = _completed(data_cfg, model_cfg["likelihood"])
+    train, valid = load_train_valid(data_cfg, args.data_dir, download)
     test = load_split(data_cfg, "test", args.data_dir, download)
     given = " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else " " + shlex.quote(

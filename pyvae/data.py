@@ -247,6 +247,42 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir: Optional[s
     return TensorData(images, labels, binarize=binarize, seed=seed, name=f"{name}/{split}")
 
 
+def complete_data_config(data_cfg: dict, binary_data=True) -> dict:
+    """Fill the defaults a run's ``config["data"]`` leaves open, as ``pyvae train`` stores them.
+
+    ``data_cfg`` has the keys dataset, data_file, binarize, valid_size, seed. An open ``binarize``
+    becomes "dynamic" only for a likelihood that needs binary pixels (``binary_data is True``,
+    the likelihood's attribute), else "none"; an open ``valid_size`` of a ``data_file`` becomes a
+    tenth of its rows (of a named data set: 10,000, left open in the config).
+    """
+    cfg = dict(data_cfg)
+    if cfg.get("binarize") is None:
+        cfg["binarize"] = "dynamic" if binary_data is True else "none"
+    if cfg.get("data_file") and cfg.get("valid_size") is None:
+        cfg["valid_size"] = len(load_split(dict(cfg, valid_size=0), "train+valid")) // 10
+    return cfg
+
+
+def load_split(data_cfg: dict, split: str, data_dir: Optional[str] = None,
+               download: bool = True) -> TensorData:
+    """One split of the data a run's ``config["data"]`` names (a data set or a ``data_file``)."""
+    if data_cfg.get("data_file"):
+        return load_array(data_cfg["data_file"], split, data_cfg["valid_size"],
+                          data_cfg["binarize"], data_cfg["seed"])
+    valid_size = 10000 if data_cfg["valid_size"] is None else data_cfg["valid_size"]
+    return load_dataset(data_cfg["dataset"], split, data_dir=data_dir, download=download,
+                        binarize=data_cfg["binarize"], valid_size=valid_size,
+                        seed=data_cfg["seed"])
+
+
+def load_train_valid(data_cfg: dict, data_dir: Optional[str] = None, download: bool = True):
+    """(train, valid) of a run's data; valid is None when ``valid_size`` is 0."""
+    train = load_split(data_cfg, "train", data_dir, download)
+    valid = (load_split(data_cfg, "valid", data_dir, download)
+             if data_cfg["valid_size"] != 0 else None)
+    return train, valid
+
+
 def _split(x, labels, split, valid_size):
     """Rows of a training pool for "train", "valid", "train+valid" ("test" passes through)."""
     if split == "test":

@@ -343,7 +343,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
         return written
     if not os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
         raise ConfigError(f"{run_dir} is neither a pyvae run (checkpoint.pt) nor a comparison (compare.json)")
-    from .cli import load_split
+    from .data import load_split
 
     vae, config = load_run(run_dir)
     data = load_split(config["data"], split, data_dir, download)

@@ -1,7 +1,6 @@
 """Runs the bad-input corpus (tests/bad_inputs.py) through the CLI."""
 import hashlib
 import os
-import shutil
 
 import pytest
 import torch

@@ -1,5 +1,3 @@
-import math
-
 import pyro
 import pyro.poutine as poutine
 import pytest

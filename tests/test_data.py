@@ -127,3 +127,21 @@ def test_real_mnist_loads_and_fits_the_likelihood_checks():
     valid.check_for(make_likelihood("bernoulli"), 784)
     test.check_for(make_likelihood("discretized_logistic"), 784)
     test.check_for(make_likelihood("continuous_bernoulli"), 784)
+
+
+def test_complete_data_config_and_load_split_of_a_file(tmp_path):
+    path = str(tmp_path / "grey.npy")
+    np.save(path, np.random.default_rng(0).random((50, 6)).astype(np.float32))
+    open_cfg = dict(dataset="mnist", data_file=path, binarize=None, valid_size=None, seed=1)
+    binary = data.complete_data_config(open_cfg, binary_data=True)
+    assert binary["binarize"] == "dynamic" and binary["valid_size"] == 5  # a tenth of 50 rows
+    grey = data.complete_data_config(open_cfg, binary_data=False)
+    assert grey["binarize"] == "none"
+    assert open_cfg["binarize"] is None  # the caller's dict is left alone
+    train, valid = data.load_train_valid(grey)
+    assert (len(train), len(valid)) == (45, 5)
+    assert torch.equal(torch.cat([train.x, valid.x]), data.load_split(grey, "train+valid").x)
+    _, no_valid = data.load_train_valid(dict(grey, valid_size=0))
+    assert no_valid is None
+    named = data.complete_data_config(dict(open_cfg, data_file=None), binary_data=None)
+    assert named["binarize"] == "none" and named["valid_size"] is None  # 10,000 when loaded

@@ -3,7 +3,6 @@ import math
 import pyro
 import pytest
 import torch
-import torch.nn.functional as F
 
 import pyvae
 from pyvae import ConfigError, Trainer, bits_per_dim

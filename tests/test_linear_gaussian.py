@@ -1,8 +1,6 @@
-import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
 
 from pyvae.linear_gaussian import LinearGaussian
 

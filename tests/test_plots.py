@@ -6,7 +6,7 @@ from PIL import Image
 
 import pyro
 
-from pyvae import VAE, ConfigError, Trainer, TensorData, plots
+from pyvae import VAE, ConfigError, plots
 from pyvae.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
