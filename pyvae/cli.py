@@ -303,7 +303,7 @@ def _train(args, ddp=None) -> int:
             from .likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
 
             bits_text = f" ({bits_per_dim(-last['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
-        print(f"epoch {last['epoch']}: train ELBO {last['train_elbo']:.2f}{valid_text} nats"
+        print(f"epoch {last['epoch']}: train {last.get('train_objective', 'ELBO')} {last['train_elbo']:.2f}{valid_text} nats"
               f"{bits_text}; run in {trainer.out}")
     return 0
 

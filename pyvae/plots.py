@@ -202,7 +202,7 @@ def training_curves(history, path: str, title: Optional[str] = None) -> str:
         epochs = [r["epoch"] for r in records]
         prefix = f"{name}: " if name else ""
         ax.plot(epochs, [r["train_elbo"] for r in records], "-o", color=color, ms=3,
-                label=f"{prefix}train ELBO")
+                label=f"{prefix}train {records[-1].get('train_objective', 'ELBO')}")
         valid = [(r["epoch"], r["valid_elbo"]) for r in records if r.get("valid_elbo") is not None]
         if valid:
             ax.plot(*zip(*valid), "--s", color=color, ms=3, label=f"{prefix}valid ELBO")

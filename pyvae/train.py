@@ -335,6 +335,7 @@ class Trainer:
                         f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else "")
                         + (" (under torchrun, with --distributed)" if self.out and ddp is not None else ""))
         record = {"epoch": epoch + 1, "lr": lr, "train_elbo": -total_loss / n,
+                  "train_objective": self.objective_name,
                   "seconds": seconds + time.perf_counter() - started}
         if self._kl_scale is not None:  # train_elbo is then minus the beta-weighted loss
             record["beta"] = self._kl_scale.scale
@@ -379,6 +380,16 @@ class Trainer:
         if sig is None and (n_int or n_term):
             sig = signal.SIGINT if n_int else signal.SIGTERM
         return total, sig
+
+    @property
+    def objective_name(self) -> str:
+        """What ``train_elbo`` measures: "ELBO", "IWAE_k" (``loss="iwae"``, a tighter bound with k
+        particles) or "beta-ELBO" (``beta``/``kl_warmup``: the KL term weighted, not a bound)."""
+        if self.config["beta"] != 1 or self.config["kl_warmup"]:
+            return "beta-ELBO"
+        if self.config["loss"] == "iwae":
+            return f"IWAE_{self.config['particles']}"
+        return "ELBO"
 
     def _valid_elbo(self, valid: TensorData) -> float:
         if self._dist is None:

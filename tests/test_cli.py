@@ -53,6 +53,15 @@ def test_train_writes_run_directory(data_file, tmp_path):
     assert {"epoch", "train_elbo", "valid_elbo", "seconds"} <= set(records[0])
 
 
+def test_train_reports_the_objective_it_maximised(data_file, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--data-file", data_file, "--epochs", "1", "--batch-size", "50",
+                 "--z-dim", "2", "--hidden", "16", "--loss", "iwae", "--particles", "4",
+                 "--out", out, "--no-progress"]) == 0
+    assert "epoch 1: train IWAE_4 " in capsys.readouterr().out
+    assert read_metrics(out)[0]["train_objective"] == "IWAE_4"
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--epochs", "x"], "argument --epochs: invalid int value"),
     (["train", "--lr", "-1"], "must be a positive number"),

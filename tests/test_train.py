@@ -28,6 +28,20 @@ def test_fit_returns_history_and_learns(binary_data):
     assert history[-1]["valid_elbo"] > -6.5
 
 
+@pytest.mark.parametrize("kwargs, name", [
+    ({}, "ELBO"),
+    ({"loss": "tracemeanfield_elbo"}, "ELBO"),
+    ({"loss": "iwae", "particles": 3}, "IWAE_3"),
+    ({"beta": 0.5}, "beta-ELBO"),
+    ({"kl_warmup": 2}, "beta-ELBO"),
+])
+def test_records_name_the_training_objective(binary_data, kwargs, name):
+    trainer = Trainer(small_vae(), epochs=1, batch_size=100, progress=False, **kwargs)
+    assert trainer.objective_name == name
+    history = trainer.fit(binary_data[:200], binary_data[500:])
+    assert history[0]["train_objective"] == name
+
+
 def test_same_seed_same_history(binary_data):
     def run():
         pyro.set_rng_seed(3)
