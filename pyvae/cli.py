@@ -117,6 +117,21 @@ def _add_flags(parser, table):
         parser.add_argument(*flags, dest=dest, default=None, **kwargs)
 
 
+def _add_runtime_flags(parser, *names: str) -> None:
+    """Flags about where and how a command runs, the same for every command that takes them."""
+    flags = {
+        "device": dict(default="cpu", help="cpu (default), cuda, cuda:N"),
+        "threads": dict(type=_positive_int, default=None, help="torch CPU threads"),
+        "data-dir": dict(default=None, help="where the dataset lives (default $PYVAE_DATA or "
+                                            "~/.cache/pyvae-data)"),
+        "no-download": dict(action="store_true", help="never download the dataset"),
+        "no-progress": dict(action="store_true", help="no progress bars"),
+        "debug": dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks"),
+    }
+    for name in names:
+        parser.add_argument("--" + name, **flags[name])
+
+
 def _build_parser():
     parser = _Parser(prog="pyvae", description="Variational autoencoders in Pyro: train, evaluate, compare.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -130,17 +145,12 @@ def _build_parser():
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     train.add_argument("--epochs", type=int, default=None, help="total epochs (default 10)")
-    train.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    train.add_argument("--data-dir", default=None, help="where the dataset lives (default $PYVAE_DATA or ~/.cache/pyvae-data)")
-    train.add_argument("--no-download", action="store_true", help="never download the dataset")
-    train.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--distributed", action="store_true", help=(
         "data-parallel training over the processes torchrun starts: `torchrun --nproc_per_node N "
         "-m pyvae train ... --distributed` (DDP; --batch-size is the global batch)"))
     train.add_argument("--backend", choices=("gloo", "nccl"), default=None, help=(
         "with --distributed: gloo (default on the CPU) or nccl (default with --device cuda)"))
-    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    _add_runtime_flags(train, "device", "data-dir", "no-download", "threads", "no-progress", "debug")
     _add_flags(train, TRAIN_MODEL_FLAGS)
     _add_flags(train, TRAIN_GUIDE_FLAGS)
     _add_flags(train, TRAIN_TRAINER_FLAGS)
@@ -157,9 +167,7 @@ def _build_parser():
     plot.add_argument("--split", default="test", help="data split to draw from: test (default), valid, train")
     plot.add_argument("--num-points", type=_positive_int, default=2000, help="datapoints in the latent scatter (default 2000)")
     plot.add_argument("--seed", type=int, default=0, help="picks the datapoints shown (default 0)")
-    plot.add_argument("--data-dir", default=None, help="where the dataset lives (default $PYVAE_DATA or ~/.cache/pyvae-data)")
-    plot.add_argument("--no-download", action="store_true", help="never download the dataset")
-    plot.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    _add_runtime_flags(plot, "data-dir", "no-download", "debug")
     plot.set_defaults(func=cmd_plot)
 
     cmp = sub.add_parser("compare", help="train and evaluate one VAE per variational family", description=(
@@ -179,12 +187,7 @@ def _build_parser():
     cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
     cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of diagonal/full-rank into approximation and amortization gaps with this many refinement steps (default 0: off)")
     cmp.add_argument("--refine-size", type=_positive_int, default=100, help="test datapoints refined (default 100)")
-    cmp.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    cmp.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    cmp.add_argument("--data-dir", default=None, help="where the dataset lives (default $PYVAE_DATA or ~/.cache/pyvae-data)")
-    cmp.add_argument("--no-download", action="store_true", help="never download the dataset")
-    cmp.add_argument("--no-progress", action="store_true", help="no progress bars")
-    cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    _add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     _add_flags(cmp, {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"})
     _add_flags(cmp, TRAIN_GUIDE_FLAGS)  # each family gets the options it takes
     _add_flags(cmp, {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")})
@@ -202,13 +205,8 @@ def _build_parser():
     ev.add_argument("--batch-size", type=_positive_int, default=100, help="datapoints per pass (default 100)")
     ev.add_argument("--max-datapoints", type=_positive_int, default=None, help="evaluate only the first N datapoints")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    ev.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     ev.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
-    ev.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    ev.add_argument("--data-dir", default=None, help="where the dataset lives (default $PYVAE_DATA or ~/.cache/pyvae-data)")
-    ev.add_argument("--no-download", action="store_true", help="never download the dataset")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    _add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
     return parser
 

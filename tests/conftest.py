@@ -7,6 +7,15 @@ import torch
 MNIST_DIR = os.path.expanduser(os.environ.get("PYVAE_DATA", "~/.cache/pyvae-data"))
 
 
+@pytest.fixture
+def one_thread():
+    """Small float64 problems: one thread is faster on a shared machine, and sums reproduce."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_pyro_state():
     pyro.clear_param_store()

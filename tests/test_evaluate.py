@@ -354,15 +354,20 @@ def test_cuda(lg, x):
 
 
 # ------------------------------------------------------------------------------ CLI
-@pytest.fixture
-def run_dir(tmp_path, binary_data):
+def _train_run(tmp_path, binary_data, name, *flags):
+    """A one-epoch run on the small binary data, trained with the CLI; its directory."""
     data = tmp_path / "data.pt"
     torch.save({"x": binary_data}, data)
-    out = str(tmp_path / "run")
+    out = str(tmp_path / name)
     assert main(["train", "--data-file", str(data), "--valid-size", "100", "--epochs", "1",
                  "--batch-size", "50", "--z-dim", "2", "--hidden", "16", "--out", out,
-                 "--no-progress"]) == 0
+                 "--no-progress", *flags]) == 0
     return out
+
+
+@pytest.fixture
+def run_dir(tmp_path, binary_data):
+    return _train_run(tmp_path, binary_data, "run")
 
 
 def test_cli_evaluate_table_and_json(run_dir, capsys):
@@ -384,12 +389,7 @@ def test_cli_evaluate_table_and_json(run_dir, capsys):
 
 def test_cli_evaluate_flow_guide(tmp_path, binary_data, capsys):
     """A guide that does not factorize over dimensions still gets its KL (and no per-dim KL)."""
-    data = tmp_path / "data.pt"
-    torch.save({"x": binary_data}, data)
-    out = str(tmp_path / "iaf")
-    assert main(["train", "--data-file", str(data), "--guide", "iaf", "--epochs", "1",
-                 "--batch-size", "50", "--z-dim", "2", "--hidden", "16", "--out", out,
-                 "--no-progress"]) == 0
+    out = _train_run(tmp_path, binary_data, "iaf", "--guide", "iaf")
     capsys.readouterr()
     assert main(["evaluate", out, "--num-samples", "20", "--json", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -20,13 +20,7 @@ from pyvae.linear_gaussian import LinearGaussian
 FLOWS = ["iaf", "planar", "radial", "householder", "spline", "sylvester"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small float64 problems: one thread is faster on a shared machine, and sums are reproducible
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def correlated_model():

@@ -12,12 +12,7 @@ from pyvae.linear_gaussian import LinearGaussian
 from pyvae.refine import RefinedGuide, refine
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def correlated_model():
