@@ -2,6 +2,8 @@
 
 All three compute the same single-sample reparameterised ELBO with the same nets and Adam.
   * torch:    benchmarks/torch_reference.py (no Pyro), one torch.optim.Adam, data as a tensor.
+  * torch-fused: the same with torch's fused Adam (``fused=True``), the update pyvae's
+              optimizer uses: the ratio to it is Pyro's overhead alone.
   * tutorial: the loop of Pyro's VAE tutorial: DataLoader over a TensorDataset, pyro.optim.Adam,
               ``svi.step`` per batch, Pyro's validation left on (its default).
   * pyvae:    ``pyvae.Trainer`` (SVI + Trace_ELBO over the same model/guide functions).
@@ -48,9 +50,9 @@ class Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def epoch_torch(x, arch):
+def epoch_torch(x, arch, fused=False):
     vae = TorchVAE(784, arch["z_dim"], arch["hidden"])
-    optim = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    optim = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=fused or None)
 
     def one_epoch():
         order = torch.randperm(x.shape[0])
@@ -67,6 +69,10 @@ def epoch_torch(x, arch):
     clock = Clock()
     one_epoch()
     return clock.elapsed()
+
+
+def epoch_torch_fused(x, arch):
+    return epoch_torch(x, arch, fused=True)
 
 
 def epoch_tutorial(x, arch):
@@ -113,7 +119,7 @@ def main():
         torch.set_num_threads(args.threads)
     arch = ARCHS[args.arch]
     x = load_images(args.images, args.real_mnist)
-    runners = {"torch": epoch_torch, "tutorial": epoch_tutorial, "pyvae": epoch_pyvae,
+    runners = {"torch": epoch_torch, "torch-fused": epoch_torch_fused, "tutorial": epoch_tutorial, "pyvae": epoch_pyvae,
                "pyvae-jit": epoch_pyvae_jit}
     runs = {name: [] for name in runners}
     for r in range(args.repeats):
@@ -127,6 +133,8 @@ def main():
         ratio = lambda a, b: statistics.median(p[i] / q[i] for p, q in zip(runs[a], runs[b]))
         ratios[clock] = {"pyvae/torch": ratio("pyvae", "torch"),
                          "pyvae-jit/torch": ratio("pyvae-jit", "torch"),
+                         "pyvae/torch-fused": ratio("pyvae", "torch-fused"),
+                         "pyvae-jit/torch-fused": ratio("pyvae-jit", "torch-fused"),
                          "tutorial/torch": ratio("tutorial", "torch"),
                          "tutorial/pyvae": ratio("tutorial", "pyvae"),
                          "tutorial/pyvae-jit": ratio("tutorial", "pyvae-jit")}
