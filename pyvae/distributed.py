@@ -30,6 +30,7 @@ a run trained with N processes resumes with any other number, or without ``--dis
 """
 import contextlib
 import functools
+import gc
 import inspect
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -120,6 +121,7 @@ class Distributed:
     def close(self) -> None:
         """Destroy the process group if ``setup`` created it."""
         if self.owns_group and dist.is_initialized():
+            gc.collect()  # DDP reducers that only the collector can free go first (see release)
             dist.destroy_process_group()
             self.owns_group = False
 
@@ -328,6 +330,17 @@ class DataParallelVAE:
         finally:
             for name, module in inner.items():
                 setattr(self.vae, name, module)
+
+    def release(self) -> None:
+        """Drop the DDP wrapper (and its gradient reducer) now, while the process group lives.
+
+        A reducer destroyed after ``destroy_process_group`` -- as garbage collection may do when
+        it is left to the end of the process -- can abort the process. After ``release`` the
+        routed functions run the plain nets, as a single process would.
+        """
+        self.routed_nets = {}
+        self.ddp = None
+        gc.collect()
 
     def route(self, fn):
         """``fn`` run inside ``routed()``: give ``route(vae.model)``, ``route(vae.guide)`` to SVI."""

@@ -243,6 +243,7 @@ class Trainer:
         # beta != 1 or KL warm-up: the site "z" of model and guide is weighted (not the ELBO)
         self._kl_scale = None if (cfg["beta"] == 1 and not cfg["kl_warmup"]) else SiteScale("z")
         model, guide = self.vae.model, self.vae.guide
+        parallel = None
         if self._dist is not None:  # the nets run through DDP wrappers while model and guide run
             parallel = self._dist.wrap(self.vae)
             model, guide = parallel.route(model), parallel.route(guide)
@@ -267,16 +268,20 @@ class Trainer:
             pyro.set_rng_seed(cfg["seed"])
             self.history = []
 
-        with self._signal_guard(), pyro.validation_enabled(self.validate):
-            for epoch in range(start_epoch, cfg["epochs"]):
-                record = self._run_epoch(epoch, train, valid, start_step, partial)
-                start_step, partial = 0, None
-                self.history.append(record)
-                self._save(epoch + 1, 0)
-                for callback in self.callbacks:
-                    callback(self, record)
-        if self._dist is not None:
-            self._dist.barrier()  # every rank returns once rank 0 has written the run directory
+        try:
+            with self._signal_guard(), pyro.validation_enabled(self.validate):
+                for epoch in range(start_epoch, cfg["epochs"]):
+                    record = self._run_epoch(epoch, train, valid, start_step, partial)
+                    start_step, partial = 0, None
+                    self.history.append(record)
+                    self._save(epoch + 1, 0)
+                    for callback in self.callbacks:
+                        callback(self, record)
+            if self._dist is not None:
+                self._dist.barrier()  # every rank returns once rank 0 has written the run directory
+        finally:
+            if parallel is not None:
+                parallel.release()
         return self.history
 
     def _run_epoch(self, epoch, train, valid, start_step, partial):

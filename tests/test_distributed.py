@@ -10,6 +10,7 @@ a stochastic guide each rank draws its own z noise, which one process would draw
 ``pyvae.distributed``), while data order, binarization, gradients and the recorded loss are meant
 to be those of one process with the same global batch.
 """
+import gc
 import json
 import os
 import subprocess
@@ -108,6 +109,8 @@ def _worker(result_path: str, out_dir: str) -> None:
     if tdist.get_rank() == 0:
         with open(result_path, "w") as f:
             json.dump(results, f)
+    del trainer
+    gc.collect()  # as pyvae.distributed.Distributed.close: no DDP outlives the process group
     tdist.destroy_process_group()
 
 
