@@ -54,10 +54,15 @@ class RefinedGuide(nn.Module):
             # scale = exp(log_scale), from the marginal variances of the initial q
             self.log_scale = nn.Parameter(0.5 * cov.diagonal(dim1=-2, dim2=-1).log().detach())
         else:
-            # L = strict lower part + diag(exp(.)): a Cholesky factor for any parameter value
+            # L = diag(s) (I + M), M strictly lower: row i of L is s_i times a unit-diagonal row, so
+            # a step on M changes correlations relative to each z_i's own scale. (With L's raw
+            # entries as parameters, Adam moves every off-diagonal entry by ~lr in absolute units:
+            # far more than the small posterior scales of the active units, and refinement ends
+            # below the encoder it started from.) Stored as log s on the diagonal, M below it.
             tril = _cholesky(cov.detach())
+            scale = tril.diagonal(dim1=-2, dim2=-1)
             self.scale_raw = nn.Parameter(
-                tril.tril(-1) + torch.diag_embed(tril.diagonal(dim1=-2, dim2=-1).log()))
+                (tril / scale.unsqueeze(-1)).tril(-1) + torch.diag_embed(scale.log()))
         self.history = []
 
     def distribution(self, path_gradient: bool = False) -> Distribution:
@@ -75,7 +80,9 @@ class RefinedGuide(nn.Module):
     def _gaussian(self, loc, log_scale, scale_raw):
         if self.family == "diagonal":
             return dist.Normal(loc, log_scale.exp()).to_event(1)
-        scale_tril = scale_raw.tril(-1) + torch.diag_embed(scale_raw.diagonal(dim1=-2, dim2=-1).exp())
+        scale = scale_raw.diagonal(dim1=-2, dim2=-1).exp()
+        eye = torch.eye(scale.shape[-1], dtype=scale.dtype, device=scale.device)
+        scale_tril = scale.unsqueeze(-1) * (scale_raw.tril(-1) + eye)
         return dist.MultivariateNormal(loc, scale_tril=scale_tril)
 
     def forward(self, x: torch.Tensor, path_gradient: bool = False) -> None:
@@ -130,7 +137,9 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
             the mean and covariance of 256 of their samples.
         family: "diagonal" or "full-rank".
         steps: SVI steps.
-        lr: Adam learning rate; ``lr_final`` (default ``lr``) is reached by exponential decay.
+        lr: Adam learning rate, decayed exponentially to ``lr_final`` (default ``lr / 100``).
+            Adam's steps stay about ``lr`` in size however noisy the gradient, so without the
+            decay the per-datapoint parameters jitter around the optimum instead of settling.
         particles: samples of z per datapoint per step (vectorised).
         path_gradient: drop the zero-mean score term from the gradient estimate ("sticking the
             landing"): same ELBO and expected gradient, much less noise near the optimum.
@@ -146,7 +155,7 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
                           f"{', '.join(REFINE_FAMILIES)}")
     if int(steps) < 0 or int(particles) < 1:
         raise ConfigError(f"need steps >= 0 and particles >= 1, got {steps} and {particles}")
-    lr_final = lr if lr_final is None else lr_final
+    lr_final = lr / 100 if lr_final is None else lr_final
     if not (lr > 0 and lr_final > 0 and math.isfinite(lr) and math.isfinite(lr_final)):
         raise ConfigError(f"learning rates must be positive, got lr={lr}, lr_final={lr_final}")
     if x.dim() != 2:

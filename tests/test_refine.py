@@ -33,7 +33,7 @@ def exact_gap(model, guide, x):
 def test_full_rank_refinement_reaches_the_exact_posterior():
     model = correlated_model()
     x = model.sample(16, seed=1)
-    guide = refine(model.model, x, family="full-rank", steps=600, lr=0.1, lr_final=0.01,
+    guide = refine(model.model, x, family="full-rank", steps=1500, lr=0.1, lr_final=0.01,
                    path_gradient=True, seed=0)
     gap = exact_gap(model, guide, x)
     assert gap.max() < 1e-3, gap
