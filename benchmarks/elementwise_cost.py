@@ -6,6 +6,12 @@ tensor of the estimator's default chunk (20,000 samples x 784 pixels, float32), 
 per output element, one thread by default:
 
     python benchmarks/elementwise_cost.py
+
+It then adds up what one importance sample of Burda's decoder (50 -> 200 -> 200 -> 784, tanh)
+must cost at the least: its three matmuls at the estimator's shapes, tanh over its 400 hidden
+units and the log-density over its 784 logits, and divides the decoder's matmul FLOPs by that
+time and by the rate of a 2048^3 matmul (the reference ``iw_loglik.py`` measures). That is the
+highest "fraction of GEMM" any estimator built from these torch ops could reach here.
 """
 import argparse
 import platform
@@ -55,6 +61,27 @@ def main():
         print(f"  {name:<48} {ns_per_element(fn, n):6.2f} ns/element")
     gemm = ns_per_element(rows["output-layer GEMM (200 -> 784)"], n)
     print(f"  GEMM rate: {2 * 200 / gemm:.1f} GFLOP/s")
+
+    # the ceiling: one sample's decoder at the estimator's shapes, nothing else
+    big = torch.randn(2048, 2048, generator=g)
+    big_rate = 2 * 2048 ** 3 / (1e-9 * ns_per_element(lambda: big @ big, 1))
+    layers, matmul_ns, flops = [(50, 200), (200, 200), (200, 784)], 0.0, 0
+    for fan_in, fan_out in layers:
+        inputs = torch.randn(args.rows, fan_in, generator=g)
+        w, b = torch.randn(fan_out, fan_in, generator=g), torch.randn(fan_out, generator=g)
+        ns = ns_per_element(lambda: torch.addmm(b, inputs, w.T), args.rows)  # per sample
+        matmul_ns += ns
+        flops += 2 * fan_in * fan_out
+        print(f"  decoder layer {fan_in:>3} -> {fan_out:<3} (addmm)                     "
+              f"{2 * fan_in * fan_out / ns:6.1f} GFLOP/s")
+    tanh_ns = 400 * ns_per_element(rows["tanh"], n)
+    density_ns = 784 * ns_per_element(rows["x*l - softplus(l), summed over pixels"], n)
+    print(f"  2048^3 matmul                                    {big_rate / 1e9:6.1f} GFLOP/s")
+    print(f"  per sample: matmuls {matmul_ns / 1e3:.2f} us, tanh {tanh_ns / 1e3:.2f} us, "
+          f"log-density {density_ns / 1e3:.2f} us")
+    for name, ns in [("matmuls alone", matmul_ns), ("+ tanh", matmul_ns + tanh_ns),
+                     ("+ tanh + log-density", matmul_ns + tanh_ns + density_ns)]:
+        print(f"  ceiling on the fraction of 2048^3 GEMM, {name:<22} {flops / ns / (big_rate / 1e9):6.1%}")
 
 
 if __name__ == "__main__":
