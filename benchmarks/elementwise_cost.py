@@ -10,15 +10,21 @@ per output element, one thread by default:
 It then adds up what one importance sample of Burda's decoder (50 -> 200 -> 200 -> 784, tanh)
 must cost at the least: its three matmuls at the estimator's shapes, tanh over its 400 hidden
 units and the log-density over its 784 logits, and divides the decoder's matmul FLOPs by that
-time and by the rate of a 2048^3 matmul (the reference ``iw_loglik.py`` measures). That is the
+time and by the rate of a 2048^3 matmul (``iw_loglik.gemm_flops``, the reference of that
+benchmark's "fraction of GEMM"). That is the
 highest "fraction of GEMM" any estimator built from these torch ops could reach here.
 """
 import argparse
+import os
 import platform
+import sys
 
 import torch
 import torch.nn.functional as F
 from torch.utils.benchmark import Timer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from iw_loglik import gemm_flops  # noqa: E402
 
 
 def ns_per_element(fn, numel, repeats=2):
@@ -57,14 +63,14 @@ def main():
     }
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{args.rows} x 784 float32")
+    timings = {}
     for name, fn in rows.items():
-        print(f"  {name:<48} {ns_per_element(fn, n):6.2f} ns/element")
-    gemm = ns_per_element(rows["output-layer GEMM (200 -> 784)"], n)
-    print(f"  GEMM rate: {2 * 200 / gemm:.1f} GFLOP/s")
+        timings[name] = ns_per_element(fn, n)
+        print(f"  {name:<48} {timings[name]:6.2f} ns/element")
+    print(f"  GEMM rate: {2 * 200 / timings['output-layer GEMM (200 -> 784)']:.1f} GFLOP/s")
 
     # the ceiling: one sample's decoder at the estimator's shapes, nothing else
-    big = torch.randn(2048, 2048, generator=g)
-    big_rate = 2 * 2048 ** 3 / (1e-9 * ns_per_element(lambda: big @ big, 1))
+    big_rate = gemm_flops()
     layers, matmul_ns, flops = [(50, 200), (200, 200), (200, 784)], 0.0, 0
     for fan_in, fan_out in layers:
         inputs = torch.randn(args.rows, fan_in, generator=g)
@@ -74,8 +80,8 @@ def main():
         flops += 2 * fan_in * fan_out
         print(f"  decoder layer {fan_in:>3} -> {fan_out:<3} (addmm)                     "
               f"{2 * fan_in * fan_out / ns:6.1f} GFLOP/s")
-    tanh_ns = 400 * ns_per_element(rows["tanh"], n)
-    density_ns = 784 * ns_per_element(rows["x*l - softplus(l), summed over pixels"], n)
+    tanh_ns = 400 * timings["tanh"]
+    density_ns = 784 * timings["x*l - softplus(l), summed over pixels"]
     print(f"  2048^3 matmul                                    {big_rate / 1e9:6.1f} GFLOP/s")
     print(f"  per sample: matmuls {matmul_ns / 1e3:.2f} us, tanh {tanh_ns / 1e3:.2f} us, "
           f"log-density {density_ns / 1e3:.2f} us")
