@@ -164,6 +164,8 @@ def _clipped_adam(run):
 def _cosine(run):
     assert run["config"]["trainer"]["schedule"] == "cosine"
     assert [r["lr"] for r in run["metrics"]] == pytest.approx([1e-3, 1e-3 * 0.505])
+    # and the optimizer steps with it: two steps per epoch
+    assert run["adam_lr"] == pytest.approx([1e-3, 1e-3, 1e-3 * 0.505, 1e-3 * 0.505])
 
 
 def _clip_norm(run):
