@@ -1,0 +1,121 @@
+"""One seed makes a run reproducible, whatever else ran in the process before; another seed gives
+other numbers; per-datapoint results do not depend on which other datapoints share a batch."""
+import math
+import os
+
+import pyro
+import pytest
+import torch
+
+import pyvae
+from runs import (binary_rows, checkpoint, cli, load_vae, metrics, read_json, train,
+                  without_seconds, write_data)
+
+FLAGS = ["--z-dim", "2", "--hidden", "8", "--batch-size", "20", "--valid-size", "30",
+         "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    x, _ = binary_rows(90)
+    return write_data(tmp_path_factory.mktemp("repro") / "data.pt", x)
+
+
+def _disturb():
+    """Move every global random stream, as earlier work in the same process would."""
+    torch.manual_seed(int(torch.randint(1, 10_000, ())) + 17)
+    pyro.set_rng_seed(4242)
+    torch.rand(123)
+
+
+def _train(tmp_path, data_file, name, *flags):
+    _disturb()
+    return train(tmp_path / name, data_file, *FLAGS, *flags, epochs=2)
+
+
+def test_train_same_seed_same_run_other_seed_other_run(tmp_path, data_file, one_thread):
+    a = _train(tmp_path, data_file, "a", "--seed", "5")
+    b = _train(tmp_path, data_file, "b", "--seed", "5")
+    c = _train(tmp_path, data_file, "c", "--seed", "6")
+    sa, sb, sc = (checkpoint(r)["model_state"] for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert without_seconds(metrics(a)) == without_seconds(metrics(b))
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert [r["train_elbo"] for r in metrics(a)] != [r["train_elbo"] for r in metrics(c)]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_file):
+    return train(tmp_path_factory.mktemp("repro-run") / "run", data_file, *FLAGS, epochs=2)
+
+
+def _evaluate(run_dir, *flags):
+    _disturb()
+    assert cli("evaluate", run_dir, "--num-samples", "64", "--no-progress", *flags) == 0
+    return without_seconds(read_json(os.path.join(run_dir, "eval.json")))
+
+
+def test_evaluate_same_seed_identical_other_seed_differs(run_dir, one_thread):
+    a = _evaluate(run_dir, "--seed", "3")
+    b = _evaluate(run_dir, "--seed", "3")
+    c = _evaluate(run_dir, "--seed", "4")
+    assert a == b
+    assert c["seed"] == 4
+    for key in ("log_px", "elbo", "ess_mean", "kl"):
+        assert c[key] != a[key], key
+    # other draws, the same quantity: within the reported errors of each other
+    assert abs(c["log_px"] - a["log_px"]) < 4 * math.hypot(a["log_px_stderr"], c["log_px_stderr"])
+    assert abs(c["elbo"] - a["elbo"]) < 4 * math.hypot(a["elbo_stderr"], c["elbo_stderr"])
+
+
+def test_evaluate_batch_and_chunk_size_agree_within_error(run_dir, one_thread):
+    a = _evaluate(run_dir)
+    for flags in (["--batch-size", "7"], ["--chunk-size", "5"], ["--batch-size", "30", "--chunk-size", "64"]):
+        b = _evaluate(run_dir, *flags)
+        assert b["num_datapoints"] == a["num_datapoints"] == 30
+        assert abs(b["log_px"] - a["log_px"]) < 4 * math.hypot(a["log_px_stderr"], b["log_px_stderr"])
+        assert abs(b["elbo"] - a["elbo"]) < 4 * math.hypot(a["elbo_stderr"], b["elbo_stderr"])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "log p(x) samples come from the global RNG in one stream over batches and chunks, so "
+    "eval.json changes with --batch-size and --chunk-size (the design asks for seeds per "
+    "datapoint or per fixed chunk)"))
+def test_evaluate_does_not_depend_on_batch_or_chunk_size(run_dir, one_thread):
+    a = _evaluate(run_dir)
+    for flags in (["--batch-size", "7"], ["--chunk-size", "5"]):
+        b = _evaluate(run_dir, *flags)
+        for key in ("log_px", "log_px_stderr", "elbo", "elbo_stderr", "ess_mean", "ess_min"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), (flags, key)
+
+
+def _per_datapoint(run_dir, data_file, n=None, batch_size=10, chunk_size=None, seed=0):
+    vae = load_vae(run_dir)
+    x = torch.load(data_file, weights_only=True)["x"][-30:]
+    x = x if n is None else x[:n]
+    pyro.set_rng_seed(seed)
+    return pyvae.log_likelihood(vae.model, vae.guide, x, num_samples=32, batch_size=batch_size,
+                                chunk_size=chunk_size, progress=False)
+
+
+def test_first_rows_equal_the_full_run_when_batches_align(run_dir, data_file, one_thread):
+    """--max-datapoints N evaluates the first N rows: with N a multiple of the batch size, their
+    numbers are those of the full evaluation, row by row."""
+    full = _per_datapoint(run_dir, data_file)
+    first = _per_datapoint(run_dir, data_file, n=20)
+    for field in ("value", "stderr", "ess", "elbo", "elbo_stderr"):
+        assert torch.equal(getattr(first, field), getattr(full, field)[:20]), field
+    other = _per_datapoint(run_dir, data_file, n=20, seed=1)
+    assert not torch.equal(other.value, first.value)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a datapoint's importance samples depend on how many datapoints share its batch: the "
+    "first N rows of a run differ from a run on N rows unless N is a multiple of the batch "
+    "size, and a different batch size gives different numbers"))
+@pytest.mark.parametrize("n, batch_size", [(15, 10), (None, 7)])
+def test_per_datapoint_results_do_not_depend_on_the_batch(run_dir, data_file, n, batch_size, one_thread):
+    full = _per_datapoint(run_dir, data_file)
+    other = _per_datapoint(run_dir, data_file, n=n, batch_size=batch_size)
+    rows = len(other.value)
+    assert torch.allclose(other.value, full.value[:rows], rtol=0, atol=1e-9)
