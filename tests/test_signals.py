@@ -70,6 +70,7 @@ def test_divergence_exits_1_keeps_the_last_good_checkpoint_and_resumes(
 
     monkeypatch.undo()  # the fault is gone: resuming finishes the run as if nothing happened
     assert cli("train", "--resume", out, "--no-progress") == 0
+    assert [r["epoch"] for r in metrics(out)] == [1, 2, 3] and checkpoint(out)["epoch"] == 3
     assert without_seconds(metrics(out)) == without_seconds(metrics(reference))
     ref = checkpoint(reference)["model_state"]
     assert all(torch.equal(v, ref[k]) for k, v in checkpoint(out)["model_state"].items())
@@ -107,4 +108,5 @@ def test_sigint_exits_130_with_a_mid_epoch_checkpoint_and_resumes(
 
     monkeypatch.undo()
     assert cli("train", "--resume", out, "--no-progress") == 0
+    assert [r["epoch"] for r in metrics(out)] == [1, 2, 3] and checkpoint(out)["epoch"] == 3
     assert without_seconds(metrics(out)) == without_seconds(metrics(reference))
