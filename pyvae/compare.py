@@ -128,6 +128,9 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         raise ConfigError(f"{out} already holds a comparison; pass overwrite=True (--overwrite)")
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
+    from .train import resolve_device
+
+    device = resolve_device(device)  # a bad or missing device is a ConfigError, not a traceback
 
     from .data import as_data
 
@@ -175,7 +178,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
                           seed=seed, device=device, out=run_dir, overwrite=True, progress=progress,
                           extra_config=data_config)
         started = time.perf_counter()
-        history = trainer.fit(train, valid) if int(epochs) > 0 else []
+        history = trainer.fit(train, valid)  # 0 epochs: only the run directory is written
         train_seconds = time.perf_counter() - started
         row = _evaluate_family(vae, family, x_test, num_samples, iwae_k, seed, refine_steps,
                                refine_size, evaluate, refine, progress)

@@ -277,6 +277,8 @@ class Trainer:
                     self._save(epoch + 1, 0)
                     for callback in self.callbacks:
                         callback(self, record)
+                if cfg["epochs"] == 0 and not self.history:
+                    self._save(0, 0)  # an untrained run is still a run: evaluate and plot read it
             if self._dist is not None:
                 self._dist.barrier()  # every rank returns once rank 0 has written the run directory
         finally:
