@@ -470,8 +470,10 @@ ELSEWHERE = {
                 "--dataset": "same code path as train (the data flags table)",
                 "--device": "test_compare_check.py", "--data-dir": "named data sets only",
                 "--no-download": "named data sets only", "--debug": "test_compare_check.py"},
-    "plot": {f: "test_plot_inputs.py" for f in ("--out", "--format", "--split", "--num-points",
-                                                "--seed", "--data-dir", "--no-download", "--debug")},
+    "plot": {**{f: "test_plot_inputs.py" for f in ("--out", "--format", "--split", "--num-points",
+                                                   "--seed", "--debug")},
+             "--data-dir": "named data sets only (train's case)",
+             "--no-download": "named data sets only (train's case)"},
 }
 
 
