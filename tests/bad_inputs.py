@@ -11,8 +11,14 @@ import torch
 
 
 class _RunsCode:
+    """Unpickling it creates the file ``sentinel`` (the pickled file's path + ".ran"), which the
+    corpus runner looks for: proof that code in the file ran."""
+
+    def __init__(self, path):
+        self.sentinel = str(path) + ".ran"
+
     def __reduce__(self):
-        return (print, ("this would have run",))
+        return (open, (self.sentinel, "w"))
 
 
 def _tensor(x):
@@ -20,12 +26,12 @@ def _tensor(x):
 
 
 def _crafted_checkpoint(path):
-    torch.save({"format": "pyvae-checkpoint", "version": 1, "evil": _RunsCode()}, path)
+    torch.save({"format": "pyvae-checkpoint", "version": 1, "evil": _RunsCode(path)}, path)
 
 
 def _raw_pickle(path):
     with open(path, "wb") as f:
-        pickle.dump(_RunsCode(), f)
+        pickle.dump(_RunsCode(path), f)
 
 
 def _text(path):

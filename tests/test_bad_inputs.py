@@ -62,3 +62,21 @@ def test_bad_input_gives_one_line_exit_2_and_changes_nothing(case, finished_run,
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert _snapshot(run) == run_before
     assert _snapshot(tmp_path) == tmp_before  # nothing written, nothing half-written
+    ran = [f for files in (f for _, _, f in os.walk(tmp_path)) for f in files if f.endswith(".ran")]
+    assert not ran, f"code in a pickled file ran: {ran}"
+
+
+def test_the_pickled_code_sentinel_fires_when_code_runs(tmp_path):
+    """The corpus's pickled files would leave FILE.ran if their code ran: check that it does."""
+    import pickle
+
+    from bad_inputs import _crafted_checkpoint, _raw_pickle
+
+    for maker, load in ((_raw_pickle, lambda f: pickle.load(f)),
+                        (_crafted_checkpoint, lambda f: torch.load(f, weights_only=False))):
+        path = tmp_path / maker.__name__
+        maker(str(path))
+        assert not os.path.exists(f"{path}.ran")
+        with open(path, "rb") as f:
+            load(f)
+        assert os.path.exists(f"{path}.ran")
