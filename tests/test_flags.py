@@ -323,7 +323,9 @@ def test_train_flags_about_the_run_directory_and_output(data, tmp_path, capsys):
     # --resume with --epochs continues the run to the new total
     assert cli("train", "--resume", out, "--epochs", "3", "--no-progress") == 0
     assert [r["epoch"] for r in metrics(out)] == [1, 2, 3]
-    capsys.readouterr()
+
+
+def test_train_flags_about_data_and_device(data, tmp_path, capsys):
     # --data-dir and --no-download reach the data set loader: the message names the directory
     empty = str(tmp_path / "no-data-here")
     assert cli("train", "--dataset", "mnist", "--data-dir", empty, "--no-download",
