@@ -211,6 +211,13 @@ def _epochs(run):
     assert [r["epoch"] for r in run["metrics"]] == [1, 2]
 
 
+def _untrained(run):
+    """0 epochs: the untrained model is still a run that evaluate reads."""
+    assert checkpoint(run["dir"])["epoch"] == 0 and run["metrics"] == []
+    assert cli("evaluate", run["dir"], "--num-samples", "5", "--no-progress") == 0
+    assert read_json(os.path.join(run["dir"], "eval.json"))["epoch"] == 0
+
+
 def _linear_gaussian(run):
     assert run["config"]["data"]["dataset"] == "linear-gaussian"
     assert run["config"]["vae"]["x_dim"] == 5  # the synthetic set's datapoints, not the file's 12
@@ -247,6 +254,7 @@ TRAIN_CASES = [  # (id, data, flags, check)
     ("valid-size", "binary", ["--valid-size", "0"], _no_valid),
     ("threads", "binary", ["--threads", "1"], _threads),
     ("epochs", "binary", ["--epochs", "2"], _epochs),
+    ("epochs-0", "binary", ["--epochs", "0"], _untrained),
     ("dataset", None, ["--dataset", "linear-gaussian", "--likelihood", "gaussian", "--epochs", "0"],
      _linear_gaussian),
 ]
@@ -414,7 +422,7 @@ def test_compare_flags_reach_compare_json_and_each_family_run(data, tmp_path, on
                "--z-dim", "3", "--hidden", "6", "--activation", "relu", "--prior", "mixture",
                "--prior-components", "2", "--flow-length", "1", "--lr", "0.003",
                "--batch-size", "15", "--seed", "4", "--valid-size", "20", "--threads", "1",
-               "--binarize", "fixed") == 0
+               "--binarize", "fixed", "--likelihood", "continuous_bernoulli") == 0
     report = read_json(os.path.join(out, "compare.json"))
     s = report["settings"]
     assert s["guides"] == ["diagonal", "planar"] and s["epochs"] == 2 and s["num_samples"] == 30
@@ -437,7 +445,7 @@ def test_compare_flags_reach_compare_json_and_each_family_run(data, tmp_path, on
         assert cfg["trainer"]["lr"] == 0.003 and cfg["trainer"]["batch_size"] == 15
         assert cfg["trainer"]["seed"] == 4 and cfg["trainer"]["epochs"] == 2
         assert cfg["data"]["valid_size"] == 20 and cfg["data"]["seed"] == 4
-        assert cfg["data"]["binarize"] == "fixed"
+        assert cfg["data"]["binarize"] == "fixed" and cfg["vae"]["likelihood"] == "continuous_bernoulli"
         assert [r["lr"] for r in metrics(os.path.join(out, family))] == [0.003, 0.003]
     assert rows["planar"]["options"] == {"flow_length": 1}
     assert config(os.path.join(out, "planar"))["vae"]["flow_length"] == 1
@@ -457,19 +465,18 @@ COVERED = {
     "compare": {"--data-file", "--out", "--no-progress", "--guides", "--epochs", "--num-samples",
                 "--iwae-k", "--test-size", "--refine-steps", "--refine-size", "--z-dim", "--hidden",
                 "--activation", "--prior", "--prior-components", "--flow-length", "--lr",
-                "--batch-size", "--seed", "--valid-size", "--threads", "--binarize"},
+                "--batch-size", "--seed", "--valid-size", "--threads", "--binarize", "--likelihood"},
 }
 ELSEWHERE = {
     "train": {"--distributed": "test_distributed.py"},
     "evaluate": {"--data-dir": "named data sets only (train's case)",
                  "--no-download": "named data sets only (train's case)"},
     "compare": {"--overwrite": "test_compare_check.py", "--shared-decoder": "test_compare_check.py",
-                "--likelihood": "same code path as train (the model flags table)",
-                "--arch": "same code path as train (the model flags table)",
-                "--flow-hidden": "same code path as train (the guide flags table)",
-                "--rank": "same code path as train (the guide flags table)",
-                "--sylvester-kind": "same code path as train (the guide flags table)",
-                "--dataset": "same code path as train (the data flags table)",
+                "--arch": "passed from the model flags table train uses",
+                "--flow-hidden": "passed from the guide flags table train uses",
+                "--rank": "passed from the guide flags table train uses",
+                "--sylvester-kind": "passed from the guide flags table train uses",
+                "--dataset": "passed from the data flags table train uses",
                 "--device": "test_compare_check.py", "--data-dir": "named data sets only",
                 "--no-download": "named data sets only", "--debug": "test_compare_check.py"},
     "plot": {**{f: "test_plot_inputs.py" for f in ("--out", "--format", "--split", "--num-points",
