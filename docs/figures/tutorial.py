@@ -8,7 +8,7 @@ the notebook do), then draws from that namespace:
     tutorial-height.png     log p(x) as a line, each family's ELBO as a bar, the gap shaded
     tutorial-posterior.png  the posterior p(z|x) of one datapoint, the best diagonal q*, the prior
     tutorial-iwae.png       IWAE_k against k for the prior and the diagonal friend
-    tutorial-gap.png        the gap plot of the nine-family MNIST comparison, read from the
+    compare-gap.png         the gap plot of the nine-family MNIST comparison, read from the
                             measured table in docs/compare.md
 
 Figures are 7 inches wide at 150 dpi with 14-point text, so that they stay readable when a page
@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
 DOCS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIGURES = ("tutorial-height.png", "tutorial-posterior.png", "tutorial-iwae.png", "tutorial-gap.png")
+FIGURES = ("tutorial-height.png", "tutorial-posterior.png", "tutorial-iwae.png", "compare-gap.png")
 FONT = 14
 DPI = 150
 COLORS = {"prior": "#999999", "diagonal": "#1f77b4", "full-rank": "#2ca02c", "gap": "#d62728"}
