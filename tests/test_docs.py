@@ -220,6 +220,23 @@ def test_compare_table_rows_are_ordered_as_the_tutorial_says():
         assert abs(r["log_px"] - r["elbo"] - r["gap"]) <= 0.02, family
 
 
+@pytest.mark.slow
+def test_example_prints_what_the_tutorial_shows():
+    """The output of examples/linear_gaussian_exact.py that both tutorials quote (about a minute)."""
+    import subprocess
+
+    for name in TUTORIALS:
+        text = open(os.path.join(DOCS, name), encoding="utf-8").read()
+        match = re.search(r"```console\n\$ python (examples/linear_gaussian_exact.py[^\n]*)\n```\n\n"
+                          r"```text\n(.*?)```", text, flags=re.S)
+        assert match, f"{name} does not quote the example"
+        command, expected = match.groups()
+    proc = subprocess.run([sys.executable, *command.split()], capture_output=True, text=True,
+                          cwd=ROOT, timeout=1200, env={**os.environ, "PYTHONPATH": os.path.abspath(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert same_output(proc.stdout, expected), proc.stdout
+
+
 @pytest.mark.parametrize("actual, expected, ok", [
     ("log p(x) = -3.739", "log p(x) = -3.739", True),
     ("log p(x) = -3.745", "log p(x) = -3.739", True),
