@@ -74,8 +74,10 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
 
     Args:
         guides: family names from ``pyvae.guides.GUIDES``.
-        train, valid, test: ``TensorData`` (or tensors); ``test`` is what the bounds are measured
-            on (its first ``test_size`` rows), ``valid`` is optional.
+        train: ``TensorData`` (or a tensor) to train each family on.
+        valid: ``TensorData`` (or a tensor) for the validation ELBO, or None.
+        test: ``TensorData`` (or a tensor): the bounds are measured on its first ``test_size``
+            rows.
         epochs: training epochs per family (0 with ``shared_decoder`` evaluates untrained guides).
         num_samples: K, importance samples per datapoint for log p^(x).
         iwae_k: the k of the IWAE_k bounds drawn between the ELBO and log p^(x) (each k < K).
@@ -85,9 +87,10 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         guide_options: per-family constructor options, e.g. ``{"iaf": {"flow_length": 4}}``.
         common_guide_options: options given to every family that takes them, e.g.
             ``{"flow_length": 4}`` for all flows (``pyvae.guides.guide_options`` lists them).
-        refine_steps, refine_size: for the Gaussian families, refine per-datapoint Gaussians on
-            the first ``refine_size`` test points for ``refine_steps`` SVI steps
-            (``pyvae.refine``) and split the gap there into approximation and amortization gaps.
+        refine_steps: for the Gaussian families, refine per-datapoint Gaussians for this many
+            SVI steps (``pyvae.refine``) and split the gap into approximation and amortization
+            gaps (0: no split).
+        refine_size: how many of the first test points are refined.
         num_threads: ``torch.set_num_threads`` for the whole comparison.
         out: directory for compare.md/.csv/.json, figures and per-family runs (None: write nothing).
         data_config: the data options stored with each family's run (as ``pyvae train`` stores

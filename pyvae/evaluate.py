@@ -362,7 +362,8 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
     temporaries); ``chunk_size`` defaults to ``ROWS_PER_CHUNK // batch_size``.
 
     Args:
-        model, guide: Pyro functions of ``x`` with a ``"data"`` plate over its first dimension.
+        model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
+        guide: a Pyro guide of ``x`` with the same plate.
         x: (N, ...) data.
         num_samples: K, importance samples per datapoint.
         progress: show a tqdm bar over datapoints.

@@ -131,7 +131,7 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
             (e.g. ``vae.model``). Its parameters are held fixed: they are hidden from the
             optimiser and do not require gradients during refinement.
         x: the batch, shape (N, x_dim).
-        init: where to start: a guide family (``vae.encoder``), any callable ``x -> q(z|x)``, a
+        init: where to start: a VAE's ``vae.encode``, any callable ``x -> q(z|x)``, a
             distribution with batch shape (N,) and event shape (z_dim,), or None for N(0, I).
             Gaussians start at their own mean and covariance; other distributions (flows) at
             the mean and covariance of 256 of their samples.
