@@ -154,7 +154,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         raise ConfigError(f"{out} already holds a comparison; pass overwrite=True (--overwrite)")
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
-    from .train import resolve_device
+    from ..training.checkpoint import resolve_device
 
     device = resolve_device(device)  # a bad or missing device is a ConfigError, not a traceback
 
