@@ -87,8 +87,17 @@ TRAIN_GUIDE_FLAGS = {
 TRAIN_TRAINER_FLAGS = {
     "lr": (("--lr",), dict(type=_positive_float, help="learning rate (default 1e-3)"), 1e-3),
     "batch_size": (("--batch-size",), dict(type=_positive_int, help="default 100"), 100),
-    "loss": (("--loss",), dict(help="trace_elbo (default), tracemeanfield_elbo, or iwae (the k-sample bound, k = --particles)"), "trace_elbo"),
+    "loss": (("--loss",), dict(help=(
+        "trace_elbo (default), tracemeanfield_elbo, iwae (the k-sample bound, k = --particles), "
+        "miwae, ciwae or piwae (see --groups, --ciwae-beta)")), "trace_elbo"),
     "particles": (("--particles",), dict(type=_positive_int, help="z samples per datapoint (default 1)"), 1),
+    "estimator": (("--estimator",), dict(choices=("reparam", "stl", "dreg"), help=(
+        "gradient estimator for the guide: reparam (default), stl (sticking the landing) or dreg "
+        "(doubly reparameterised; iwae-type losses)")), "reparam"),
+    "groups": (("--groups",), dict(type=_positive_int, metavar="M", help=(
+        "miwae/piwae: M groups of --particles k samples (default 1)")), 1),
+    "ciwae_beta": (("--ciwae-beta",), dict(type=_nonnegative_float, help=(
+        "ciwae: beta in beta*ELBO + (1-beta)*IWAE_k (default 0.5)")), 0.5),
     "optimizer": (("--optimizer",), dict(help="adam (default) or clipped_adam"), "adam"),
     "schedule": (("--schedule",), dict(help="learning-rate schedule: constant (default), burda (Burda et al.'s "
                                            "3,280 epochs) or cosine (anneal to lr/100 over --epochs)"), "constant"),
@@ -208,6 +217,24 @@ def _build_parser():
     ev.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
     _add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
+
+    snr = sub.add_parser("snr", help="signal-to-noise ratio of a run's gradients against k", description=(
+        "Draw the gradient of an importance-weighted objective many times on one fixed batch and "
+        "report the mean per-parameter SNR |E g| / std g of the encoder's and the decoder's "
+        "parameters for each k and estimator; prints a table, writes RUN_DIR/snr.json and a plot."))
+    snr.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
+    snr.add_argument("--k", type=_int_list, default=[1, 5, 50], help="particles per bound (default 1,5,50)")
+    snr.add_argument("--estimator", default="reparam,dreg", help="comma-separated estimators (default reparam,dreg)")
+    snr.add_argument("--loss", default="iwae", help="iwae (default), miwae, ciwae or piwae")
+    snr.add_argument("--groups", type=_positive_int, default=1, metavar="M", help="miwae/piwae: M (default 1)")
+    snr.add_argument("--ciwae-beta", type=_nonnegative_float, default=0.5, help="ciwae: beta (default 0.5)")
+    snr.add_argument("--repeats", type=_positive_int, default=100, help="gradient draws per setting (default 100)")
+    snr.add_argument("--batch-size", type=_positive_int, default=100, help="datapoints in the fixed batch (default 100)")
+    snr.add_argument("--split", default="test", help="where the batch comes from: test (default), valid, train")
+    snr.add_argument("--plot", default=None, help="figure path (default RUN_DIR/figures/snr.png)")
+    snr.add_argument("--seed", type=int, default=0, help="seeds the draws (default 0)")
+    _add_runtime_flags(snr, "device", "threads", "data-dir", "no-download", "debug")
+    snr.set_defaults(func=cmd_snr)
     return parser
 
 
@@ -399,6 +426,47 @@ def cmd_evaluate(args) -> int:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     print(f"written to {os.path.join(args.run_dir, 'eval.json')}")
+    return 0
+
+
+def cmd_snr(args) -> int:
+    import pyro
+    import torch
+
+    from .checkpoint import write_json
+    from .data import load_split
+    from .diagnostics import gradient_snr, plot_snr, snr_table
+    from .objectives import make_objective
+    from .plots import load_run
+    from .train import is_run_dir, resolve_device
+
+    if not os.path.isdir(args.run_dir) or not is_run_dir(args.run_dir):
+        raise ConfigError(f"{args.run_dir} is not a pyvae run directory")
+    estimators = [e.strip() for e in args.estimator.split(",") if e.strip()]
+    objectives = {(k, e): make_objective(args.loss, k, e, args.groups, args.ciwae_beta)
+                  for k in args.k for e in estimators}  # checks every name first
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vae, config = load_run(args.run_dir, device)
+    pyro.clear_param_store()
+    data = load_split(config["data"], args.split, args.data_dir, not args.no_download)
+    data.check_for(vae.likelihood, vae.x_dim)
+    n = min(len(data), args.batch_size)
+    x = data.to(device).batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(args.seed))
+    rows = []
+    for (k, estimator), objective in objectives.items():
+        result = gradient_snr(vae, x, objective, repeats=args.repeats, seed=args.seed)
+        rows.append(dict(k=k, estimator=estimator, **result.summary()))
+        print(f"k={k} {estimator}: encoder SNR {rows[-1]['encoder_snr']:.4g}, "
+              f"decoder SNR {rows[-1]['decoder_snr']:.4g}", flush=True)
+    print(snr_table(rows))
+    plot = args.plot or os.path.join(args.run_dir, "figures", "snr.png")
+    os.makedirs(os.path.dirname(os.path.abspath(plot)), exist_ok=True)
+    plot_snr(rows, plot, title=f"{args.loss}, {n} {args.split} datapoints, {args.repeats} draws")
+    write_json(os.path.join(args.run_dir, "snr.json"), {"loss": args.loss, "split": args.split,
+                                                        "batch_size": n, "rows": rows})
+    print(f"wrote {os.path.join(args.run_dir, 'snr.json')} and {plot}")
     return 0
 
 

@@ -99,7 +99,11 @@ class Trainer:
         batch_size: datapoints per step.
         epochs: total epochs of the run (a resumed run continues up to this number).
         loss: objective name, see ``pyvae.objectives.OBJECTIVES``.
-        particles: samples of z per datapoint in the objective.
+        particles: samples of z per datapoint in the objective (k; per group for miwae/piwae).
+        estimator: the guide's gradient estimator, "reparam", "stl" or "dreg" (see
+            ``pyvae.objectives``).
+        groups: M, the groups of k particles of the miwae and piwae objectives.
+        ciwae_beta: beta of the ciwae objective, beta ELBO + (1 - beta) IWAE_k.
         optimizer: "adam" or "clipped_adam" (``pyro.optim``).
         schedule: learning-rate schedule name, see ``SCHEDULES``.
         clip_norm: clip each gradient to this norm (None: no clipping).
@@ -131,7 +135,8 @@ class Trainer:
                  callbacks: Iterable[Callable] = (), progress: bool = True,
                  validate: bool = False, num_threads: Optional[int] = None, jit: bool = False,
                  extra_config: Optional[dict] = None, beta: float = 1.0, kl_warmup: float = 0,
-                 distributed: bool = False):
+                 distributed: bool = False, estimator: str = "reparam", groups: int = 1,
+                 ciwae_beta: float = 0.5):
         if not isinstance(vae, VAE):
             raise ConfigError(f"Trainer needs a pyvae.VAE, got {type(vae).__name__}")
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -148,9 +153,10 @@ class Trainer:
             raise ConfigError(f"clip norm must be positive, got {clip_norm}")
         if num_threads is not None and int(num_threads) < 1:
             raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
-        make_objective(loss, particles)  # validates the name and particle count
-        if jit and loss not in JIT_OBJECTIVES:
-            raise ConfigError(f"--jit works with the losses {', '.join(JIT_OBJECTIVES)}, not {loss!r}")
+        make_objective(loss, particles, estimator, groups, ciwae_beta)  # validates them
+        if jit and (loss not in JIT_OBJECTIVES or estimator != "reparam"):
+            raise ConfigError(f"--jit works with the losses {', '.join(JIT_OBJECTIVES)} and the "
+                              f"reparam estimator, not {loss!r} with {estimator!r}")
         if jit and (beta != 1 or kl_warmup):
             # the traced graph would freeze the KL weight at its first value
             raise ConfigError("--jit cannot be combined with --beta or --kl-warmup")
@@ -174,6 +180,8 @@ class Trainer:
                            schedule=schedule, clip_norm=clip_norm, seed=int(seed),
                            num_threads=None if num_threads is None else int(num_threads),
                            beta=float(beta), kl_warmup=float(kl_warmup), jit=bool(jit))
+        if (estimator, groups, ciwae_beta) != ("reparam", 1, 0.5):  # (older runs lack them)
+            self.config.update(estimator=estimator, groups=int(groups), ciwae_beta=float(ciwae_beta))
         self.history: List[dict] = []
         self._resume_payload = None
         self._stop_signal = None
@@ -239,7 +247,8 @@ class Trainer:
         # the names point at this VAE's tensors and not at those of an earlier model.
         pyro.clear_param_store()
         self.optim = self._make_optimizer()
-        self.elbo = make_objective(cfg["loss"], cfg["particles"])
+        self.elbo = make_objective(cfg["loss"], cfg["particles"], cfg.get("estimator", "reparam"),
+                                   cfg.get("groups", 1), cfg.get("ciwae_beta", 0.5))
         # beta != 1 or KL warm-up: the site "z" of model and guide is weighted (not the ELBO)
         self._kl_scale = None if (cfg["beta"] == 1 and not cfg["kl_warmup"]) else SiteScale("z")
         model, guide = self.vae.model, self.vae.guide
@@ -389,11 +398,15 @@ class Trainer:
     @property
     def objective_name(self) -> str:
         """What ``train_elbo`` measures: "ELBO", "IWAE_k" (``loss="iwae"``, a tighter bound with k
-        particles) or "beta-ELBO" (``beta``/``kl_warmup``: the KL term weighted, not a bound)."""
+        particles; piwae reports IWAE_{Mk}), "MIWAE_M,k", "CIWAE_beta", or "beta-ELBO"
+        (``beta``/``kl_warmup``: the KL term weighted, not a bound)."""
         if self.config["beta"] != 1 or self.config["kl_warmup"]:
             return "beta-ELBO"
-        if self.config["loss"] == "iwae":
-            return f"IWAE_{self.config['particles']}"
+        k, m = self.config["particles"], self.config.get("groups", 1)
+        named = {"iwae": f"IWAE_{k}", "miwae": f"MIWAE_{m},{k}", "piwae": f"IWAE_{m * k}",
+                 "ciwae": f"CIWAE_{self.config.get('ciwae_beta', 0.5)}"}
+        if self.config["loss"] in named:
+            return named[self.config["loss"]]
         return "ELBO"
 
     def _valid_elbo(self, valid: TensorData) -> float:
