@@ -296,3 +296,22 @@ def test_cli_trains_with_dreg_and_draws_the_snr(tmp_path, binary_data, capsys):
                  "--estimator", "dreg"]) == 2
     assert capsys.readouterr().err.strip() == ("pyvae train: error: the trace_elbo objective takes "
                                                "the estimator(s) reparam, stl, not 'dreg'; with k = 1 dreg equals stl")
+
+
+@pytest.mark.slow
+def test_dreg_trains_data_parallel(tmp_path):
+    # two torchrun processes; the VampPrior runs the encoder in the model too, so the guide's
+    # parameters get gradients along both streams of the surrogate, through one DDP
+    from test_distributed import _data, _torchrun
+
+    data = tmp_path / "data.npy"
+    np.save(data, _data().numpy())
+    out = tmp_path / "run"
+    proc = _torchrun(2, "-m", "pyvae", "train", "--distributed", "--data-file", str(data),
+                     "--out", str(out), "--epochs", "2", "--batch-size", "30", "--hidden", "8",
+                     "--z-dim", "2", "--prior", "vamp", "--prior-components", "3", "--loss", "iwae",
+                     "--particles", "3", "--estimator", "dreg", "--threads", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch 2: train IWAE_3") == 1
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(h["train_elbo"]) for h in history)
