@@ -31,7 +31,7 @@ import pyro.poutine as poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given
 ROWS_PER_CHUNK = 20_000

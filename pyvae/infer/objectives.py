@@ -36,7 +36,7 @@ import pyro.poutine as poutine
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import TransformedDistribution
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ESTIMATORS = ("reparam", "stl", "dreg")
 
