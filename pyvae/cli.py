@@ -433,12 +433,12 @@ def cmd_snr(args) -> int:
     import pyro
     import torch
 
-    from .checkpoint import write_json
     from .data import load_split
-    from .diagnostics import gradient_snr, plot_snr, snr_table
-    from .objectives import make_objective
-    from .plots import load_run
-    from .train import is_run_dir, resolve_device
+    from .infer.diagnostics import gradient_snr, snr_table
+    from .infer.objectives import make_objective
+    from .reports.plots import load_run, plot_snr
+    from .training.checkpoint import write_json
+    from .training.trainer import is_run_dir, resolve_device
 
     if not os.path.isdir(args.run_dir) or not is_run_dir(args.run_dir):
         raise ConfigError(f"{args.run_dir} is not a pyvae run directory")

@@ -19,7 +19,7 @@ import torch
 import pyro
 import pyro.poutine as poutine
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SIDES = ("encoder", "decoder")
 
@@ -123,30 +123,3 @@ def snr_table(rows: List[dict]) -> str:
     lines += [f"| {r['k']} | {r['estimator']} | {r['encoder_snr']:.3g} | {r['decoder_snr']:.3g} |"
               for r in rows]
     return "\n".join(lines)
-
-
-def plot_snr(rows: List[dict], path: str, title: str = "") -> str:
-    """SNR against k (log-log), one line per estimator, encoder and decoder side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, side in zip(axes, SIDES):
-        for estimator in dict.fromkeys(r["estimator"] for r in rows):
-            mine = sorted((r for r in rows if r["estimator"] == estimator), key=lambda r: r["k"])
-            ax.plot([r["k"] for r in mine], [r[f"{side}_snr"] for r in mine], "o-", label=estimator)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("k (particles)")
-        ax.set_ylabel("mean SNR of the gradient")
-        ax.set_title(f"{side} ({'guide' if side == 'encoder' else 'model'} parameters)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
