@@ -67,7 +67,7 @@ class ImportanceWeighted(pyro.infer.ELBO):
     """M groups of k importance-weighted particles per datapoint; the bound and its surrogate.
 
     The M k particles are drawn vectorised: the guide and model run once inside a particle plate
-    (as in ``pyvae.evaluate.log_weights``), so the guide scores its own samples. ``loss`` is
+    (as in ``pyvae.infer.weights.log_weights``), so the guide scores its own samples. ``loss`` is
     ``-sum_n s * bound(x_n)`` over the minibatch, where s = N / batch is the scale of a
     subsampled ``"data"`` plate (1 otherwise), applied *after* each datapoint's logsumexp (Pyro's
     ``RenyiELBO`` scales the log-weights before it, which biases the bound). Other scales
@@ -146,7 +146,7 @@ class ImportanceWeighted(pyro.infer.ELBO):
 
     # ---------------------------------------------------------------- log-weights
     def _prepare(self, model, guide, args, kwargs):
-        from .evaluate import max_plate_nesting
+        from .weights import max_plate_nesting
 
         if kwargs or len(args) != 1:
             raise ConfigError("importance-weighted objectives expect model(x) and guide(x) with "
@@ -157,7 +157,7 @@ class ImportanceWeighted(pyro.infer.ELBO):
         return args[0]
 
     def _log_weights(self, model, guide, args, kwargs):
-        from .evaluate import log_weights
+        from .weights import log_weights
 
         x = self._prepare(model, guide, args, kwargs)
         return log_weights(model, guide, x, self.groups * self.num_particles, self._nesting,
@@ -165,7 +165,7 @@ class ImportanceWeighted(pyro.infer.ELBO):
 
     def _streams(self, model, guide, args, kwargs):
         """(log w, l, r, data scale): the log-weights (detached) and the two gradient streams."""
-        from .evaluate import PARTICLE_PLATE, site_log_density
+        from .weights import PARTICLE_PLATE, site_log_density
 
         x = self._prepare(model, guide, args, kwargs)
         particles, nesting = self.groups * self.num_particles, self._nesting
@@ -332,6 +332,14 @@ OBJECTIVES = {"trace_elbo": _trace_elbo, "tracemeanfield_elbo": _mean_field_elbo
               "piwae": lambda k, estimator="reparam", groups=1, **_: PIWAE(groups, k, estimator)}
 
 
+def bound_name(config: dict) -> str:
+    """What the objective of a training config (loss, particles, groups, ciwae_beta) reports:
+    "ELBO", "IWAE_k", "MIWAE_M,k", "CIWAE_beta", or for piwae "IWAE_Mk", its model's bound."""
+    k, m = config["particles"], config.get("groups", 1)
+    return {"iwae": f"IWAE_{k}", "miwae": f"MIWAE_{m},{k}", "piwae": f"IWAE_{m * k}",
+            "ciwae": f"CIWAE_{config.get('ciwae_beta', 0.5)}"}.get(config["loss"], "ELBO")
+
+
 def make_objective(name: str, num_particles: int = 1, estimator: str = "reparam",
                    groups: int = 1, ciwae_beta: float = 0.5):
     """The objective ``name`` with k = ``num_particles`` (per group), M = ``groups`` (miwae,
@@ -346,3 +354,19 @@ def make_objective(name: str, num_particles: int = 1, estimator: str = "reparam"
         raise ConfigError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
     return OBJECTIVES[name](int(num_particles), estimator=estimator, groups=int(groups),
                             ciwae_beta=float(ciwae_beta))
+
+
+class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
+    """Pyro's compiled ``Trace_ELBO`` whose ``differentiable_loss`` carries the gradient of the
+    surrogate loss only, as its ``loss_and_grads`` does. (Pyro's own returns
+    ``loss + (surrogate - surrogate.detach())`` with a ``loss`` that is itself differentiable
+    under the JIT, which doubles the gradient of reparameterized sites.)"""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss, surrogate = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
+        return loss.detach() + (surrogate - surrogate.detach())
+
+
+# Pyro's compiled (torch.jit-traced) versions of the ELBO objectives, for ``jit=True``
+JIT_OBJECTIVES = {"trace_elbo": JitTrace_ELBO,
+                  "tracemeanfield_elbo": pyro.infer.JitTraceMeanField_ELBO}
