@@ -22,9 +22,10 @@ every term):
     dreg     sum_i w~_i^2 (d log w_i / d z_i)(d z_i / d phi)   doubly reparameterised: the score
              term is replaced by its reparameterised expectation, w~_i - w~_i^2 per particle
 
-All three are unbiased for the same gradient (stl is unbiased for IWAE_k only at k = 1; its
-bias vanishes when q = p(z|x)). With q = p(z|x) every log w_i equals log p(x), so
-d log w_i / d z_i = 0 and the stl and dreg gradients for phi are exactly zero.
+reparam and dreg are unbiased for the same gradient; stl is unbiased for the ELBO (k = 1) but
+not for IWAE_k with k > 1, where the dropped score term is weighted by w~_i, which depends on
+z_i. With q = p(z|x) every log w_i equals log p(x), so d log w_i / d z_i = 0 and the stl and dreg
+gradients for phi are exactly zero.
 """
 import math
 
