@@ -4,7 +4,7 @@ import sys
 
 from .errors import ConfigError
 from .models import flows, guides, likelihoods, linear_gaussian, nets, priors, vae
-from .infer import beta, evaluate, objectives
+from .infer import beta, diagnostics, evaluate, objectives
 from .infer import refine as _refine_module
 from .training import checkpoint, distributed, optim
 from .training import trainer as _trainer_module
@@ -33,6 +33,7 @@ _OLD_PATHS = {
     "checkpoint": checkpoint, "distributed": distributed, "optim": optim,
     "compare": _compare_module,
 }
+_OLD_PATHS["diagnostics"] = diagnostics  # (new, and short: pyvae.diagnostics.gradient_snr)
 for _old, _module in _OLD_PATHS.items():
     sys.modules.setdefault(f"{__name__}.{_old}", _module)
     if _old not in ("refine", "compare"):  # pyvae.refine and pyvae.compare are the functions
@@ -49,4 +50,4 @@ def __getattr__(name):
 __all__ = ["VAE", "Trainer", "Run", "config", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",
            "gaps", "active_units", "kl_per_dimension", "bits_per_dim", "refine",
-           "RefinedGuide", "LinearGaussian", "compare", "plots", "distributed"]
+           "RefinedGuide", "LinearGaussian", "compare", "plots", "distributed", "diagnostics"]

@@ -111,6 +111,7 @@ MODEL_FLAGS = flag_fields(ModelConfig)
 GUIDE_FLAGS = list(guide_option_fields().values())
 TRAIN_FLAGS = [f for f in flag_fields(TrainConfig) if f.name != "epochs"]
 DATA_FLAGS = flag_fields(DataConfig)
+SNR_FLAGS = [f for f in TRAIN_FLAGS if f.name in ("groups", "ciwae_beta")]
 
 
 def _given(args, config_fields) -> dict:
@@ -214,6 +215,22 @@ def _build_parser():
     ev.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
     _add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
+
+    snr = sub.add_parser("snr", help="signal-to-noise ratio of a run's gradients against k", description=(
+        "Mean per-parameter SNR |E g| / std g of the encoder's and decoder's gradients on one fixed "
+        "batch, for each k and estimator; prints a table, writes RUN_DIR/snr.json and a plot."))
+    snr.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
+    snr.add_argument("--k", type=_int_list, default=[1, 5, 50], help="particles per bound (default 1,5,50)")
+    snr.add_argument("--estimator", default="reparam,dreg", help="comma-separated estimators (default reparam,dreg)")
+    snr.add_argument("--loss", default="iwae", help="iwae (default), miwae, ciwae or piwae")
+    add_config_flags(snr, SNR_FLAGS)
+    snr.add_argument("--repeats", type=_positive_int, default=100, help="gradient draws per setting (default 100)")
+    snr.add_argument("--batch-size", type=_positive_int, default=100, help="datapoints in the fixed batch (default 100)")
+    snr.add_argument("--split", default="test", help="where the batch comes from: test (default), valid, train")
+    snr.add_argument("--plot", default=None, help="figure path (default RUN_DIR/figures/snr.png)")
+    snr.add_argument("--seed", type=int, default=0, help="seeds the draws (default 0)")
+    _add_runtime_flags(snr, "device", "threads", "data-dir", "no-download", "debug")
+    snr.set_defaults(func=cmd_snr)
     return parser
 
 
@@ -347,6 +364,22 @@ def cmd_evaluate(args) -> int:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     print(f"written to {run.file(EVAL)}")
+    return 0
+
+
+def cmd_snr(args) -> int:
+    import torch
+
+    from .infer.diagnostics import snr_table
+    from .run import SNR, Run
+
+    run, options = Run(args.run_dir), TrainConfig(**_given(args, SNR_FLAGS))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = run.snr(args.k, [e.strip() for e in args.estimator.split(",") if e.strip()], args.loss,
+                   options.groups, options.ciwae_beta, args.repeats, args.batch_size, args.split,
+                   args.data_dir, args.seed, args.device, not args.no_download, args.plot, log=print)
+    print(snr_table(rows) + f"\nwrote {run.file(SNR)} and the figure")
     return 0
 
 

@@ -63,6 +63,12 @@ def nonnegative_float(value, name: str) -> float:
     return float(value)
 
 
+def unit_interval(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{name} must lie in [0, 1], got {value}")
+    return float(value)
+
+
 def int_list(value, name: str) -> Tuple[int, ...]:
     """Sizes such as hidden layers: a sequence of positive integers (or "200,200" on the CLI)."""
     if isinstance(value, str):
@@ -281,9 +287,17 @@ class TrainConfig(_Config):
     batch_size: int = option(100, "datapoints per step", positive_int,
                              name="batch size")
     epochs: int = option(10, "total epochs", nonnegative_int)
-    loss: str = option("trace_elbo", "objective (iwae: the k-sample bound, k = --particles)",
+    loss: str = option("trace_elbo", "objective (iwae: the k-sample bound, k = --particles; "
+                       "miwae, ciwae, piwae: see --groups, --ciwae-beta)",
                        one_of(_registry(".infer.objectives", "OBJECTIVES")))
-    particles: int = option(1, "z samples per datapoint", positive_int)
+    particles: int = option(1, "z samples per datapoint (k; per group for miwae/piwae)", positive_int)
+    estimator: str = option("reparam", "gradient estimator for the guide: reparam, stl (sticking "
+                            "the landing) or dreg (doubly reparameterized)",
+                            one_of(_registry(".infer.objectives", "ESTIMATORS")), choices=True)
+    groups: int = option(1, "miwae/piwae: M groups of --particles k samples", positive_int,
+                         metavar="M")
+    ciwae_beta: float = option(0.5, "ciwae: beta in beta*ELBO + (1-beta)*IWAE_k", unit_interval,
+                               name="the ciwae beta")
     optimizer: str = option("adam", "the torch optimizer",
                             one_of(_registry(".training.schedules", "OPTIMIZERS")))
     schedule: str = option("constant", "learning-rate schedule: burda (Burda et al.'s 3,280 "
@@ -305,6 +319,9 @@ class TrainConfig(_Config):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         super().__post_init__()
         self.jit = bool(self.jit)
+        from .infer.objectives import make_objective
+
+        make_objective(self.loss, self.particles, self.estimator, self.groups, self.ciwae_beta)
 
 
 # --------------------------------------------------------------------------- data

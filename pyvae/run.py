@@ -22,11 +22,11 @@ import torch
 from .config import RunConfig
 from .errors import ConfigError
 from .infer import evaluate as _evaluate
-from .training.checkpoint import (CHECKPOINT, CONFIG, EVAL, FIGURES, METRICS, TENSORBOARD,
+from .training.checkpoint import (CHECKPOINT, CONFIG, EVAL, FIGURES, METRICS, SNR, TENSORBOARD,
                                   load_checkpoint, write_json)
 from .training.checkpoint import is_run_dir, resolve_device
 
-__all__ = ["Run", "evaluate_vae", "CHECKPOINT", "CONFIG", "METRICS", "EVAL", "TENSORBOARD",
+__all__ = ["Run", "evaluate_vae", "CHECKPOINT", "CONFIG", "METRICS", "EVAL", "SNR", "TENSORBOARD",
            "FIGURES"]
 
 
@@ -126,6 +126,39 @@ class Run:
         if write:
             write_json(self.file(EVAL), result)
         return result
+
+    def snr(self, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",
+            groups: int = 1, ciwae_beta: float = 0.5, repeats: int = 100, batch_size: int = 100,
+            split: str = "test", data_dir: Optional[str] = None, seed: int = 0, device="cpu",
+            download: bool = True, plot: Optional[str] = None, log=None) -> List[dict]:
+        """Gradient SNR of the encoder and the decoder (``pyvae.infer.diagnostics``) for each k
+        and estimator of ``loss``, on the first ``batch_size`` datapoints of ``split``: one row
+        per (k, estimator), written to snr.json, drawn in ``plot`` (default figures/snr.png)."""
+        from .infer.diagnostics import gradient_snr
+        from .infer.objectives import make_objective
+        from .reports.plots import plot_snr
+
+        objectives = {(k, e): make_objective(loss, k, e, groups, ciwae_beta)
+                      for k in ks for e in estimators}  # every name checked before the work
+        device = resolve_device(device)
+        vae = self.load_vae(device)
+        data = self.data(split, data_dir, download)
+        data.check_for(vae.likelihood, vae.x_dim)
+        n = min(len(data), int(batch_size))
+        x = data.to(device).batch(torch.arange(n, device=device),
+                                  torch.Generator(device).manual_seed(seed))
+        pyro.clear_param_store()
+        rows = []
+        for (k, estimator), objective in objectives.items():
+            result = gradient_snr(vae, x, objective, repeats=repeats, seed=seed)
+            rows.append(dict(k=k, estimator=estimator, **result.summary()))
+            if log is not None:
+                log(f"k={k} {estimator}: encoder SNR {rows[-1]['encoder_snr']:.4g}, "
+                    f"decoder SNR {rows[-1]['decoder_snr']:.4g}")
+        plot_snr(rows, plot or os.path.join(self.path, FIGURES, "snr.png"),
+                 title=f"{loss}, {n} {split} datapoints, {repeats} draws")
+        write_json(self.file(SNR), {"loss": loss, "split": split, "batch_size": n, "rows": rows})
+        return rows
 
 
 def evaluate_vae(vae, x: torch.Tensor, num_samples: int = 5000, seed: int = 0,

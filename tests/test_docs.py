@@ -266,6 +266,8 @@ flag of every command appears here).
 - `pyvae evaluate`: importance-weighted log p(x), ELBO, gap, active units of a run.
 - `pyvae plot`: figures of a run or of a comparison.
 - `pyvae compare`: one VAE per variational family, side by side (see [compare.md](compare.md)).
+- `pyvae snr`: signal-to-noise ratio of a run's gradients against k, per estimator (see
+  [estimators.md](estimators.md)).
 
 Typical session:
 

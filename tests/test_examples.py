@@ -63,3 +63,10 @@ def test_linear_gaussian_exact():
     assert "exact log p(x)                           -" in stdout
     assert "KL = 0.829" in stdout  # the exact approximation gap of the diagonal family
     assert "full-rank q(z|x) after 5 steps" in stdout
+
+
+def test_gradient_snr(tmp_path):
+    out = str(tmp_path / "snr.png")
+    stdout = run_example("gradient_snr.py", "--k", "1,8", "--repeats", "4", "--datapoints", "3",
+                         "--out", out)
+    assert "| 8 | dreg |" in stdout and os.path.isfile(out)

@@ -27,7 +27,7 @@ def test_run_reads_config_metrics_checkpoint_and_vae(run_dir):
     run = Run(run_dir)
     assert isinstance(run.config, RunConfig)
     with open(os.path.join(run_dir, CONFIG)) as f:
-        assert run.config.to_dict() == json.load(f)
+        assert run.config == RunConfig.from_dict(json.load(f))
     metrics = run.metrics()
     assert [r["epoch"] for r in metrics] == [1, 2] and "valid_elbo" in metrics[-1]
     assert run.checkpoint["epoch"] == 2

@@ -1,4 +1,5 @@
-"""Inference for any Pyro model/guide pair: objectives, importance-weighted evaluation, refinement.
+"""Inference for any Pyro model/guide pair: objectives and their gradient estimators,
+importance-weighted evaluation, refinement, gradient diagnostics.
 
 Nothing here imports ``pyvae.training``.
 """

@@ -110,19 +110,33 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
                 continue
             if trace is guide_trace and site["is_observed"]:
                 continue
-            frame = _data_frame(name, site)
-            scale = frame.full_size / frame.size if frame.full_size else 1.0
-            if data_scale is None:
-                data_scale = scale
-            factor = 1.0
-            if scaled:
-                factor = site["scale"] / scale
-            lp = scale_and_mask(site["unscaled_log_prob"], factor, site["mask"])
-            lp = _per_datapoint(lp.to(torch.float64), particle_dim, frame.dim, particles)
+            lp, data_scale = site_log_density(name, site, site["unscaled_log_prob"], particles,
+                                              nesting, scaled)
             log_w = log_w + sign * lp
     if data_scale is None:
         raise ConfigError("the model and guide have no sample sites")
     return log_w, data_scale
+
+
+def site_log_density(name: str, site: dict, log_prob: torch.Tensor, particles: int,
+                     nesting: int, scaled: bool = False):
+    """A sample site's contribution to log w per datapoint, and the data plate's scale.
+
+    ``log_prob`` is a tensor of the site's batch shape (its unscaled log-density, or any other
+    per-sample quantity to be reduced the same way, such as a gradient estimator's surrogate
+    term), in a trace taken inside the particle plate at dim ``-(nesting + 1)``. It is masked
+    as the site is, multiplied by the site's scale divided by the data plate's subsampling
+    scale when ``scaled``, and summed over every plate dimension except the particle and data
+    plates.
+
+    Returns:
+        ``(value, data_scale)``: float64 of shape (particles, batch), and ``size / subsample_size``.
+    """
+    frame = _data_frame(name, site)
+    data_scale = frame.full_size / frame.size if frame.full_size else 1.0
+    factor = site["scale"] / data_scale if scaled else 1.0
+    lp = scale_and_mask(log_prob, factor, site["mask"])
+    return _per_datapoint(lp.to(torch.float64), -(nesting + 1), frame.dim, particles), data_scale
 
 
 def check_x(x) -> None:

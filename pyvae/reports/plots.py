@@ -383,3 +383,29 @@ def gap_results(report: dict) -> Dict[str, dict]:
         out[row["guide"]] = {"elbo": row.get("elbo"), "log_px": row.get("log_px"),
                              "iwae": {int(k): v for k, v in (row.get("iwae") or {}).items()}}
     return out
+
+
+def plot_snr(rows: List[dict], path: str, title: str = "") -> str:
+    """SNR against k (log-log), one line per estimator, encoder and decoder side by side.
+
+    ``rows``: dicts with ``k``, ``estimator``, ``encoder_snr`` and ``decoder_snr``, as
+    ``pyvae snr`` writes them (see ``pyvae.infer.diagnostics``).
+    """
+    fig = _new_figure(9, 3.6)
+    axes = fig.subplots(1, 2)
+    for ax, side in zip(axes, ("encoder", "decoder")):
+        for estimator in dict.fromkeys(r["estimator"] for r in rows):
+            mine = sorted((r for r in rows if r["estimator"] == estimator), key=lambda r: r["k"])
+            mine = [r for r in mine if r[f"{side}_snr"] > 0]  # (a log axis)
+            ax.plot([r["k"] for r in mine], [r[f"{side}_snr"] for r in mine], "o-", label=estimator)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("k (particles)")
+        ax.set_ylabel("mean SNR of the gradient")
+        ax.set_title(f"{side} ({'guide' if side == 'encoder' else 'model'} parameters)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -21,6 +21,7 @@ CHECKPOINT = "checkpoint.pt"    # weights, optimizer and random states, history:
 CONFIG = "config.json"          # pyvae.config.RunConfig.to_dict()
 METRICS = "metrics.jsonl"       # one JSON record per epoch
 EVAL = "eval.json"              # the last ``pyvae evaluate`` / ``Run.evaluate``
+SNR = "snr.json"                # the last ``pyvae snr`` / ``Run.snr``
 TENSORBOARD = "tensorboard"     # event files of ``pyvae train --tensorboard``
 FIGURES = "figures"             # ``pyvae plot``'s default output
 

@@ -29,7 +29,7 @@ from .checkpoint import (CHECKPOINT, CONFIG, METRICS, atomic_write_text, is_run_
 from . import distributed as _distributed
 from ..data import TensorData, as_data
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from ..infer.objectives import JIT_OBJECTIVES, make_objective
+from ..infer.objectives import JIT_OBJECTIVES, bound_name, make_objective
 from .callbacks import (JitCompile, KLWeight, ProgressBar, RunWriter, TensorBoard,
                         as_callback)
 from .signals import SignalGuard
@@ -82,21 +82,23 @@ class Trainer:
                  jit: bool = TrainConfig.jit, extra_config: Optional[dict] = None,
                  beta: float = TrainConfig.beta, kl_warmup: float = TrainConfig.kl_warmup,
                  distributed: bool = False, *, config: Optional[TrainConfig] = None,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, estimator: str = TrainConfig.estimator,
+                 groups: int = TrainConfig.groups, ciwae_beta: float = TrainConfig.ciwae_beta):
         if not isinstance(vae, VAE):
             raise ConfigError(f"Trainer needs a pyvae.VAE, got {type(vae).__name__}")
         if config is None:
             config = TrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, loss=loss,
                                  particles=particles, optimizer=optimizer, schedule=schedule,
                                  clip_norm=clip_norm, seed=seed, num_threads=num_threads,
-                                 beta=beta, kl_warmup=kl_warmup, jit=jit)
+                                 beta=beta, kl_warmup=kl_warmup, jit=jit, estimator=estimator,
+                                 groups=groups, ciwae_beta=ciwae_beta)
         elif not isinstance(config, TrainConfig):
             raise ConfigError(f"config must be a pyvae.config.TrainConfig, got {type(config).__name__}")
         self.train_config = config
         loss, particles, jit = config.loss, config.particles, config.jit
         beta, kl_warmup = config.beta, config.kl_warmup
-        if jit and loss not in JIT_OBJECTIVES:
-            raise ConfigError(f"--jit works with the losses {', '.join(JIT_OBJECTIVES)}, not {loss!r}")
+        if jit and (loss not in JIT_OBJECTIVES or config.estimator != "reparam"):
+            raise ConfigError(f"--jit works with the losses {', '.join(JIT_OBJECTIVES)} and the reparam estimator, not {loss!r} with {config.estimator!r}")
         if jit and (beta != 1 or kl_warmup):
             # the traced graph would freeze the KL weight at its first value
             raise ConfigError("--jit cannot be combined with --beta or --kl-warmup")
@@ -179,7 +181,8 @@ class Trainer:
         pyro.clear_param_store()  # Pyro's param store is global: its names are this VAE's
         self.param_names, self.params = self._trainable()
         self.optimizer = self._make_optimizer(self.params)
-        self.objective = make_objective(cfg["loss"], cfg["particles"])
+        self.objective = make_objective(cfg["loss"], cfg["particles"], cfg["estimator"],
+                                        cfg["groups"], cfg["ciwae_beta"])
         callbacks, self.should_stop = self._own_callbacks() + self.callbacks, False
 
         start_epoch, start_step, partial = 0, 0, None
@@ -339,13 +342,11 @@ class Trainer:
 
     @property
     def objective_name(self) -> str:
-        """What ``train_elbo`` measures: "ELBO", "IWAE_k" (``loss="iwae"``, a tighter bound with k
-        particles) or "beta-ELBO" (``beta``/``kl_warmup``: the KL term weighted, not a bound)."""
+        """What ``train_elbo`` measures: "beta-ELBO" (``beta``/``kl_warmup``: the KL term
+        weighted, not a bound) or the bound (``pyvae.infer.objectives.bound_name``)."""
         if self.config["beta"] != 1 or self.config["kl_warmup"]:
             return "beta-ELBO"
-        if self.config["loss"] == "iwae":
-            return f"IWAE_{self.config['particles']}"
-        return "ELBO"
+        return bound_name(self.config)
 
     def _valid_elbo(self, valid: TensorData) -> float:
         if self._dist is None:
