@@ -223,6 +223,43 @@ def _linear_gaussian(run):
     assert run["config"]["vae"]["x_dim"] == 5  # the synthetic set's datapoints, not the file's 12
 
 
+def _objective_spy(run):
+    """The importance-weighted objectives the trainer built, as (class, estimator, groups, beta)."""
+    return [(type(o).__name__, o.estimator, o.groups, getattr(o, "beta", None))
+            for o in run["objectives"]]
+
+
+def _estimator(run):
+    assert run["config"]["trainer"]["estimator"] == "dreg"
+    assert _objective_spy(run) and {o[1] for o in _objective_spy(run)} == {"dreg"}
+
+
+def _groups(run):
+    assert run["config"]["trainer"]["groups"] == 2
+    assert ("MIWAE", "reparam", 2, None) in _objective_spy(run)
+    assert run["metrics"][0]["train_objective"] == "MIWAE_2,3"
+
+
+def _ciwae_beta(run):
+    assert run["config"]["trainer"]["ciwae_beta"] == 0.25
+    assert ("CIWAE", "reparam", 1, 0.25) in _objective_spy(run)
+
+
+def _householders(run):
+    assert run["config"]["vae"]["householders"] == 3
+    assert run["vae"].encoder.householders == 3
+
+
+def _spline(run):
+    assert run["config"]["vae"]["count_bins"] == 3 and run["config"]["vae"]["bound"] == 2.5
+    assert (run["vae"].encoder.count_bins, run["vae"].encoder.bound) == (3, 2.5)
+
+
+def _tensorboard(run):
+    events = os.listdir(os.path.join(run["dir"], "tensorboard"))
+    assert any(name.startswith("events.out.tfevents") for name in events)
+
+
 TRAIN_CASES = [  # (id, data, flags, check)
     ("base", "binary", [], _check_base),
     ("z-dim", "binary", ["--z-dim", "3"], _z_dim_3),
@@ -257,6 +294,13 @@ TRAIN_CASES = [  # (id, data, flags, check)
     ("epochs-0", "binary", ["--epochs", "0"], _untrained),
     ("dataset", None, ["--dataset", "linear-gaussian", "--likelihood", "gaussian", "--epochs", "0"],
      _linear_gaussian),
+    ("estimator", "binary", ["--loss", "iwae", "--particles", "3", "--estimator", "dreg"], _estimator),
+    ("groups", "binary", ["--loss", "miwae", "--particles", "3", "--groups", "2"], _groups),
+    ("ciwae-beta", "binary", ["--loss", "ciwae", "--particles", "3", "--ciwae-beta", "0.25"], _ciwae_beta),
+    ("householders", "binary", ["--guide", "sylvester", "--sylvester-kind", "householder",
+                                "--householders", "3"], _householders),
+    ("spline", "binary", ["--guide", "spline", "--count-bins", "3", "--bound", "2.5"], _spline),
+    ("tensorboard", "binary", ["--tensorboard"], _tensorboard),
 ]
 
 
@@ -286,6 +330,16 @@ def spies(monkeypatch):
     monkeypatch.setattr(torch.optim.Adam, "step", spy_adam)
     monkeypatch.setattr(ClippedAdam, "step", spy_clipped)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy_clip)
+
+    from pyvae.objectives import ImportanceWeighted
+    seen["objectives"] = []
+    init = ImportanceWeighted.__init__
+
+    def spy_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        seen["objectives"].append(self)
+
+    monkeypatch.setattr(ImportanceWeighted, "__init__", spy_init)
     return seen
 
 
@@ -476,6 +530,9 @@ ELSEWHERE = {
                 "--flow-hidden": "passed from the guide flags table train uses",
                 "--rank": "passed from the guide flags table train uses",
                 "--sylvester-kind": "passed from the guide flags table train uses",
+                "--householders": "passed from the guide flags table train uses",
+                "--count-bins": "passed from the guide flags table train uses",
+                "--bound": "passed from the guide flags table train uses",
                 "--dataset": "passed from the data flags table train uses",
                 "--device": "test_compare_check.py", "--data-dir": "named data sets only",
                 "--no-download": "named data sets only", "--debug": "test_compare_check.py"},
