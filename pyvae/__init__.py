@@ -4,6 +4,7 @@ from .compare import compare
 from .data import TensorData, load_dataset
 from .errors import ConfigError
 from .evaluate import active_units, gaps, iwae_bound, kl_per_dimension, log_likelihood
+from .annealing import ais, bdmc, prior_guide
 from .likelihoods import bits_per_dim
 from .linear_gaussian import LinearGaussian
 from .refine import RefinedGuide, refine
@@ -23,5 +24,5 @@ def __getattr__(name):
 
 __all__ = ["VAE", "Trainer", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",
-           "gaps", "active_units", "kl_per_dimension", "bits_per_dim", "refine",
+           "gaps", "ais", "bdmc", "prior_guide", "active_units", "kl_per_dimension", "bits_per_dim", "refine",
            "RefinedGuide", "LinearGaussian", "compare", "plots", "distributed"]

@@ -39,7 +39,8 @@ DATA_PLATE = "data"
 PARTICLE_PLATE = "_iw_particles"
 
 __all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "elbo", "iwae_bound", "gaps",
-           "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting"]
+           "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting", "ais", "bdmc",
+           "AISEstimate", "BDMCResult"]
 
 
 # ------------------------------------------------------------------------------ log-weights
@@ -562,3 +563,7 @@ def kl_to_prior(guide: Callable, x: torch.Tensor, model: Callable, site: str = "
                 total += diff.to(torch.float64).sum()
             count += xb.shape[0]
     return total / (count * num_samples)
+
+
+# AIS and BDMC live in their own module; they are part of this module's interface too
+from .annealing import AISEstimate, BDMCResult, ais, bdmc  # noqa: E402  (imports this module)

@@ -212,10 +212,10 @@ class _Target:
             log_p = self._sum(self._run(self.model, z), skip_observed=False)
             try:
                 log_q = self._sum(self._run(self.guide, z), skip_observed=True)
-            except NotImplementedError:
+            except (NotImplementedError, KeyError):  # (Pyro's planar/radial raise KeyError)
                 raise ConfigError("the guide's q(z|x) cannot score arbitrary z (a flow without an "
                                   "inverse: planar, radial, sylvester); start AIS from another "
-                                  "guide, e.g. pyvae.ais.prior_guide(model)") from None
+                                  "guide, e.g. pyvae.annealing.prior_guide(model)") from None
             inputs = list(u.values())
             grads = []
             for out in (log_p, log_q, log_det):
