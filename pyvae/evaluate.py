@@ -32,6 +32,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
 from .errors import ConfigError
+from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given
 ROWS_PER_CHUNK = 20_000
@@ -185,11 +186,14 @@ class LogLikelihood(Estimate):
         ess: (N,) effective sample size (sum w)^2 / sum w^2, between 1 and K.
         elbo: (N,) mean of log w over the same K samples: a K-sample estimate of the ELBO.
         elbo_stderr: (N,) its standard error, std(log w) / sqrt(K).
+        khat: (N,) Pareto k^ of the K weights (``pyvae.psis``): above 0.7 the estimate, its
+            stderr and ESS are unreliable for that datapoint (NaN for constant weights).
     """
 
     ess: torch.Tensor = field(default=None)
     elbo: torch.Tensor = field(default=None)
     elbo_stderr: torch.Tensor = field(default=None)
+    khat: torch.Tensor = field(default=None)
 
     @property
     def log_px(self) -> torch.Tensor:
@@ -199,6 +203,9 @@ class LogLikelihood(Estimate):
         out = {"log_px": self.mean, "log_px_stderr": self.mean_stderr,
                "num_samples": self.num_samples, "num_datapoints": int(self.value.numel()),
                "ess_mean": float(self.ess.mean()), "ess_min": float(self.ess.min())}
+        if self.khat is not None:
+            out["khat_max"] = float(self.khat.nan_to_num(-math.inf).max())
+            out["khat_over_0.7"] = int((self.khat > KHAT_THRESHOLD).sum())
         if self.elbo is not None:
             out["elbo"] = float(self.elbo.mean())
             out["elbo_stderr"] = float(self.elbo_stderr.pow(2).sum().sqrt() / self.elbo.numel())
@@ -253,8 +260,10 @@ class _Accumulator:
     log w and (log w)^2 for the ELBO's mean and variance.
     """
 
-    def __init__(self, n: int, device):
+    def __init__(self, n: int, device, keep_top: int = 0):
         kw = dict(dtype=torch.float64, device=device)
+        self.keep_top = keep_top  # the largest log w so far, for Pareto k^
+        self.top = torch.empty(0, n, **kw)
         self.m = torch.full((n,), -math.inf, **kw)
         self.s1 = torch.zeros(n, **kw)
         self.s2 = torch.zeros(n, **kw)
@@ -278,6 +287,9 @@ class _Accumulator:
         self.sum += d.sum(0)
         self.sum_sq += d.square().sum(0)
         self.count += lw.shape[0]
+        if self.keep_top:
+            both = torch.cat([self.top, lw])
+            self.top = torch.topk(both, min(self.keep_top, both.shape[0]), dim=0).values
 
     def log_mean_exp(self):
         k = self.count
@@ -369,20 +381,23 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
         progress: show a tqdm bar over datapoints.
 
     Returns:
-        a ``LogLikelihood`` (per-datapoint value, stderr, ess, and the K-sample ELBO).
+        a ``LogLikelihood`` (per-datapoint value, stderr, ess, the K-sample ELBO, and the
+        Pareto k^ of the K weights, from the M + 1 largest kept while streaming).
     """
     def per_batch(draw, n, device, chunk):
-        acc = _Accumulator(n, device)
+        acc = _Accumulator(n, device, keep_top=tail_length(num_samples) + 1)
         for size in _chunks(num_samples, chunk):
             acc.update(draw(size))
         value, stderr, ess = acc.log_mean_exp()
         elbo_mean, elbo_se = acc.mean()
-        return value, stderr, ess, elbo_mean, elbo_se
+        khat = pareto_khat_from_top(acc.top.T, num_samples)
+        return value, stderr, ess, elbo_mean, elbo_se, khat
 
     parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
                     f"log p(x), K={num_samples}", per_batch)
-    value, stderr, ess, elbo_mean, elbo_se = (torch.cat(p) for p in zip(*parts))
-    return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se)
+    value, stderr, ess, elbo_mean, elbo_se, khat = (torch.cat(p) for p in zip(*parts))
+    return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se,
+                         khat=khat)
 
 
 def elbo(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 1,
