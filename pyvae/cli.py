@@ -206,8 +206,24 @@ def _build_parser():
     ev.add_argument("--max-datapoints", type=_positive_int, default=None, help="evaluate only the first N datapoints")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ev.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
+    ev.add_argument("--ais", action="store_true", help="also estimate log p(x) by annealed importance sampling from the guide (pyvae.ais)")
+    ev.add_argument("--ais-steps", type=_positive_int, default=1000, help="AIS annealing steps (default 1000)")
+    ev.add_argument("--ais-chains", type=_positive_int, default=16, help="AIS chains per datapoint (default 16)")
     _add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
+
+    bd = sub.add_parser("bdmc", help="sandwich log p(x) on data simulated from a run's model (BDMC)", description=(
+        "Bidirectional Monte Carlo: simulate datapoints from the run's model, bound log p(x) from "
+        "below by forward AIS and from above by reverse AIS from the exact latents; the gap between "
+        "the bounds says how far AIS with these settings can be from log p(x). Writes RUN_DIR/bdmc.json."))
+    bd.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
+    bd.add_argument("--num-datapoints", type=_positive_int, default=10, help="datapoints simulated (default 10)")
+    bd.add_argument("--steps", type=_int_list, default=[1000], help="AIS steps, one run each, e.g. 100,1000 (default 1000)")
+    bd.add_argument("--chains", type=_positive_int, default=16, help="chains per datapoint (default 16)")
+    bd.add_argument("--seed", type=int, default=0, help="seeds the simulation and the chains (default 0)")
+    bd.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    _add_runtime_flags(bd, "device", "threads", "no-progress", "debug")
+    bd.set_defaults(func=cmd_bdmc)
     return parser
 
 
@@ -362,6 +378,13 @@ def cmd_evaluate(args) -> int:
                                  chunk_size=args.chunk_size, batch_size=args.batch_size,
                                  progress=not args.no_progress)
     seconds = time.perf_counter() - started
+    ais_result = None
+    if args.ais:
+        started_ais = time.perf_counter()
+        ais_result = evaluate.ais(vae.model, vae.guide, x, num_steps=args.ais_steps,
+                                  num_chains=args.ais_chains, seed=args.seed,
+                                  batch_size=args.batch_size, progress=not args.no_progress)
+        ais_seconds = time.perf_counter() - started_ais
     units = evaluate.active_units(vae.guide, x)
     kl = evaluate.kl_to_prior(vae.guide, x, model=vae.model, num_samples=10)
     try:  # per-dimension KL is defined only for a guide that factorizes over dimensions
@@ -376,10 +399,16 @@ def cmd_evaluate(args) -> int:
         "bits_per_dim": -s["log_px"] / (vae.x_dim * math.log(2)),
         "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "gap": s["log_px"] - s["elbo"],
         "ess_mean": s["ess_mean"], "ess_min": s["ess_min"],
+        "khat_max": s["khat_max"], "khat_over_0.7": s["khat_over_0.7"],
         "active_units": units["num_active"], "z_dim": vae.z_dim, "kl": float(kl),
         "kl_per_dimension": kl_dims,
         "seconds": seconds,
     }
+    if ais_result is not None:
+        result.update(ais_log_px=ais_result.mean, ais_log_px_stderr=ais_result.mean_stderr,
+                      ais_steps=args.ais_steps, ais_chains=args.ais_chains,
+                      ais_acceptance=float(ais_result.acceptance.mean()), ais_seconds=ais_seconds,
+                      ais_minus_iw=float((ais_result.value - ll.value).mean()))
     write_json(os.path.join(args.run_dir, "eval.json"), result)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -391,14 +420,64 @@ def cmd_evaluate(args) -> int:
         (f"ELBO, mean of {args.num_samples} log w", f"{result['elbo']:.3f} ± {result['elbo_stderr']:.3f} nats"),
         ("gap log p(x) - ELBO", f"{result['gap']:.3f} nats"),
         ("ESS (mean / min)", f"{result['ess_mean']:.1f} / {result['ess_min']:.1f} of {args.num_samples}"),
+        ("Pareto k (max; > 0.7)", "not fitted (K too small)" if result["khat_max"] is None else
+         f"{result['khat_max']:.2f}; {result['khat_over_0.7']} of {n} datapoints unreliable"),
         ("active units", f"{result['active_units']} of {vae.z_dim}"),
         ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
         ("time", f"{seconds:.1f} s"),
     ]
+    if ais_result is not None:
+        rows[3:3] = [(f"log p(x), AIS {args.ais_steps} steps x {args.ais_chains} chains",
+                      f"{result['ais_log_px']:.3f} ± {result['ais_log_px_stderr']:.3f} nats "
+                      f"(AIS - IW {result['ais_minus_iw']:+.3f}; acceptance "
+                      f"{result['ais_acceptance']:.2f}; {ais_seconds:.1f} s)")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     print(f"written to {os.path.join(args.run_dir, 'eval.json')}")
+    return 0
+
+
+def cmd_bdmc(args) -> int:
+    import json
+
+    import pyro
+    import torch
+
+    from .annealing import bdmc
+    from .checkpoint import load_checkpoint, write_json
+    from .train import CHECKPOINT, is_run_dir, resolve_device
+    from .vae import VAE
+
+    if not os.path.isdir(args.run_dir) or not is_run_dir(args.run_dir):
+        raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no {CHECKPOINT})")
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    payload = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT), map_location=device)
+    if payload["vae_config"] is None:
+        raise ConfigError(f"{args.run_dir}: the run used custom components; run "
+                          "pyvae.bdmc(vae.model, vae.guide, x) from Python")
+    vae = VAE.from_config(payload["vae_config"])
+    vae.load_state_dict(payload["model_state"])
+    vae.to(device).eval()
+    pyro.clear_param_store()
+    template = torch.zeros(args.num_datapoints, vae.x_dim, device=device)
+    runs = []
+    for steps in args.steps:
+        r = bdmc(vae.model, vae.guide, template, num_steps=steps, num_chains=args.chains,
+                 seed=args.seed, progress=not args.no_progress)
+        runs.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
+    write_json(os.path.join(args.run_dir, "bdmc.json"), {"runs": runs, "seed": args.seed})
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    print(f"BDMC on {args.num_datapoints} datapoints simulated from the model, {args.chains} chains")
+    print(f"{'steps':>7}  {'lower':>10}  {'upper':>10}  {'width (nats)':>14}  acceptance")
+    for r in runs:
+        print(f"{r['num_steps']:>7}  {r['lower']:>10.3f}  {r['upper']:>10.3f}  "
+              f"{r['mean_width']:>7.3f} ± {r['width_stderr']:.3f}  {r['acceptance']:.2f}")
+    print(f"written to {os.path.join(args.run_dir, 'bdmc.json')}")
     return 0
 
 

@@ -204,7 +204,8 @@ class LogLikelihood(Estimate):
                "num_samples": self.num_samples, "num_datapoints": int(self.value.numel()),
                "ess_mean": float(self.ess.mean()), "ess_min": float(self.ess.min())}
         if self.khat is not None:
-            out["khat_max"] = float(self.khat.nan_to_num(-math.inf).max())
+            fitted = self.khat[~torch.isnan(self.khat)]  # NaN: too few or constant weights
+            out["khat_max"] = float(fitted.max()) if fitted.numel() else None
             out["khat_over_0.7"] = int((self.khat > KHAT_THRESHOLD).sum())
         if self.elbo is not None:
             out["elbo"] = float(self.elbo.mean())

@@ -86,3 +86,45 @@ def test_ais_rejects_bad_settings_and_non_invertible_guides():
     vae = pyvae.VAE(x_dim=10, z_dim=3, hidden=(8,), guide="planar", likelihood="gaussian")
     with pytest.raises(pyvae.ConfigError, match="cannot score arbitrary z"):
         ais(vae.model, vae.guide, torch.rand(2, 10), num_steps=2, num_chains=2, progress=False)
+
+
+# ------------------------------------------------------------------------------ CLI
+@pytest.fixture
+def run_dir(tmp_path, binary_data):
+    from pyvae.cli import main
+
+    data = tmp_path / "data.pt"
+    torch.save({"x": binary_data}, data)
+    out = str(tmp_path / "run")
+    assert main(["train", "--data-file", str(data), "--valid-size", "100", "--epochs", "1",
+                 "--batch-size", "50", "--z-dim", "2", "--hidden", "16", "--out", out,
+                 "--no-progress"]) == 0
+    return out
+
+
+def test_cli_evaluate_with_ais_and_bdmc(run_dir, capsys):
+    import json
+    import os
+
+    from pyvae.cli import main
+
+    capsys.readouterr()
+    assert main(["evaluate", run_dir, "--num-samples", "200", "--max-datapoints", "5", "--ais",
+                 "--ais-steps", "20", "--ais-chains", "4", "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "AIS 20 steps x 4 chains" in table and "Pareto k" in table
+    stored = json.load(open(os.path.join(run_dir, "eval.json")))
+    assert stored["ais_steps"] == 20 and math.isfinite(stored["ais_log_px"])
+    assert stored["khat_over_0.7"] <= 5 and stored["khat_max"] is not None
+    # a sloppy AIS and a K=200 IW estimate of a 2-D latent agree to a few nats
+    assert abs(stored["ais_minus_iw"]) < 3
+    assert main(["bdmc", run_dir, "--num-datapoints", "3", "--steps", "5,40", "--chains", "4",
+                 "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "BDMC on 3 datapoints" in table and "bdmc.json" in table
+    runs = json.load(open(os.path.join(run_dir, "bdmc.json")))["runs"]
+    assert [r["num_steps"] for r in runs] == [5, 40]
+    assert all(r["upper"] > r["lower"] - 0.5 for r in runs)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bdmc", run_dir, "--steps", "0"])
+    assert exit_.value.code == 2 and "positive integers" in capsys.readouterr().err
