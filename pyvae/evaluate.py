@@ -227,6 +227,7 @@ class Gaps:
     log_px: Estimate
     elbo: Estimate
     elbo_refined: Optional[Estimate] = None
+    log_px_iw: Optional[Estimate] = None  # the IW estimate, when log_px is another (AIS)
 
     @property
     def total(self) -> torch.Tensor:
@@ -244,6 +245,8 @@ class Gaps:
         out = {"log_px": self.log_px.mean, "log_px_stderr": self.log_px.mean_stderr,
                "elbo": self.elbo.mean, "elbo_stderr": self.elbo.mean_stderr,
                "total_gap": float(self.total.mean())}
+        if self.log_px_iw is not None:
+            out.update(log_px_iw=self.log_px_iw.mean, log_px_iw_stderr=self.log_px_iw.mean_stderr)
         if self.elbo_refined is not None:
             out.update(elbo_refined=self.elbo_refined.mean,
                        elbo_refined_stderr=self.elbo_refined.mean_stderr,
@@ -452,7 +455,8 @@ def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeat
 def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
          elbo_samples: int = 100, refined_guide: Optional[Callable] = None,
          chunk_size: Optional[int] = None, batch_size: int = 100,
-         progress: bool = True) -> Gaps:
+         progress: bool = True, ais_steps: Optional[int] = None, ais_chains: int = 16,
+         seed: Optional[int] = None) -> Gaps:
     """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
 
     log p(x) is the importance-weighted estimate with ``num_samples`` draws from ``guide``, and
@@ -462,12 +466,22 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
     approximation gap log p(x) - ELBO(refined) and the amortization gap
     ELBO(refined) - ELBO(guide). A non-amortized guide is called on batches of ``batch_size``
     consecutive rows of x; pass ``batch_size=len(x)`` if it only accepts the whole of x.
+
+    With ``ais_steps``, log p(x) is instead the AIS estimate from the guide (``ais_chains``
+    chains, ``seed``), which stays close to log p(x) where the IW estimate's ESS collapses; the
+    IW estimate is then kept in ``Gaps.log_px_iw``.
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
     amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)
     refined = None
     if refined_guide is not None:
         refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
+    if ais_steps:
+        from .annealing import ais as run_ais
+
+        log_px = run_ais(model, guide, x, num_steps=ais_steps, num_chains=ais_chains,
+                         progress=progress, seed=seed, batch_size=batch_size)
+        return Gaps(log_px, amortized, refined, log_px_iw=ll)
     return Gaps(ll, amortized, refined)
 
 
