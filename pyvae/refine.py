@@ -204,8 +204,10 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
         init: where to start: a guide family (``vae.encoder``), any callable ``x -> q(z|x)``, a
             distribution with batch shape (N,) and event shape (z_dim,), or None for N(0, I).
             Gaussian families start at the initial q's mean and covariance (of 256 samples if
-            q is not Gaussian). A flow family needs ``init`` to be a ``pyvae.guides.Flow`` of
-            that family (e.g. ``vae.encoder``), or None for a fresh one with no hidden layers.
+            q is not Gaussian). A flow family starts from a ``pyvae.guides.Flow`` of that family
+            (e.g. ``vae.encoder``) as it is; from any other ``init`` (e.g. a diagonal encoder)
+            as a fresh flow with no hidden layers whose base starts at that q's mean and
+            variances; from None as a fresh flow.
         family: any name in ``pyvae.guides.GUIDES``.
         features: what ``init`` is applied to (default x), e.g. ``vae.encoder_body(x)``.
         rank: for "low-rank", the number of factor columns (default: the initial q's, else 2).
@@ -310,12 +312,20 @@ def _gaussian_guide(init, x, features, family, z_dim, dtype, rank):
 
 @torch.no_grad()
 def _flow_guide(init, x, features, family, z_dim):
+    start = None  # a non-flow start: a fresh flow whose base starts at its mean and variances
+    if init is not None and not isinstance(init, Flow):
+        start = init
+        init = None
     if init is None:
         init = GUIDES[family](features.shape[-1], z_dim, hidden=()).to(features)
-    if not isinstance(init, Flow) or type(init) is not GUIDES[family]:
+    if type(init) is not GUIDES[family]:
         raise ConfigError(f"refining the {family!r} family needs init to be a {family!r} guide "
                           f"family (e.g. vae.encoder), got {type(init).__name__}")
     context = init.body(features)
+    if start is not None:
+        q = start if isinstance(start, Distribution) else start(features)
+        loc, cov = _initial_moments(q, x, z_dim, features.dtype)
+        return RefinedFlow(x, init, loc, 0.5 * cov.diagonal(dim1=-2, dim2=-1).log(), context)
     base = init.base.condition(context)
     while isinstance(base, Independent):
         base = base.base_dist

@@ -173,3 +173,7 @@ def test_flow_refinement_starts_at_the_encoder():
     assert torch.allclose(z_encoder, z_refined)
     with pytest.raises(pyvae.ConfigError, match="needs init to be a 'planar'"):
         refine(model.model, x, init=GUIDES["radial"](3, 2, hidden=(8,)).double(), family="planar")
+    # from a Gaussian start, the flow's base starts at that Gaussian's mean and variances
+    guide = refine(model.model, x, init=model.posterior(x), family="radial", steps=0)
+    assert torch.allclose(guide.loc, model.posterior(x).mean)
+    assert torch.allclose(guide.log_scale.exp(), model.posterior(x).stddev)
