@@ -17,7 +17,7 @@ import pyro
 import torch
 
 from pyvae import evaluate
-from pyvae.annealing import ais
+from pyvae.infer.ais import ais
 from pyvae.checkpoint import load_checkpoint
 from pyvae.data import load_split
 from pyvae.train import CHECKPOINT

@@ -240,7 +240,7 @@ def _given(args, table):
 def _completed(data_cfg: dict, likelihood: str) -> dict:
     """The data config with its defaults filled as the likelihood needs (binary pixels or not)."""
     from .data import complete_data_config
-    from .likelihoods import LIKELIHOODS
+    from .models.likelihoods import LIKELIHOODS
 
     return complete_data_config(data_cfg, getattr(LIKELIHOODS.get(likelihood), "binary_data", True))
 
@@ -250,7 +250,7 @@ def cmd_train(args) -> int:
         if args.backend:
             raise ConfigError("--backend goes with --distributed")
         return _train(args)
-    from . import distributed
+    from .training import distributed
 
     ddp = distributed.setup(args.device, args.backend)
     try:
@@ -273,8 +273,8 @@ def cmd_train(args) -> int:
 
 def _train(args, ddp=None) -> int:
     from .data import load_split, load_train_valid
-    from .train import Trainer
-    from .vae import VAE
+    from .training.trainer import Trainer
+    from .models.vae import VAE
 
     if args.resume:
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
@@ -315,7 +315,7 @@ def _train(args, ddp=None) -> int:
         valid_text = "" if last["valid_elbo"] is None else f", valid ELBO {last['valid_elbo']:.2f}"
         bits_text = ""
         if last["valid_elbo"] is not None and getattr(trainer.vae.likelihood, "discrete", False):
-            from .likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
+            from .models.likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
 
             bits_text = f" ({bits_per_dim(-last['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
         print(f"epoch {last['epoch']}: train {last.get('train_objective', 'ELBO')} {last['train_elbo']:.2f}{valid_text} nats"
@@ -324,7 +324,7 @@ def _train(args, ddp=None) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plots import plot_run
+    from .reports.plots import plot_run
 
     written = plot_run(args.run_dir, out=args.out, fmt=args.fmt, split=args.split,
                        data_dir=args.data_dir, download=not args.no_download,
@@ -342,11 +342,11 @@ def cmd_evaluate(args) -> int:
     import pyro
     import torch
 
-    from . import evaluate
-    from .checkpoint import load_checkpoint, write_json
+    from .infer import evaluate
+    from .training.checkpoint import load_checkpoint, write_json
     from .data import load_split
-    from .train import CHECKPOINT, is_run_dir, resolve_device
-    from .vae import VAE
+    from .training.trainer import CHECKPOINT, is_run_dir, resolve_device
+    from .models.vae import VAE
 
     if not os.path.isdir(args.run_dir) or not is_run_dir(args.run_dir):
         raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no {CHECKPOINT})")
@@ -445,7 +445,7 @@ def cmd_bdmc(args) -> int:
     import pyro
     import torch
 
-    from .annealing import bdmc
+    from .infer.ais import bdmc
     from .checkpoint import load_checkpoint, write_json
     from .train import CHECKPOINT, is_run_dir, resolve_device
     from .vae import VAE
@@ -485,7 +485,7 @@ def cmd_bdmc(args) -> int:
 def cmd_compare(args) -> int:
     import shlex
 
-    from .compare import compare
+    from .reports.compare import compare
     from .data import load_split, load_train_valid
 
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
@@ -495,7 +495,7 @@ def cmd_compare(args) -> int:
     trainer_cfg = _filled(args, trainer_flags)
     data_cfg = _filled(args, TRAIN_DATA_FLAGS)
     if args.shared_decoder:
-        from .plots import load_run
+        from .reports.plots import load_run
 
         given = _given(args, model_flags)
         if given:

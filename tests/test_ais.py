@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pyvae
-from pyvae.annealing import ais, bdmc, prior_guide, sigmoid_schedule
+from pyvae.infer.ais import ais, bdmc, prior_guide, sigmoid_schedule
 from pyvae.evaluate import log_likelihood
 from pyvae.linear_gaussian import LinearGaussian
 

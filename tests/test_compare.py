@@ -1,6 +1,6 @@
 import csv
-import math
 import json
+import math
 import os
 
 import pytest

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pyvae.psis import gpd_fit, pareto_khat, tail_length
+from pyvae.infer.psis import gpd_fit, pareto_khat, tail_length
 
 
 def gpd_sample(k, sigma, n, seed):
@@ -52,7 +52,7 @@ def test_khat_flags_a_poor_guide_and_not_the_exact_one():
     import pyro
     import pyro.distributions as dist
 
-    from pyvae.annealing import prior_guide
+    from pyvae.infer.ais import prior_guide
     from pyvae.evaluate import log_likelihood
     from pyvae.linear_gaussian import LinearGaussian
 

@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["gpd_fit", "pareto_khat", "tail_length", "KHAT_THRESHOLD"]
 

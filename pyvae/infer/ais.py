@@ -40,7 +40,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .evaluate import Estimate, _check_x, _data_frame, _per_datapoint, max_plate_nesting
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule"]
@@ -215,7 +215,7 @@ class _Target:
             except (NotImplementedError, KeyError):  # (Pyro's planar/radial raise KeyError)
                 raise ConfigError("the guide's q(z|x) cannot score arbitrary z (a flow without an "
                                   "inverse: planar, radial, sylvester); start AIS from another "
-                                  "guide, e.g. pyvae.annealing.prior_guide(model)") from None
+                                  "guide, e.g. pyvae.infer.ais.prior_guide(model)") from None
             inputs = list(u.values())
             grads = []
             for out in (log_p, log_q, log_det):

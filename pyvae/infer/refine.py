@@ -41,9 +41,9 @@ import pyro.optim
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 
-from .errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, TrainingDiverged
 
-from .guides import GUIDES, Flow
+from ..models.guides import GUIDES, Flow
 
 GAUSSIAN_FAMILIES = ("diagonal", "full-rank", "low-rank")
 REFINE_FAMILIES = tuple(GUIDES)

@@ -31,7 +31,7 @@ import pyro.poutine as poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given
@@ -186,7 +186,7 @@ class LogLikelihood(Estimate):
         ess: (N,) effective sample size (sum w)^2 / sum w^2, between 1 and K.
         elbo: (N,) mean of log w over the same K samples: a K-sample estimate of the ELBO.
         elbo_stderr: (N,) its standard error, std(log w) / sqrt(K).
-        khat: (N,) Pareto k^ of the K weights (``pyvae.psis``): above 0.7 the estimate, its
+        khat: (N,) Pareto k^ of the K weights (``pyvae.infer.psis``): above 0.7 the estimate, its
             stderr and ESS are unreliable for that datapoint (NaN for constant weights).
     """
 
@@ -477,7 +477,7 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
     if refined_guide is not None:
         refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
     if ais_steps:
-        from .annealing import ais as run_ais
+        from .ais import ais as run_ais
 
         log_px = run_ais(model, guide, x, num_steps=ais_steps, num_chains=ais_chains,
                          progress=progress, seed=seed, batch_size=batch_size)
@@ -596,4 +596,4 @@ def kl_to_prior(guide: Callable, x: torch.Tensor, model: Callable, site: str = "
 
 
 # AIS and BDMC live in their own module; they are part of this module's interface too
-from .annealing import AISEstimate, BDMCResult, ais, bdmc  # noqa: E402  (imports this module)
+from .ais import AISEstimate, BDMCResult, ais, bdmc  # noqa: E402  (imports this module)
