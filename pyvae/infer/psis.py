@@ -30,7 +30,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["gpd_fit", "pareto_khat", "tail_length", "KHAT_THRESHOLD"]
+__all__ = ["gpd_fit", "pareto_khat", "pareto_khat_from_top", "tail_length", "KHAT_THRESHOLD"]
 
 #: above this, importance-weighted estimates are unreliable (PSIS)
 KHAT_THRESHOLD = 0.7
