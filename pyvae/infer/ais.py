@@ -374,8 +374,10 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
             value, stderr, ess = _log_mean_exp(log_w)
             if reverse:
                 value = -value
-            values.append(value), errs.append(stderr), weights.append(log_w), esss.append(ess)
-            accepts.append(hmc.accept_sum / max(hmc.transitions, 1)), steps.append(hmc.step)
+            for out, item in zip((values, errs, weights, esss, accepts, steps),
+                                 (value, stderr, log_w, ess, hmc.accept_sum / max(hmc.transitions, 1),
+                                  hmc.step)):
+                out.append(item)
     return AISEstimate(torch.cat(values), torch.cat(errs), num_chains,
                        log_weights=torch.cat(weights, 1), ess=torch.cat(esss),
                        acceptance=torch.cat(accepts), step_size=torch.cat(steps),
@@ -393,7 +395,7 @@ def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000
     towards acceptance 0.65. Datapoints are processed ``batch_size`` at a time, each batch with
     its own seed ``seed + batch index`` (results do not depend on the rest of x).
 
-    Cost: about num_steps * (leapfrog_steps + 1) evaluations of the model and guide and their
+    Cost: about num_steps * leapfrog_steps evaluations of the model and guide and their
     gradients on num_chains x batch_size rows.
 
     Returns:
@@ -415,18 +417,15 @@ def simulate(model: Callable, x: torch.Tensor, seed: Optional[int] = None):
         pyro.set_rng_seed(seed)
     with torch.no_grad(), poutine.block():
         trace = poutine.trace(poutine.uncondition(model)).get_trace(x)
-    observed = [n for n, s in trace.nodes.items() if s["type"] == "sample" and s["is_observed"]]
-    latent = [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]
-              and not s["infer"].get("was_observed", False)]
-    obs = [n for n, s in trace.nodes.items()
-           if s["type"] == "sample" and s["infer"].get("was_observed", False)] or observed
+    sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample"}
+    obs = [n for n, s in sites.items() if s["infer"].get("was_observed", s["is_observed"])]
     if len(obs) != 1:
         raise ConfigError(f"BDMC needs a model with exactly one observed site, found {obs}")
     value = trace.nodes[obs[0]]["value"]
     if value.numel() != x.numel():
         raise ConfigError(f"the observed site {obs[0]!r} has {value.numel()} values, x has "
                           f"{x.numel()}; BDMC needs the site to observe x itself")
-    z = {n: trace.nodes[n]["value"] for n in latent}
+    z = {n: s["value"] for n, s in sites.items() if n not in obs}
     return value.reshape(x.shape).to(x.dtype), z
 
 
