@@ -3,10 +3,18 @@
 Bad input prints one line on stderr and exits with status 2 (``--debug`` shows the traceback).
 """
 import argparse
+import typing
 import os
 import sys
 
+from typing import List
+
+from .config import (DataConfig, ModelConfig, TrainConfig, flag_fields, guide_option_fields,
+                     int_list)
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
+
+# the training options a comparison shares between its families
+COMPARE_TRAIN_OPTIONS = ("lr", "batch_size", "seed")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -14,16 +22,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _int_list(text: str):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _positive_int(text: str):
@@ -36,85 +34,93 @@ def _positive_int(text: str):
     return value
 
 
-def _positive_float(text: str):
+def _int_list(text: str):
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+        return list(int_list(text, "sizes"))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _nonnegative_float(text: str):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+def _flag_type(f):
+    """argparse's ``type=`` for a config field: parse the text, then run the field's check, so
+    that a bad number is refused with the same message as in Python before anything runs.
+    Names chosen from a registry are checked when the config is built (``--debug`` then shows
+    the traceback); their help lists the registry."""
+    check = f.metadata.get("check")
+    kind = f.type
+    if typing.get_origin(kind) is typing.Union:  # Optional[X] -> X
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if check is int_list:
+        parse = str
+    elif kind is bool:
+        return None
+    elif kind in (int, float):
+        parse = kind
+    else:
+        return str
+    if check is None or hasattr(check, "choices"):
+        return parse
+
+    def convert(text):
+        value = parse(text)  # a ValueError here reads "invalid int value: 'x'"
+        try:
+            value = check(value, f.metadata.get("name") or f.name)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return list(value) if isinstance(value, tuple) else value
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
-# train flags: (flags, argparse kwargs, default). Defaults are applied after parsing, so that on
-# --resume we can tell which flags the user gave explicitly.
-TRAIN_MODEL_FLAGS = {
-    "z_dim": (("--z-dim",), dict(type=_positive_int, help="latent size (default 50)"), 50),
-    "hidden": (("--hidden",), dict(type=_int_list, help="hidden sizes, e.g. 200,200 (default)"), [200, 200]),
-    "activation": (("--activation",), dict(help="tanh (default), relu, elu, softplus, ..."), "tanh"),
-    "likelihood": (("--likelihood",), dict(help="p(x|z): bernoulli (default), continuous_bernoulli, "
-                                                "gaussian, gaussian_image, discretized_logistic"), "bernoulli"),
-    "guide": (("--guide",), dict(help="q(z|x): diagonal (default), full-rank, low-rank, iaf, planar, "
-                                      "radial, householder, spline, sylvester"), "diagonal"),
-    "prior": (("--prior",), dict(help="p(z): normal (default), mixture, vamp"), "normal"),
-    "prior_components": (("--prior-components",), dict(type=_positive_int, metavar="K", help=(
-        "components of the mixture (default 10) or vamp (default 500) prior")), None),
-    "arch": (("--arch",), dict(choices=("mlp", "conv"), help="encoder/decoder nets: mlp (default) or "
-                                 "conv (28x28 or 32x32 images)"), "mlp"),
-}
-# options of particular guide families (``pyvae.guides``), passed to VAE(...) only when given
-TRAIN_GUIDE_FLAGS = {
-    "flow_length": (("--flow-length",), dict(type=_positive_int, metavar="K", help=(
-        "flow guides: number of transforms (default 2)")), None),
-    "flow_hidden": (("--flow-hidden",), dict(type=_int_list, help=(
-        "flow guides: hidden sizes of each transform's network (default 10*z_dim)")), None),
-    "rank": (("--rank",), dict(type=_positive_int, help="low-rank guide: rank of the covariance "
-                                                      "factor (default 2)"), None),
-    "sylvester_kind": (("--sylvester-kind",), dict(choices=("orthogonal", "householder", "triangular"),
-                                                   help="sylvester guide: how Q is built (default "
-                                                        "orthogonal)"), None),
-}
-TRAIN_TRAINER_FLAGS = {
-    "lr": (("--lr",), dict(type=_positive_float, help="learning rate (default 1e-3)"), 1e-3),
-    "batch_size": (("--batch-size",), dict(type=_positive_int, help="default 100"), 100),
-    "loss": (("--loss",), dict(help="trace_elbo (default), tracemeanfield_elbo, or iwae (the k-sample bound, k = --particles)"), "trace_elbo"),
-    "particles": (("--particles",), dict(type=_positive_int, help="z samples per datapoint (default 1)"), 1),
-    "optimizer": (("--optimizer",), dict(help="adam (default) or clipped_adam"), "adam"),
-    "schedule": (("--schedule",), dict(help="learning-rate schedule: constant (default), burda (Burda et al.'s "
-                                           "3,280 epochs) or cosine (anneal to lr/100 over --epochs)"), "constant"),
-    "clip_norm": (("--clip-norm",), dict(type=_positive_float, help="clip gradient norms"), None),
-    "seed": (("--seed",), dict(type=int, help="default 0"), 0),
-    "jit": (("--jit",), dict(action="store_true", help="compile the objective with Pyro's JIT (faster steps)"), False),
-    "beta": (("--beta",), dict(type=_nonnegative_float, help=(
-        "weight of the KL term in the training loss (default 1: the ELBO; validation always "
-        "reports the ELBO)")), 1.0),
-    "kl_warmup": (("--kl-warmup",), dict(type=_nonnegative_float, metavar="EPOCHS", help=(
-        "raise the KL weight linearly from 0 to --beta over EPOCHS (default 0: none)")), 0.0),
-}
-TRAIN_DATA_FLAGS = {
-    "dataset": (("--dataset",), dict(help="mnist (default), fashion-mnist, kmnist, emnist[-SPLIT], "
-                                          "cifar10, linear-gaussian"), "mnist"),
-    "data_file": (("--data-file",), dict(help="train on a .pt/.npy/.npz array instead of --dataset"), None),
-    "binarize": (("--binarize",), dict(help="dynamic, fixed or none (default: dynamic for the "
-                                            "bernoulli likelihood, else none)"), None),
-    "valid_size": (("--valid-size",), dict(type=int, help="held out from train (default 10000; "
-                                                          "a tenth of a --data-file)"), None),
-}
+def _help(f) -> str:
+    text = f.metadata.get("help", "")
+    check = f.metadata.get("check")
+    if hasattr(check, "choices"):
+        text += "; one of: " + ", ".join(check.choices())
+    if f.default is not None and f.default is not False:
+        default = f.default
+        text += " (default " + (",".join(map(str, default)) if isinstance(default, tuple)
+                                else str(default)) + ")"
+    return text.replace("%", "%%")
 
 
-def _add_flags(parser, table):
-    for dest, (flags, kwargs, _default) in table.items():
-        parser.add_argument(*flags, dest=dest, default=None, **kwargs)
+def add_config_flags(parser, config_fields) -> List[str]:
+    """One flag per config field, its type, check and help from the field. The default stays
+    None, so that a command can tell the flags given from those left out (``--resume`` needs
+    that); the field's own default applies when the dataclass is built."""
+    dests = []
+    for f in config_fields:
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        kwargs = dict(dest=f.name, default=None, help=_help(f))
+        if f.metadata.get("metavar"):
+            kwargs["metavar"] = f.metadata["metavar"]
+        kind = _flag_type(f)
+        if f.metadata.get("choices"):
+            kwargs["choices"] = list(f.metadata["check"].choices())
+        if kind is None:
+            kwargs.update(action="store_true")
+        else:
+            kwargs["type"] = kind
+        parser.add_argument(flag, **kwargs)
+        dests.append(f.name)
+    return dests
+
+
+MODEL_FLAGS = flag_fields(ModelConfig)
+GUIDE_FLAGS = list(guide_option_fields().values())
+TRAIN_FLAGS = [f for f in flag_fields(TrainConfig) if f.name != "epochs"]
+DATA_FLAGS = flag_fields(DataConfig)
+
+
+def _given(args, config_fields) -> dict:
+    """The flags of ``config_fields`` given on the command line."""
+    out = {}
+    for f in config_fields:
+        value = getattr(args, f.name, None)
+        if value is not None and value is not False:
+            out[f.name] = value
+    return out
 
 
 def _add_runtime_flags(parser, *names: str) -> None:
@@ -144,17 +150,17 @@ def _build_parser():
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    train.add_argument("--epochs", type=int, default=None, help="total epochs (default 10)")
+    train.add_argument("--epochs", type=int, default=None, help=f"total epochs (default {TrainConfig.epochs})")
+    train.add_argument("--tensorboard", action="store_true", help=(
+        "write TensorBoard event files (train_elbo, valid_elbo, lr per epoch) to RUN_DIR/tensorboard"))
     train.add_argument("--distributed", action="store_true", help=(
         "data-parallel training over the processes torchrun starts: `torchrun --nproc_per_node N "
         "-m pyvae train ... --distributed` (DDP; --batch-size is the global batch)"))
     train.add_argument("--backend", choices=("gloo", "nccl"), default=None, help=(
         "with --distributed: gloo (default on the CPU) or nccl (default with --device cuda)"))
     _add_runtime_flags(train, "device", "data-dir", "no-download", "threads", "no-progress", "debug")
-    _add_flags(train, TRAIN_MODEL_FLAGS)
-    _add_flags(train, TRAIN_GUIDE_FLAGS)
-    _add_flags(train, TRAIN_TRAINER_FLAGS)
-    _add_flags(train, TRAIN_DATA_FLAGS)
+    for config_fields in (MODEL_FLAGS, GUIDE_FLAGS, TRAIN_FLAGS, DATA_FLAGS):
+        add_config_flags(train, config_fields)
     train.set_defaults(func=cmd_train)
 
     plot = sub.add_parser("plot", help="draw the figures of a run or a comparison", description=(
@@ -180,19 +186,19 @@ def _build_parser():
                      help="comma-separated families (default diagonal,full-rank,iaf,planar,sylvester)")
     cmp.add_argument("--out", required=True, help="directory for the comparison")
     cmp.add_argument("--overwrite", action="store_true", help="replace an existing comparison in --out")
-    cmp.add_argument("--epochs", type=int, default=10, help="training epochs per family (default 10; 0 only with --shared-decoder)")
+    cmp.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=f"training epochs per family (default {TrainConfig.epochs}; 0 only with --shared-decoder)")
     cmp.add_argument("--num-samples", type=_positive_int, default=1000, help="importance samples K for log p(x) (default 1000)")
-    cmp.add_argument("--iwae-k", type=_int_list, default=[5, 50], help="k of the IWAE_k bounds, each < K (default 5,50)")
+    cmp.add_argument("--iwae-k", type=_int_list, default=None, help="k of the IWAE_k bounds, each < K (default 5,50: those below K)")
     cmp.add_argument("--test-size", type=_positive_int, default=None, help="evaluate on the first N test datapoints (default all)")
     cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
     cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of every family into approximation and amortization gaps with this many refinement steps (default 0: off)")
     cmp.add_argument("--ais-steps", type=int, default=0, help="with --refine-steps: log p(x) of the split by AIS with this many steps, 16 chains (default 0: the IW estimate)")
     cmp.add_argument("--refine-size", type=_positive_int, default=100, help="test datapoints refined (default 100)")
     _add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
-    _add_flags(cmp, {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"})
-    _add_flags(cmp, TRAIN_GUIDE_FLAGS)  # each family gets the options it takes
-    _add_flags(cmp, {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")})
-    _add_flags(cmp, TRAIN_DATA_FLAGS)
+    add_config_flags(cmp, [f for f in MODEL_FLAGS if f.name != "guide"])
+    add_config_flags(cmp, GUIDE_FLAGS)  # each family gets the options it takes
+    add_config_flags(cmp, [f for f in TRAIN_FLAGS if f.name in COMPARE_TRAIN_OPTIONS])
+    add_config_flags(cmp, DATA_FLAGS)
     cmp.set_defaults(func=cmd_compare)
 
     ev = sub.add_parser("evaluate", help="importance-weighted log-likelihood of a trained run", description=(
@@ -228,23 +234,6 @@ def _build_parser():
     return parser
 
 
-def _filled(args, table):
-    return {dest: (getattr(args, dest) if getattr(args, dest) is not None else default)
-            for dest, (_f, _k, default) in table.items()}
-
-
-def _given(args, table):
-    return {dest: getattr(args, dest) for dest in table if getattr(args, dest) is not None}
-
-
-def _completed(data_cfg: dict, likelihood: str) -> dict:
-    """The data config with its defaults filled as the likelihood needs (binary pixels or not)."""
-    from .data import complete_data_config
-    from .models.likelihoods import LIKELIHOODS
-
-    return complete_data_config(data_cfg, getattr(LIKELIHOODS.get(likelihood), "binary_data", True))
-
-
 def cmd_train(args) -> int:
     if not args.distributed:
         if args.backend:
@@ -271,21 +260,28 @@ def cmd_train(args) -> int:
         ddp.close()
 
 
+def _binary_data(likelihood) -> bool:
+    """Whether the likelihood wants binary pixels (the data's default binarization follows)."""
+    from .models.likelihoods import LIKELIHOODS
+
+    return getattr(LIKELIHOODS.get(likelihood), "binary_data", True)
+
+
 def _train(args, ddp=None) -> int:
     from .data import load_split, load_train_valid
-    from .training.trainer import Trainer
     from .models.vae import VAE
+    from .training.trainer import Trainer
 
+    given = {**_given(args, MODEL_FLAGS), **_given(args, GUIDE_FLAGS), **_given(args, TRAIN_FLAGS),
+             **_given(args, DATA_FLAGS)}
     if args.resume:
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise ConfigError("give either --out or --resume, not both")
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
                                  progress=not args.no_progress, num_threads=args.threads,
-                                 distributed=args.distributed)
+                                 distributed=args.distributed, tensorboard=args.tensorboard)
         stored = {**(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
-        for dest, value in {**_given(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS),
-                            **_given(args, TRAIN_TRAINER_FLAGS),
-                            **_given(args, TRAIN_DATA_FLAGS)}.items():
+        for dest, value in given.items():
             if dest in stored and stored[dest] != value:
                 raise ConfigError(
                     f"config mismatch on resume: --{dest.replace('_', '-')} {value} but the run has {stored[dest]}")
@@ -293,21 +289,22 @@ def _train(args, ddp=None) -> int:
     else:
         if not args.out:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        model_cfg = {**_filled(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS)}
-        trainer_cfg = _filled(args, TRAIN_TRAINER_FLAGS)
-        data_cfg = _filled(args, TRAIN_DATA_FLAGS)
-        data_cfg["seed"] = trainer_cfg["seed"]
-        data_cfg = _completed(data_cfg, model_cfg["likelihood"])
+        model = ModelConfig.from_dict({**_given(args, MODEL_FLAGS), **_given(args, GUIDE_FLAGS)})
+        training = TrainConfig(**_given(args, TRAIN_FLAGS), num_threads=args.threads,
+                               **({} if args.epochs is None else {"epochs": args.epochs}))
+        data = DataConfig(**_given(args, DATA_FLAGS), seed=training.seed)
+        data_cfg = data.completed(_binary_data(model.likelihood)).to_dict()
         import pyro
 
-        pyro.set_rng_seed(trainer_cfg["seed"])  # the initial weights, too, follow --seed
+        pyro.set_rng_seed(training.seed)  # the initial weights, too, follow --seed
         train_preview = load_split(data_cfg, "train", args.data_dir, not args.no_download)
-        image_shape = train_preview.image_shape if model_cfg["arch"] == "conv" else None
-        vae = VAE(x_dim=train_preview.x_dim, image_shape=image_shape, **model_cfg)
-        trainer = Trainer(vae, epochs=10 if args.epochs is None else args.epochs, device=args.device,
-                          out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                          num_threads=args.threads, extra_config=data_cfg,
-                          distributed=args.distributed, **trainer_cfg)
+        vae = VAE(config=model.replace(
+            x_dim=train_preview.x_dim,
+            image_shape=train_preview.image_shape if model.arch == "conv" else None))
+        trainer = Trainer(vae, config=training, device=args.device, out=args.out,
+                          overwrite=args.overwrite, progress=not args.no_progress,
+                          extra_config=data_cfg, distributed=args.distributed,
+                          tensorboard=args.tensorboard)
     train, valid = load_train_valid(data_cfg, args.data_dir, not args.no_download)
     history = trainer.fit(train, valid)
     if history and (ddp is None or ddp.is_main):  # with --distributed, rank 0 reports
@@ -336,81 +333,21 @@ def cmd_plot(args) -> int:
 
 def cmd_evaluate(args) -> int:
     import json
-    import math
-    import time
 
-    import pyro
     import torch
 
-    from .infer import evaluate
-    from .training.checkpoint import load_checkpoint, write_json
-    from .data import load_split
-    from .training.trainer import CHECKPOINT, is_run_dir, resolve_device
-    from .models.vae import VAE
+    from .run import EVAL, Run
 
-    if not os.path.isdir(args.run_dir) or not is_run_dir(args.run_dir):
-        raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no {CHECKPOINT})")
-    device = resolve_device(args.device)
+    run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    payload = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT), map_location=device)
-    if payload["vae_config"] is None:
-        raise ConfigError(f"{args.run_dir}: the run used custom components; evaluate it from Python "
-                          "with pyvae.evaluate.log_likelihood(vae.model, vae.guide, x)")
-    vae = VAE.from_config(payload["vae_config"])
-    try:
-        vae.load_state_dict(payload["model_state"])
-    except RuntimeError as e:
-        raise ConfigError(f"{args.run_dir}: checkpoint does not fit the model: {str(e).splitlines()[0]}") from None
-    vae.to(device).eval()
-    data_cfg = payload["extra_config"]
-    data = load_split(data_cfg, args.split, args.data_dir, not args.no_download)
-    data.check_for(vae.likelihood, vae.x_dim)
-    n = len(data) if args.max_datapoints is None else min(len(data), args.max_datapoints)
-    data = data.to(device)
-    # the held-out splits are binarized once when loaded; "train" with dynamic binarization is
-    # drawn here, seeded, so that the numbers repeat
-    x = data.batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(args.seed))
-
-    pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
-    started = time.perf_counter()
-    ll = evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=args.num_samples,
-                                 chunk_size=args.chunk_size, batch_size=args.batch_size,
-                                 progress=not args.no_progress)
-    seconds = time.perf_counter() - started
-    ais_result = None
-    if args.ais:
-        started_ais = time.perf_counter()
-        ais_result = evaluate.ais(vae.model, vae.guide, x, num_steps=args.ais_steps,
-                                  num_chains=args.ais_chains, seed=args.seed,
-                                  batch_size=args.batch_size, progress=not args.no_progress)
-        ais_seconds = time.perf_counter() - started_ais
-    units = evaluate.active_units(vae.guide, x)
-    kl = evaluate.kl_to_prior(vae.guide, x, model=vae.model, num_samples=10)
-    try:  # per-dimension KL is defined only for a guide that factorizes over dimensions
-        kl_dims = evaluate.kl_per_dimension(vae.guide, x, model=vae.model).tolist()
-    except ConfigError:
-        kl_dims = None
-    s = ll.summary()
-    result = {
-        "split": args.split, "num_datapoints": n, "num_samples": args.num_samples,
-        "seed": args.seed, "epoch": payload["epoch"],
-        "log_px": s["log_px"], "log_px_stderr": s["log_px_stderr"], "nll": -s["log_px"],
-        "bits_per_dim": -s["log_px"] / (vae.x_dim * math.log(2)),
-        "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "gap": s["log_px"] - s["elbo"],
-        "ess_mean": s["ess_mean"], "ess_min": s["ess_min"],
-        "khat_max": s["khat_max"], "khat_over_0.7": s["khat_over_0.7"],
-        "active_units": units["num_active"], "z_dim": vae.z_dim, "kl": float(kl),
-        "kl_per_dimension": kl_dims,
-        "seconds": seconds,
-    }
-    if ais_result is not None:
-        result.update(ais_log_px=ais_result.mean, ais_log_px_stderr=ais_result.mean_stderr,
-                      ais_steps=args.ais_steps, ais_chains=args.ais_chains,
-                      ais_acceptance=float(ais_result.acceptance.mean()), ais_seconds=ais_seconds,
-                      ais_minus_iw=float((ais_result.value - ll.value).mean()))
-    write_json(os.path.join(args.run_dir, "eval.json"), result)
+    result = run.evaluate(args.split, args.num_samples, args.max_datapoints, args.data_dir,
+                          args.seed, args.device, chunk_size=args.chunk_size,
+                          batch_size=args.batch_size, progress=not args.no_progress,
+                          download=not args.no_download,
+                          ais_steps=args.ais_steps if args.ais else None,
+                          ais_chains=args.ais_chains)
+    n, seconds = result["num_datapoints"], result["seconds"]
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return 0
@@ -423,19 +360,19 @@ def cmd_evaluate(args) -> int:
         ("ESS (mean / min)", f"{result['ess_mean']:.1f} / {result['ess_min']:.1f} of {args.num_samples}"),
         ("Pareto k (max; > 0.7)", "not fitted (K too small)" if result["khat_max"] is None else
          f"{result['khat_max']:.2f}; {result['khat_over_0.7']} of {n} datapoints unreliable"),
-        ("active units", f"{result['active_units']} of {vae.z_dim}"),
+        ("active units", f"{result['active_units']} of {result['z_dim']}"),
         ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
         ("time", f"{seconds:.1f} s"),
     ]
-    if ais_result is not None:
+    if "ais_log_px" in result:
         rows[3:3] = [(f"log p(x), AIS {args.ais_steps} steps x {args.ais_chains} chains",
                       f"{result['ais_log_px']:.3f} ± {result['ais_log_px_stderr']:.3f} nats "
                       f"(AIS - IW {result['ais_minus_iw']:+.3f}; acceptance "
-                      f"{result['ais_acceptance']:.2f}; {ais_seconds:.1f} s)")]
+                      f"{result['ais_acceptance']:.2f}; {result['ais_seconds']:.1f} s)")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(f"written to {os.path.join(args.run_dir, 'eval.json')}")
+    print(f"written to {run.file(EVAL)}")
     return 0
 
 
@@ -446,22 +383,14 @@ def cmd_bdmc(args) -> int:
     import torch
 
     from .infer.ais import bdmc
-    from .checkpoint import load_checkpoint, write_json
-    from .train import CHECKPOINT, is_run_dir, resolve_device
-    from .vae import VAE
+    from .run import Run
+    from .training.checkpoint import resolve_device, write_json
 
-    if not os.path.isdir(args.run_dir) or not is_run_dir(args.run_dir):
-        raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no {CHECKPOINT})")
-    device = resolve_device(args.device)
+    run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    payload = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT), map_location=device)
-    if payload["vae_config"] is None:
-        raise ConfigError(f"{args.run_dir}: the run used custom components; run "
-                          "pyvae.bdmc(vae.model, vae.guide, x) from Python")
-    vae = VAE.from_config(payload["vae_config"])
-    vae.load_state_dict(payload["model_state"])
-    vae.to(device).eval()
+    device = resolve_device(args.device)
+    vae = run.load_vae(device)
     pyro.clear_param_store()
     template = torch.zeros(args.num_datapoints, vae.x_dim, device=device)
     runs = []
@@ -469,7 +398,7 @@ def cmd_bdmc(args) -> int:
         r = bdmc(vae.model, vae.guide, template, num_steps=steps, num_chains=args.chains,
                  seed=args.seed, progress=not args.no_progress)
         runs.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
-    write_json(os.path.join(args.run_dir, "bdmc.json"), {"runs": runs, "seed": args.seed})
+    write_json(run.file("bdmc.json"), {"runs": runs, "seed": args.seed})
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
@@ -478,7 +407,7 @@ def cmd_bdmc(args) -> int:
     for r in runs:
         print(f"{r['num_steps']:>7}  {r['lower']:>10.3f}  {r['upper']:>10.3f}  "
               f"{r['mean_width']:>7.3f} ± {r['width_stderr']:.3f}  {r['acceptance']:.2f}")
-    print(f"written to {os.path.join(args.run_dir, 'bdmc.json')}")
+    print(f"written to {run.file('bdmc.json')}")
     return 0
 
 
@@ -489,24 +418,24 @@ def cmd_compare(args) -> int:
     from .data import load_split, load_train_valid
 
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
-    model_flags = {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"}
-    trainer_flags = {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")}
-    model_cfg = _filled(args, model_flags)
-    trainer_cfg = _filled(args, trainer_flags)
-    data_cfg = _filled(args, TRAIN_DATA_FLAGS)
+    model_flags = [f for f in MODEL_FLAGS if f.name != "guide"]
+    training = TrainConfig(**_given(args, [f for f in TRAIN_FLAGS if f.name in COMPARE_TRAIN_OPTIONS]))
+    model = ModelConfig(**_given(args, model_flags))
+    data_cfg = DataConfig(**_given(args, DATA_FLAGS)).to_dict()
     if args.shared_decoder:
-        from .reports.plots import load_run
+        from .run import Run
 
         given = _given(args, model_flags)
         if given:
             raise ConfigError(f"--shared-decoder takes the model from its run; drop "
                               f"{', '.join('--' + k.replace('_', '-') for k in given)}")
-        _, run_cfg = load_run(args.shared_decoder)
+        run_cfg = Run(args.shared_decoder).config
         # the run's data unless data flags are given
-        data_cfg = {**(run_cfg["data"] or data_cfg), **_given(args, TRAIN_DATA_FLAGS)}
-    data_cfg["seed"] = trainer_cfg["seed"]
+        data_cfg = {**run_cfg.data.to_dict(), **_given(args, DATA_FLAGS)}
+        model = run_cfg.model
+    data_cfg["seed"] = training.seed
     download = not args.no_download
-    data_cfg = _completed(data_cfg, model_cfg["likelihood"])
+    data_cfg = DataConfig(**data_cfg).completed(_binary_data(model.likelihood)).to_dict()
     train, valid = load_train_valid(data_cfg, args.data_dir, download)
     test = load_split(data_cfg, "test", args.data_dir, download)
     given = " ".join(
@@ -518,11 +447,11 @@ def cmd_compare(args) -> int:
     command = f"pyvae compare --guides {','.join(guides)} {given}"
     compare(guides, train, test, valid, epochs=args.epochs, num_samples=args.num_samples,
             iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
-            shared_decoder=args.shared_decoder, common_guide_options=_given(args, TRAIN_GUIDE_FLAGS),
+            shared_decoder=args.shared_decoder, common_guide_options=_given(args, GUIDE_FLAGS),
             refine_steps=args.refine_steps, refine_size=args.refine_size, ais_steps=args.ais_steps,
             num_threads=args.threads, device=args.device, progress=not args.no_progress,
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,
-            **model_cfg, **trainer_cfg)
+            model=model, training=training)
     print(f"wrote {os.path.join(args.out, 'compare.md')}, compare.csv, compare.json, gap.png")
     return 0
 

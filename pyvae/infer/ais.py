@@ -41,7 +41,8 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
 
 from ..errors import ConfigError
-from .evaluate import Estimate, _check_x, _data_frame, _per_datapoint, max_plate_nesting
+from .evaluate import Estimate
+from .weights import _data_frame, _per_datapoint, check_x as _check_x, max_plate_nesting
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule"]
 

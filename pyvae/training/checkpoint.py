@@ -16,6 +16,14 @@ from ..errors import ConfigError
 FORMAT = "pyvae-checkpoint"
 VERSION = 1
 
+# The files of a run directory (``pyvae.Run`` reads them, ``pyvae.Trainer`` writes them)
+CHECKPOINT = "checkpoint.pt"    # weights, optimizer and random states, history: resume from here
+CONFIG = "config.json"          # pyvae.config.RunConfig.to_dict()
+METRICS = "metrics.jsonl"       # one JSON record per epoch
+EVAL = "eval.json"              # the last ``pyvae evaluate`` / ``Run.evaluate``
+TENSORBOARD = "tensorboard"     # event files of ``pyvae train --tensorboard``
+FIGURES = "figures"             # ``pyvae plot``'s default output
+
 
 def atomic_write(path: str, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then ``os.replace``.
@@ -96,3 +104,19 @@ def _python_state_to_plain(state):
 def _python_state_from_plain(state):
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
+
+
+def resolve_device(device) -> torch.device:
+    """``torch.device(device)``, or ConfigError (unknown name, CUDA absent)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"bad device {device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but CUDA is not available")
+    return device
+
+
+def is_run_dir(path: str) -> bool:
+    """Whether ``path`` holds a run's checkpoint."""
+    return os.path.isfile(os.path.join(path, CHECKPOINT))

@@ -1,0 +1,199 @@
+"""Callbacks: what the training loop does besides stepping the optimizer.
+
+``Trainer.fit`` calls, on every callback in order::
+
+    wrap(trainer, model, guide) -> (model, guide)      once, before training (e.g. beta weighting)
+    on_fit_start(trainer)
+    on_epoch_start(trainer, epoch)                     epoch counted from 0
+    on_step_start(trainer, epoch, step, steps)
+    on_step_end(trainer, epoch, step, loss)            loss: this step's loss (a float)
+    on_epoch_end(trainer, record)                      record: the epoch's metrics dict
+    on_fit_end(trainer)                                also after an error or an interruption
+
+The trainer builds its own from its options -- ``KLWeight`` (beta, KL warm-up), ``ProgressBar``,
+``RunWriter`` (checkpoint.pt and metrics.jsonl), ``JitCompile``, ``TensorBoard`` -- and appends
+those given as
+``Trainer(callbacks=[...])``. A plain function ``f(trainer, record)`` is taken as an
+``on_epoch_end`` hook.
+"""
+import os
+import warnings
+from typing import Callable, Optional
+
+import torch
+
+from tqdm.auto import tqdm
+
+from ..infer.beta import SiteScale, kl_weight, scale_site
+from ..infer.objectives import JIT_OBJECTIVES
+
+
+class Callback:
+    """Base class: every hook does nothing."""
+
+    def wrap(self, trainer, model, guide):
+        return model, guide
+
+    def on_fit_start(self, trainer) -> None:
+        pass
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        pass
+
+    def on_step_start(self, trainer, epoch: int, step: int, steps: int) -> None:
+        pass
+
+    def on_step_end(self, trainer, epoch: int, step: int, loss: float) -> None:
+        pass
+
+    def on_epoch_end(self, trainer, record: dict) -> None:
+        pass
+
+    def on_fit_end(self, trainer) -> None:
+        pass
+
+
+class EpochEnd(Callback):
+    """A function ``f(trainer, record)`` called after every epoch."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def on_epoch_end(self, trainer, record):
+        self.fn(trainer, record)
+
+
+def as_callback(cb) -> Callback:
+    if isinstance(cb, Callback):
+        return cb
+    if callable(cb):
+        return EpochEnd(cb)
+    from ..errors import ConfigError
+
+    raise ConfigError(f"a callback is a pyvae Callback or a function f(trainer, record), "
+                      f"got {type(cb).__name__}")
+
+
+class KLWeight(Callback):
+    """beta-VAE and KL warm-up: the latent site "z" of model and guide is weighted by
+
+        beta_t = beta * min(1, t / kl_warmup),   t = epochs done (fractional),
+
+    so the loss is -E_q[log p(x|z)] + beta_t KL(q(z|x) || p(z)) (``pyvae.infer.beta``). The
+    record then holds the weight of the epoch's last step as ``beta``.
+    """
+
+    def __init__(self, beta: float = 1.0, kl_warmup: float = 0.0):
+        self.beta, self.kl_warmup = beta, kl_warmup
+        self.scale = SiteScale("z")
+
+    def wrap(self, trainer, model, guide):
+        return scale_site(model, self.scale), scale_site(guide, self.scale)
+
+    def on_step_start(self, trainer, epoch, step, steps):
+        self.scale.scale = kl_weight(self.beta, self.kl_warmup, epoch, step, steps)
+
+    def on_epoch_end(self, trainer, record):
+        record["beta"] = self.scale.scale
+
+
+class JitCompile(Callback):
+    """Train full batches with Pyro's JIT-compiled objective (``JitTrace_ELBO``): the model and
+    guide are traced once, which removes most of Pyro's per-step Python overhead. A smaller last
+    batch keeps the plain objective (Pyro's compiled function is keyed on the number of
+    arguments, not their shapes)."""
+
+    def __init__(self, loss: str, particles: int, batch_size: int):
+        self.compiled = JIT_OBJECTIVES[loss](num_particles=particles,
+                                             vectorize_particles=particles > 1,
+                                             ignore_jit_warnings=True)
+        self.batch_size = batch_size
+        self.plain, self.trainer, self.warm = None, None, False
+
+    def on_fit_start(self, trainer):
+        self.plain, self.trainer = trainer.objective, trainer
+        trainer.objective = self
+
+    def on_fit_end(self, trainer):
+        if self.plain is not None:
+            trainer.objective = self.plain
+
+    def differentiable_loss(self, model, guide, x):
+        if x.shape[0] != self.batch_size:
+            return self.plain.differentiable_loss(model, guide, x)
+        if not self.warm:
+            # Tracing runs the model and guide (and draws random numbers) a few extra times: do
+            # it once on the side, with the random state restored and the gradients dropped, so
+            # a compiled run draws random numbers exactly like one resumed from a checkpoint.
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
+                    warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+                self.compiled.differentiable_loss(model, guide, x).backward()
+            self.trainer.optimizer.zero_grad(set_to_none=True)
+            self.warm = True
+        return self.compiled.differentiable_loss(model, guide, x)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch with the running ELBO (every 20 steps)."""
+
+    def __init__(self, every: int = 20):
+        self.every = every
+        self.bar = None
+
+    def on_epoch_start(self, trainer, epoch):
+        self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.start_step,
+                        desc=f"epoch {epoch + 1}/{trainer.config['epochs']}", leave=False,
+                        dynamic_ncols=True)
+
+    def on_step_end(self, trainer, epoch, step, loss):
+        self.bar.update(1)
+        if step % self.every == 0:
+            self.bar.set_postfix(elbo=f"{trainer.running_elbo:.2f}")
+
+    def on_epoch_end(self, trainer, record):
+        self.close()
+
+    def on_fit_end(self, trainer):
+        self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class RunWriter(Callback):
+    """After every epoch, the run directory's checkpoint.pt and metrics.jsonl (atomically)."""
+
+    def on_epoch_end(self, trainer, record):
+        trainer.save(record["epoch"], 0)
+
+
+class TensorBoard(Callback):
+    """TensorBoard event files in ``log_dir`` (``torch.utils.tensorboard.SummaryWriter``):
+    per epoch the scalars ``train_elbo``, ``valid_elbo`` (when there is validation data), ``lr``,
+    and ``beta`` when the KL term is weighted; the x axis is the epoch (1, 2, ...)."""
+
+    def __init__(self, log_dir: Optional[str] = None):
+        self.log_dir = log_dir
+        self.writer = None
+
+    def on_fit_start(self, trainer):
+        from torch.utils.tensorboard import SummaryWriter
+
+        from .checkpoint import TENSORBOARD
+
+        log_dir = self.log_dir or (os.path.join(trainer.out, TENSORBOARD) if trainer.out else None)
+        self.writer = SummaryWriter(log_dir=log_dir)
+
+    def on_epoch_end(self, trainer, record):
+        for key in ("train_elbo", "valid_elbo", "lr", "beta"):
+            if record.get(key) is not None:
+                self.writer.add_scalar(key, record[key], record["epoch"])
+        self.writer.flush()
+
+    def on_fit_end(self, trainer):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
