@@ -12,6 +12,7 @@ from .reports import compare as _compare_module
 from . import data
 from .data import TensorData, load_dataset
 from .infer.evaluate import active_units, gaps, iwae_bound, kl_per_dimension, log_likelihood
+from .infer.ais import ais, bdmc, prior_guide
 from .infer.refine import RefinedGuide, refine
 from .models.likelihoods import bits_per_dim
 from .models.linear_gaussian import LinearGaussian
@@ -49,5 +50,5 @@ def __getattr__(name):
 
 __all__ = ["VAE", "Trainer", "Run", "config", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",
-           "gaps", "active_units", "kl_per_dimension", "bits_per_dim", "refine",
-           "RefinedGuide", "LinearGaussian", "compare", "plots", "distributed", "diagnostics"]
+           "gaps", "ais", "bdmc", "prior_guide", "active_units", "kl_per_dimension", "bits_per_dim",
+           "refine", "RefinedGuide", "LinearGaussian", "compare", "plots", "distributed", "diagnostics"]

@@ -192,7 +192,8 @@ def _build_parser():
     cmp.add_argument("--iwae-k", type=_int_list, default=None, help="k of the IWAE_k bounds, each < K (default 5,50: those below K)")
     cmp.add_argument("--test-size", type=_positive_int, default=None, help="evaluate on the first N test datapoints (default all)")
     cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
-    cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of diagonal/full-rank into approximation and amortization gaps with this many refinement steps (default 0: off)")
+    cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of every family into approximation and amortization gaps with this many refinement steps (default 0: off)")
+    cmp.add_argument("--ais-steps", type=int, default=0, help="with --refine-steps: log p(x) of the split by AIS with this many steps, 16 chains (default 0: the IW estimate)")
     cmp.add_argument("--refine-size", type=_positive_int, default=100, help="test datapoints refined (default 100)")
     _add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     add_config_flags(cmp, [f for f in MODEL_FLAGS if f.name != "guide"])
@@ -213,6 +214,9 @@ def _build_parser():
     ev.add_argument("--max-datapoints", type=_positive_int, default=None, help="evaluate only the first N datapoints")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ev.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
+    ev.add_argument("--ais", action="store_true", help="also estimate log p(x) by annealed importance sampling from the guide (pyvae.ais)")
+    ev.add_argument("--ais-steps", type=_positive_int, default=1000, help="AIS annealing steps (default 1000)")
+    ev.add_argument("--ais-chains", type=_positive_int, default=16, help="AIS chains per datapoint (default 16)")
     _add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -231,6 +235,18 @@ def _build_parser():
     snr.add_argument("--seed", type=int, default=0, help="seeds the draws (default 0)")
     _add_runtime_flags(snr, "device", "threads", "data-dir", "no-download", "debug")
     snr.set_defaults(func=cmd_snr)
+    bd = sub.add_parser("bdmc", help="sandwich log p(x) on data simulated from a run's model (BDMC)", description=(
+        "Bidirectional Monte Carlo: simulate datapoints from the run's model, bound log p(x) from "
+        "below by forward AIS and from above by reverse AIS from the exact latents; the gap between "
+        "the bounds says how far AIS with these settings can be from log p(x). Writes RUN_DIR/bdmc.json."))
+    bd.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
+    bd.add_argument("--num-datapoints", type=_positive_int, default=10, help="datapoints simulated (default 10)")
+    bd.add_argument("--steps", type=_int_list, default=[1000], help="AIS steps, one run each, e.g. 100,1000 (default 1000)")
+    bd.add_argument("--chains", type=_positive_int, default=16, help="chains per datapoint (default 16)")
+    bd.add_argument("--seed", type=int, default=0, help="seeds the simulation and the chains (default 0)")
+    bd.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    _add_runtime_flags(bd, "device", "threads", "no-progress", "debug")
+    bd.set_defaults(func=cmd_bdmc)
     return parser
 
 
@@ -344,7 +360,9 @@ def cmd_evaluate(args) -> int:
     result = run.evaluate(args.split, args.num_samples, args.max_datapoints, args.data_dir,
                           args.seed, args.device, chunk_size=args.chunk_size,
                           batch_size=args.batch_size, progress=not args.no_progress,
-                          download=not args.no_download)
+                          download=not args.no_download,
+                          ais_steps=args.ais_steps if args.ais else None,
+                          ais_chains=args.ais_chains)
     n, seconds = result["num_datapoints"], result["seconds"]
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
@@ -356,10 +374,17 @@ def cmd_evaluate(args) -> int:
         (f"ELBO, mean of {args.num_samples} log w", f"{result['elbo']:.3f} ± {result['elbo_stderr']:.3f} nats"),
         ("gap log p(x) - ELBO", f"{result['gap']:.3f} nats"),
         ("ESS (mean / min)", f"{result['ess_mean']:.1f} / {result['ess_min']:.1f} of {args.num_samples}"),
+        ("Pareto k (max; > 0.7)", "not fitted (K too small)" if result["khat_max"] is None else
+         f"{result['khat_max']:.2f}; {result['khat_over_0.7']} of {n} datapoints unreliable"),
         ("active units", f"{result['active_units']} of {result['z_dim']}"),
         ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
         ("time", f"{seconds:.1f} s"),
     ]
+    if "ais_log_px" in result:
+        rows[3:3] = [(f"log p(x), AIS {args.ais_steps} steps x {args.ais_chains} chains",
+                      f"{result['ais_log_px']:.3f} ± {result['ais_log_px_stderr']:.3f} nats "
+                      f"(AIS - IW {result['ais_minus_iw']:+.3f}; acceptance "
+                      f"{result['ais_acceptance']:.2f}; {result['ais_seconds']:.1f} s)")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -380,6 +405,41 @@ def cmd_snr(args) -> int:
                    options.groups, options.ciwae_beta, args.repeats, args.batch_size, args.split,
                    args.data_dir, args.seed, args.device, not args.no_download, args.plot, log=print)
     print(snr_table(rows) + f"\nwrote {run.file(SNR)} and the figure")
+    return 0
+
+
+def cmd_bdmc(args) -> int:
+    import json
+
+    import pyro
+    import torch
+
+    from .infer.ais import bdmc
+    from .run import Run
+    from .training.checkpoint import resolve_device, write_json
+
+    run = Run(args.run_dir)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    vae = run.load_vae(device)
+    pyro.clear_param_store()
+    template = torch.zeros(args.num_datapoints, vae.x_dim, device=device)
+    runs = []
+    for steps in args.steps:
+        r = bdmc(vae.model, vae.guide, template, num_steps=steps, num_chains=args.chains,
+                 seed=args.seed, progress=not args.no_progress)
+        runs.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
+    write_json(run.file("bdmc.json"), {"runs": runs, "seed": args.seed})
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    print(f"BDMC on {args.num_datapoints} datapoints simulated from the model, {args.chains} chains")
+    print(f"{'steps':>7}  {'lower':>10}  {'upper':>10}  {'width (nats)':>14}  acceptance")
+    for r in runs:
+        print(f"{r['num_steps']:>7}  {r['lower']:>10.3f}  {r['upper']:>10.3f}  "
+              f"{r['mean_width']:>7.3f} ± {r['width_stderr']:.3f}  {r['acceptance']:.2f}")
+    print(f"written to {run.file('bdmc.json')}")
     return 0
 
 
@@ -420,7 +480,7 @@ def cmd_compare(args) -> int:
     compare(guides, train, test, valid, epochs=args.epochs, num_samples=args.num_samples,
             iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
             shared_decoder=args.shared_decoder, common_guide_options=_given(args, GUIDE_FLAGS),
-            refine_steps=args.refine_steps, refine_size=args.refine_size,
+            refine_steps=args.refine_steps, refine_size=args.refine_size, ais_steps=args.ais_steps,
             num_threads=args.threads, device=args.device, progress=not args.no_progress,
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,
             model=model, training=training)

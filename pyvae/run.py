@@ -108,10 +108,12 @@ class Run:
                  max_datapoints: Optional[int] = None, data_dir: Optional[str] = None,
                  seed: int = 0, device="cpu", chunk_size: Optional[int] = None,
                  batch_size: int = 100, progress: bool = False, download: bool = True,
-                 write: bool = True) -> dict:
+                 write: bool = True, ais_steps: Optional[int] = None,
+                 ais_chains: int = 16) -> dict:
         """Importance-weighted log p(x) of the first ``max_datapoints`` of ``split`` (all by
-        default), with the ELBO, the gap, ESS, active units and KL: the keys of eval.json,
-        which is written unless ``write=False``. See ``evaluate_vae``."""
+        default), with the ELBO, the gap, ESS, Pareto k, active units and KL (and log p(x) by
+        AIS with ``ais_steps``): the keys of eval.json, which is written unless
+        ``write=False``. See ``evaluate_vae``."""
         device = resolve_device(device)
         vae = self.load_vae(device)
         data = self.data(split, data_dir, download)
@@ -122,7 +124,8 @@ class Run:
         # is drawn here, seeded, so that the numbers repeat
         x = data.batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(seed))
         result = {"split": split, "epoch": self.checkpoint["epoch"],
-                  **evaluate_vae(vae, x, num_samples, seed, chunk_size, batch_size, progress)}
+                  **evaluate_vae(vae, x, num_samples, seed, chunk_size, batch_size, progress,
+                                 ais_steps, ais_chains)}
         if write:
             write_json(self.file(EVAL), result)
         return result
@@ -163,13 +166,17 @@ class Run:
 
 def evaluate_vae(vae, x: torch.Tensor, num_samples: int = 5000, seed: int = 0,
                  chunk_size: Optional[int] = None, batch_size: int = 100,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, ais_steps: Optional[int] = None,
+                 ais_chains: int = 16) -> dict:
     """The evaluation of a VAE on data x, as ``pyvae evaluate`` reports it.
 
     log p^(x) = logsumexp_k log w_k - log K with K = ``num_samples`` draws from the guide (and
     its standard error); the ELBO as the mean of the same log w; gap = log p^(x) - ELBO;
     effective sample sizes; active units; KL(q(z|x) || p(z)) and, for a factorized guide, its
-    per-dimension split. Nats per datapoint; bits/dim = -log p^(x) / (x_dim log 2).
+    per-dimension split; Pareto k of each datapoint's weights (``khat_max``, ``khat_over_0.7``).
+    With ``ais_steps``, also log p^(x) by AIS from the guide (``ais_chains`` chains, seeded with
+    ``seed``): ``ais_log_px``, its stderr, ``ais_minus_iw`` (mean per-datapoint difference),
+    the acceptance rate and the time. Nats per datapoint; bits/dim = -log p^(x) / (x_dim log 2).
     """
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
@@ -177,6 +184,16 @@ def evaluate_vae(vae, x: torch.Tensor, num_samples: int = 5000, seed: int = 0,
     ll = _evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=num_samples,
                                   chunk_size=chunk_size, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - started
+    extra = {}
+    if ais_steps:
+        started = time.perf_counter()
+        est = _evaluate.ais(vae.model, vae.guide, x, num_steps=ais_steps, num_chains=ais_chains,
+                            seed=seed, batch_size=batch_size, progress=progress)
+        extra = {"ais_log_px": est.mean, "ais_log_px_stderr": est.mean_stderr,
+                 "ais_steps": ais_steps, "ais_chains": ais_chains,
+                 "ais_acceptance": float(est.acceptance.mean()),
+                 "ais_seconds": time.perf_counter() - started,
+                 "ais_minus_iw": float((est.value - ll.value).mean())}
     units = _evaluate.active_units(vae.guide, x)
     kl = _evaluate.kl_to_prior(vae.guide, x, model=vae.model, num_samples=10)
     try:  # per-dimension KL is defined only for a guide that factorizes over dimensions
@@ -190,6 +207,7 @@ def evaluate_vae(vae, x: torch.Tensor, num_samples: int = 5000, seed: int = 0,
         "bits_per_dim": -s["log_px"] / (vae.x_dim * math.log(2)),
         "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "gap": s["log_px"] - s["elbo"],
         "ess_mean": s["ess_mean"], "ess_min": s["ess_min"],
+        "khat_max": s["khat_max"], "khat_over_0.7": s["khat_over_0.7"],
         "active_units": units["num_active"], "z_dim": vae.z_dim, "kl": float(kl),
-        "kl_per_dimension": kl_dims, "seconds": seconds,
+        "kl_per_dimension": kl_dims, "seconds": seconds, **extra,
     }

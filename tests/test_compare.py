@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 
 import pytest
@@ -30,7 +31,7 @@ def test_compare_writes_table_csv_json_and_figures(splits, tmp_path):
     train, test = splits
     out = str(tmp_path / "cmp")
     report = compare(["diagonal", "full-rank", "iaf"], train, test, out=out, common_guide_options={"flow_length": 1},
-                     refine_steps=10, refine_size=8, **SMALL)
+                     refine_steps=10, refine_size=8, ais_steps=5, **SMALL)
     rows = {r["guide"]: r for r in report["rows"]}
     assert list(rows) == ["diagonal", "full-rank", "iaf"]
     for r in rows.values():
@@ -40,10 +41,10 @@ def test_compare_writes_table_csv_json_and_figures(splits, tmp_path):
         assert r["test_size"] == 60 and 0 <= r["active_units"] <= 2
         assert r["guide_params"] > 0 and r["decoder_params"] == rows["diagonal"]["decoder_params"]
         assert len(r["history"]) == 2
-    # the gap splits only for the Gaussian families, and the parts add up to the total there
-    assert rows["iaf"]["approximation_gap"] is None
-    for name in ("diagonal", "full-rank"):
+    # the gap splits for every family, flows included, with log p(x) of the split by AIS
+    for name in ("diagonal", "full-rank", "iaf"):
         assert rows[name]["approximation_gap"] is not None and rows[name]["amortization_gap"] is not None
+        assert rows[name]["ais_steps"] == 5 and math.isfinite(rows[name]["ais_log_px"])
     assert rows["iaf"]["options"] == {"flow_length": 1}
 
     files = sorted(os.listdir(out))

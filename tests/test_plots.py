@@ -79,10 +79,19 @@ def test_training_curves_from_records_and_several_runs(tmp_path):
 
 
 def test_gap_plot(tmp_path):
-    results = {"diagonal": {"elbo": -10.0, "iwae": {5: -9.6, 50: -9.3}, "log_px": -9.1},
+    results = {"diagonal": {"elbo": -10.0, "iwae": {5: -9.6, 50: -9.3}, "log_px": -9.1,
+                            "ais_log_px": -8.95, "bdmc_width": 0.3},
                "iaf": {"elbo": -9.5, "iwae": {"5": -9.3}, "log_px": -9.0},
                "elbo-only": {"elbo": -9.8}}
     assert_png(plots.gap_plot(results, str(tmp_path / "g.png"), exact=-8.9))
+    # the AIS point and the BDMC bar are drawn, with their legend entries
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    plots._gap_panel(fig.add_subplot(), results, list(results), None, shift=False)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "log p̂(x) by AIS" in labels and "BDMC width above AIS" in labels
+    plt.close(fig)
     with pytest.raises(ConfigError):
         plots.gap_plot({}, str(tmp_path / "g2.png"))
 

@@ -28,13 +28,15 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
+from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
 from .weights import DATA_PLATE, PARTICLE_PLATE, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given
 ROWS_PER_CHUNK = 20_000
 
 __all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "elbo", "iwae_bound", "gaps",
-           "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting"]
+           "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting", "ais", "bdmc",
+           "AISEstimate", "BDMCResult"]
 
 
 # ------------------------------------------------------------------------------ results
@@ -78,11 +80,14 @@ class LogLikelihood(Estimate):
         ess: (N,) effective sample size (sum w)^2 / sum w^2, between 1 and K.
         elbo: (N,) mean of log w over the same K samples: a K-sample estimate of the ELBO.
         elbo_stderr: (N,) its standard error, std(log w) / sqrt(K).
+        khat: (N,) Pareto k^ of the K weights (``pyvae.infer.psis``): above 0.7 the estimate, its
+            stderr and ESS are unreliable for that datapoint (NaN for constant weights).
     """
 
     ess: torch.Tensor = field(default=None)
     elbo: torch.Tensor = field(default=None)
     elbo_stderr: torch.Tensor = field(default=None)
+    khat: torch.Tensor = field(default=None)
 
     @property
     def log_px(self) -> torch.Tensor:
@@ -92,6 +97,10 @@ class LogLikelihood(Estimate):
         out = {"log_px": self.mean, "log_px_stderr": self.mean_stderr,
                "num_samples": self.num_samples, "num_datapoints": int(self.value.numel()),
                "ess_mean": float(self.ess.mean()), "ess_min": float(self.ess.min())}
+        if self.khat is not None:
+            fitted = self.khat[~torch.isnan(self.khat)]  # NaN: too few or constant weights
+            out["khat_max"] = float(fitted.max()) if fitted.numel() else None
+            out["khat_over_0.7"] = int((self.khat > KHAT_THRESHOLD).sum())
         if self.elbo is not None:
             out["elbo"] = float(self.elbo.mean())
             out["elbo_stderr"] = float(self.elbo_stderr.pow(2).sum().sqrt() / self.elbo.numel())
@@ -112,6 +121,7 @@ class Gaps:
     log_px: Estimate
     elbo: Estimate
     elbo_refined: Optional[Estimate] = None
+    log_px_iw: Optional[Estimate] = None  # the IW estimate, when log_px is another (AIS)
 
     @property
     def total(self) -> torch.Tensor:
@@ -129,6 +139,8 @@ class Gaps:
         out = {"log_px": self.log_px.mean, "log_px_stderr": self.log_px.mean_stderr,
                "elbo": self.elbo.mean, "elbo_stderr": self.elbo.mean_stderr,
                "total_gap": float(self.total.mean())}
+        if self.log_px_iw is not None:
+            out.update(log_px_iw=self.log_px_iw.mean, log_px_iw_stderr=self.log_px_iw.mean_stderr)
         if self.elbo_refined is not None:
             out.update(elbo_refined=self.elbo_refined.mean,
                        elbo_refined_stderr=self.elbo_refined.mean_stderr,
@@ -146,8 +158,10 @@ class _Accumulator:
     log w and (log w)^2 for the ELBO's mean and variance.
     """
 
-    def __init__(self, n: int, device):
+    def __init__(self, n: int, device, keep_top: int = 0):
         kw = dict(dtype=torch.float64, device=device)
+        self.keep_top = keep_top  # the largest log w so far, for Pareto k^
+        self.top = torch.empty(0, n, **kw)
         self.m = torch.full((n,), -math.inf, **kw)
         self.s1 = torch.zeros(n, **kw)
         self.s2 = torch.zeros(n, **kw)
@@ -171,6 +185,9 @@ class _Accumulator:
         self.sum += d.sum(0)
         self.sum_sq += d.square().sum(0)
         self.count += lw.shape[0]
+        if self.keep_top:
+            both = torch.cat([self.top, lw])
+            self.top = torch.topk(both, min(self.keep_top, both.shape[0]), dim=0).values
 
     def log_mean_exp(self):
         k = self.count
@@ -257,20 +274,23 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
         progress: show a tqdm bar over datapoints.
 
     Returns:
-        a ``LogLikelihood`` (per-datapoint value, stderr, ess, and the K-sample ELBO).
+        a ``LogLikelihood`` (per-datapoint value, stderr, ess, the K-sample ELBO, and the
+        Pareto k^ of the K weights, from the M + 1 largest kept while streaming).
     """
     def per_batch(draw, n, device, chunk):
-        acc = _Accumulator(n, device)
+        acc = _Accumulator(n, device, keep_top=tail_length(num_samples) + 1)
         for size in _chunks(num_samples, chunk):
             acc.update(draw(size))
         value, stderr, ess = acc.log_mean_exp()
         elbo_mean, elbo_se = acc.mean()
-        return value, stderr, ess, elbo_mean, elbo_se
+        khat = pareto_khat_from_top(acc.top.T, num_samples)
+        return value, stderr, ess, elbo_mean, elbo_se, khat
 
     parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
                     f"log p(x), K={num_samples}", per_batch)
-    value, stderr, ess, elbo_mean, elbo_se = (torch.cat(p) for p in zip(*parts))
-    return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se)
+    value, stderr, ess, elbo_mean, elbo_se, khat = (torch.cat(p) for p in zip(*parts))
+    return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se,
+                         khat=khat)
 
 
 def elbo(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 1,
@@ -324,7 +344,8 @@ def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeat
 def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
          elbo_samples: int = 100, refined_guide: Optional[Callable] = None,
          chunk_size: Optional[int] = None, batch_size: int = 100,
-         progress: bool = True) -> Gaps:
+         progress: bool = True, ais_steps: Optional[int] = None, ais_chains: int = 16,
+         seed: Optional[int] = None) -> Gaps:
     """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
 
     log p(x) is the importance-weighted estimate with ``num_samples`` draws from ``guide``, and
@@ -334,10 +355,24 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
     approximation gap log p(x) - ELBO(refined) and the amortization gap
     ELBO(refined) - ELBO(guide). A non-amortized guide is called on batches of ``batch_size``
     consecutive rows of x; pass ``batch_size=len(x)`` if it only accepts the whole of x.
+
+    With ``ais_steps``, log p(x) is instead the AIS estimate from the guide (``ais_chains``
+    chains, ``seed``), which stays close to log p(x) where the IW estimate's ESS collapses; the
+    IW estimate is then kept in ``Gaps.log_px_iw``.
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
     amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)
     refined = None
     if refined_guide is not None:
         refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
+    if ais_steps:
+        from .ais import ais as run_ais
+
+        log_px = run_ais(model, guide, x, num_steps=ais_steps, num_chains=ais_chains,
+                         progress=progress, seed=seed, batch_size=batch_size)
+        return Gaps(log_px, amortized, refined, log_px_iw=ll)
     return Gaps(ll, amortized, refined)
+
+
+# AIS and BDMC live in their own module; they are part of this module's interface too
+from .ais import AISEstimate, BDMCResult, ais, bdmc  # noqa: E402  (imports this module)

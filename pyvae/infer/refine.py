@@ -6,11 +6,26 @@ KL(q(z|x) || p(z|x)), the inference gap. Cremer, Li & Duvenaud (2018) split it i
     approximation gap  log p(x) - max_{q in family} ELBO(q)        (the family's limit)
     amortization gap   max_{q in family} ELBO(q) - ELBO(q(z|x))    (the encoder's shortfall)
 
-``refine`` estimates the max over the family: every datapoint gets its own parameters (loc and a
-scale or Cholesky factor), initialised from the encoder's output, and SVI with ``Trace_ELBO``
-optimises them while the model stays fixed. The result is a Pyro guide with the usual site
-names ("data" plate, "z"), to be evaluated like any other guide on the same batch x.
+``refine`` estimates the max over the family: every datapoint gets its own parameters,
+initialised from the encoder's output, and SVI with ``Trace_ELBO`` optimises them while the
+model stays fixed. The result is a Pyro guide with the usual site names ("data" plate, "z"), to
+be evaluated like any other guide on the same batch x. Every family of ``pyvae.guides.GUIDES``
+can be refined:
+
+    diagonal, full-rank, low-rank   per-datapoint loc and scale / Cholesky factor / (F, diag)
+    flows (iaf, planar, radial,     per-datapoint base N(m_i, diag s_i^2) and per-datapoint
+    householder, spline, sylvester) context c_i; the transforms are those of the encoder,
+                                    conditioned on c_i instead of h(x_i), and their networks
+                                    are fine-tuned on the refined batch
+
+For a flow, q_i(z) = T_{c_i} # N(m_i, diag s_i^2): m_i, s_i and c_i start at the encoder's
+values for x_i (so refinement starts at the amortized q(z|x_i)), and the transform networks'
+weights, shared by the rows of the batch but by nothing else, are optimised with them. The
+flow's parameters for row i (the planar u, w, b; the Sylvester Q, R, R~, b; the MADE outputs of
+an IAF) are the networks' outputs at c_i, so they move freely per datapoint within the image of
+the networks.
 """
+import copy
 import math
 import warnings
 from contextlib import contextmanager
@@ -28,7 +43,10 @@ from pyro.infer import SVI, Trace_ELBO
 
 from ..errors import ConfigError, TrainingDiverged
 
-REFINE_FAMILIES = ("diagonal", "full-rank")
+from ..models.guides import GUIDES, Flow
+
+GAUSSIAN_FAMILIES = ("diagonal", "full-rank", "low-rank")
+REFINE_FAMILIES = tuple(GUIDES)
 
 
 class RefinedGuide(nn.Module):
@@ -42,15 +60,26 @@ class RefinedGuide(nn.Module):
         history: ELBO per datapoint (nats, one Monte-Carlo estimate) after each SVI step.
     """
 
-    def __init__(self, x: torch.Tensor, family: str, loc: torch.Tensor, cov: torch.Tensor):
+    def __init__(self, x: torch.Tensor, family: str, loc: torch.Tensor, cov: torch.Tensor,
+                 rank: int = 2, factor: Optional[torch.Tensor] = None):
         super().__init__()
-        if family not in REFINE_FAMILIES:
-            raise ConfigError(f"unknown refinement family {family!r}; choose one of: "
-                              f"{', '.join(REFINE_FAMILIES)}")
+        if family not in GAUSSIAN_FAMILIES:
+            raise ConfigError(f"unknown Gaussian refinement family {family!r}; choose one of: "
+                              f"{', '.join(GAUSSIAN_FAMILIES)}")
         self.family = family
         self.register_buffer("x", x.detach())
         self.loc = nn.Parameter(loc.detach().clone())
-        if family == "diagonal":
+        if family == "low-rank":
+            # cov = F F^T + diag(d): F from the initial q's own factor, else the top eigenvectors
+            # of its covariance; d = what the factor leaves of the variances (kept positive)
+            if factor is None:
+                evals, evecs = torch.linalg.eigh(cov.detach())
+                factor = evecs[..., -rank:] * evals[..., -rank:].clamp(min=0).sqrt().unsqueeze(-2)
+            variance = cov.diagonal(dim1=-2, dim2=-1).detach()
+            rest = (variance - factor.pow(2).sum(-1)).clamp(min=1e-3 * variance)
+            self.factor = nn.Parameter(factor.detach().clone())
+            self.log_diag = nn.Parameter(0.5 * rest.log())
+        elif family == "diagonal":
             # scale = exp(log_scale), from the marginal variances of the initial q
             self.log_scale = nn.Parameter(0.5 * cov.diagonal(dim1=-2, dim2=-1).log().detach())
         else:
@@ -70,14 +99,17 @@ class RefinedGuide(nn.Module):
 
         With ``path_gradient``, ``log_prob`` sees the parameters detached (see ``_PathGradient``).
         """
-        q = self._gaussian(self.loc, getattr(self, "log_scale", None), getattr(self, "scale_raw", None))
+        params = [getattr(self, name, None) for name in ("loc", "log_scale", "scale_raw",
+                                                          "factor", "log_diag")]
+        q = self._gaussian(*params)
         if not path_gradient:
             return q
-        detached = self._gaussian(*(None if p is None else p.detach() for p in (
-            self.loc, getattr(self, "log_scale", None), getattr(self, "scale_raw", None))))
+        detached = self._gaussian(*(None if p is None else p.detach() for p in params))
         return _PathGradient(q, detached)
 
-    def _gaussian(self, loc, log_scale, scale_raw):
+    def _gaussian(self, loc, log_scale, scale_raw, factor=None, log_diag=None):
+        if self.family == "low-rank":
+            return dist.LowRankMultivariateNormal(loc, factor, (2 * log_diag).exp())
         if self.family == "diagonal":
             return dist.Normal(loc, log_scale.exp()).to_event(1)
         scale = scale_raw.diagonal(dim1=-2, dim2=-1).exp()
@@ -120,10 +152,48 @@ class _PathGradient(dist.TorchDistribution):
         return _PathGradient(self.q.expand(batch_shape), self.q_detached.expand(batch_shape))
 
 
+class RefinedFlow(nn.Module):
+    """Per-datapoint flows q_i(z) = T_{c_i} # N(m_i, diag s_i^2) for one fixed batch x.
+
+    Args:
+        x: the batch (N, x_dim) the guide belongs to.
+        family: a ``pyvae.guides.Flow`` whose transforms are copied (and then fine-tuned).
+        loc, log_scale: (N, z_dim) initial base parameters m_i, log s_i.
+        context: (N, context_dim) initial per-datapoint contexts c_i.
+
+    ``path_gradient`` is not available: a flow without an inverse can only score the very
+    samples it drew, which a copy with detached parameters cannot do.
+    """
+
+    def __init__(self, x, family: Flow, loc, log_scale, context):
+        super().__init__()
+        self.family = next(name for name, cls in GUIDES.items() if type(family) is cls)
+        self.register_buffer("x", x.detach())
+        self.loc = nn.Parameter(loc.detach().clone())
+        self.log_scale = nn.Parameter(log_scale.detach().clone())
+        self.context = nn.Parameter(context.detach().clone())
+        self.transforms = copy.deepcopy(family.transforms)
+        for p in self.transforms.parameters():
+            p.requires_grad_(True)
+        self.history = []
+
+    def distribution(self, path_gradient: bool = False) -> Distribution:
+        base = dist.Normal(self.loc, self.log_scale.exp()).to_event(1)
+        return dist.TransformedDistribution(base, [t.condition(self.context) for t in self.transforms])
+
+    def forward(self, x: torch.Tensor, path_gradient: bool = False) -> None:
+        if x.shape != self.x.shape or not torch.equal(x, self.x):
+            raise ConfigError(f"this refined guide belongs to the batch of {self.x.shape[0]} "
+                              f"datapoints it was refined on; call it with that batch")
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", self.distribution())
+
+
 def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: int = 500,
            lr: float = 1e-2, lr_final: Optional[float] = None, particles: int = 1,
            path_gradient: bool = True, seed: Optional[int] = None,
-           validate: bool = False) -> RefinedGuide:
+           validate: bool = False, features: Optional[torch.Tensor] = None,
+           rank: Optional[int] = None):
     """Fit per-datapoint q_i(z) to the posterior of a fixed model by SVI (Trace_ELBO).
 
     Args:
@@ -133,9 +203,14 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
         x: the batch, shape (N, x_dim).
         init: where to start: a VAE's ``vae.encode``, any callable ``x -> q(z|x)``, a
             distribution with batch shape (N,) and event shape (z_dim,), or None for N(0, I).
-            Gaussians start at their own mean and covariance; other distributions (flows) at
-            the mean and covariance of 256 of their samples.
-        family: "diagonal" or "full-rank".
+            Gaussian families start at the initial q's mean and covariance (of 256 samples if
+            q is not Gaussian). A flow family starts from a ``pyvae.guides.Flow`` of that family
+            (e.g. ``vae.encoder``) as it is; from any other ``init`` (e.g. a diagonal encoder)
+            as a fresh flow with no hidden layers whose base starts at that q's mean and
+            variances; from None as a fresh flow.
+        family: any name in ``pyvae.guides.GUIDES``.
+        features: what ``init`` is applied to (default x), e.g. ``vae.encoder_body(x)``.
+        rank: for "low-rank", the number of factor columns (default: the initial q's, else 2).
         steps: SVI steps.
         lr: Adam learning rate, decayed exponentially to ``lr_final`` (default ``lr / 100``).
             Adam's steps stay about ``lr`` in size however noisy the gradient, so without the
@@ -148,7 +223,8 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
             ``Trainer``).
 
     Returns:
-        A ``RefinedGuide``: call it as a Pyro guide with the same x.
+        A ``RefinedGuide`` (Gaussian families) or ``RefinedFlow``: call it as a Pyro guide with
+        the same x. ``path_gradient`` applies to the Gaussian families only.
     """
     if family not in REFINE_FAMILIES:
         raise ConfigError(f"unknown refinement family {family!r}; choose one of: "
@@ -172,8 +248,12 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
         if "z" not in trace.nodes:
             raise ConfigError("the model has no sample site named 'z'")
         z = trace.nodes["z"]["value"]
-        loc, cov = _initial_moments(init, x, z.shape[-1], z.dtype)
-        guide = RefinedGuide(x, family, loc, cov)
+        features = x if features is None else features
+        if family in GAUSSIAN_FAMILIES:
+            guide = _gaussian_guide(init, x, features, family, z.shape[-1], z.dtype, rank)
+        else:
+            guide = _flow_guide(init, x, features, family, z.shape[-1])
+            path_gradient = False
         frozen = [site["value"].unconstrained() for site in trace.nodes.values()
                   if site["type"] == "param"]
         fixed_model = poutine.block(model, hide_types=["param"])
@@ -210,6 +290,46 @@ def _no_grad_for(tensors):
     finally:
         for t, flag in zip(tensors, previous):
             t.requires_grad_(flag)
+
+
+def _gaussian_guide(init, x, features, family, z_dim, dtype, rank):
+    if not (init is None or isinstance(init, Distribution) or callable(init)):
+        raise ConfigError(f"init must be a distribution or a callable x -> distribution, got "
+                          f"{type(init).__name__}")
+    with torch.no_grad():
+        q = init if init is None or isinstance(init, Distribution) else init(features)
+    factor = None
+    if family == "low-rank":
+        if isinstance(q, LowRankMultivariateNormal) and rank in (None, q.cov_factor.shape[-1]):
+            factor = q.cov_factor
+        rank = factor.shape[-1] if factor is not None else int(rank or 2)
+        if not 1 <= rank <= z_dim:
+            raise ConfigError(f"rank must be between 1 and z_dim={z_dim}, got {rank}")
+    loc, cov = _initial_moments(q, x, z_dim, dtype)
+    return RefinedGuide(x, family, loc, cov, rank=rank or 2,
+                        factor=None if factor is None else factor.to(dtype))
+
+
+@torch.no_grad()
+def _flow_guide(init, x, features, family, z_dim):
+    start = None  # a non-flow start: a fresh flow whose base starts at its mean and variances
+    if init is not None and not isinstance(init, Flow):
+        start = init
+        init = None
+    if init is None:
+        init = GUIDES[family](features.shape[-1], z_dim, hidden=()).to(features)
+    if type(init) is not GUIDES[family]:
+        raise ConfigError(f"refining the {family!r} family needs init to be a {family!r} guide "
+                          f"family (e.g. vae.encoder), got {type(init).__name__}")
+    context = init.body(features)
+    if start is not None:
+        q = start if isinstance(start, Distribution) else start(features)
+        loc, cov = _initial_moments(q, x, z_dim, features.dtype)
+        return RefinedFlow(x, init, loc, 0.5 * cov.diagonal(dim1=-2, dim2=-1).log(), context)
+    base = init.base.condition(context)
+    while isinstance(base, Independent):
+        base = base.base_dist
+    return RefinedFlow(x, init, base.loc, base.scale.log(), context)
 
 
 @torch.no_grad()

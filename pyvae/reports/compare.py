@@ -10,7 +10,7 @@ trained run's decoder, freezes it, and fits only the guide. Then, on held-out da
     log p^(x)     the importance-weighted estimate with K samples   (the tallest friend)
     gap           log p^(x) - ELBO  ~  KL(q(z|x) || p(z|x))
 
-plus, for the Gaussian families when ``refine_steps > 0``, the split of the gap into the
+plus, for every family when ``refine_steps > 0``, the split of the gap into the
 approximation gap (the family's limit) and the amortization gap (the encoder's shortfall), the
 number of active latent units, parameter counts and training time. All numbers are nats per
 datapoint, from ``pyvae.evaluate``.
@@ -35,8 +35,6 @@ from ..errors import ConfigError
 
 DEFAULT_IWAE_K = (5, 50)
 DEFAULT_GUIDES = ("diagonal", "full-rank", "iaf", "planar", "sylvester")
-#: families whose gap can be split: ``pyvae.refine`` fits per-datapoint Gaussians of this kind
-REFINABLE = {"diagonal": "diagonal", "full-rank": "full-rank"}
 
 COLUMNS = [  # (key in a row, markdown/CSV header)
     ("guide", "family"),
@@ -72,7 +70,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             common_guide_options: Optional[dict] = None,
             lr: float = TrainConfig.lr, batch_size: int = TrainConfig.batch_size,
             model: Optional[ModelConfig] = None, training: Optional[TrainConfig] = None,
-            refine_steps: int = 0, refine_size: int = 100,
+            refine_steps: int = 0, refine_size: int = 100, ais_steps: int = 0,
             num_threads: Optional[int] = None, device="cpu", progress: bool = False,
             overwrite: bool = False, title: Optional[str] = None, data_config: Optional[dict] = None,
             command: Optional[str] = None, log=print, **vae_options) -> dict:
@@ -95,10 +93,11 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         guide_options: per-family constructor options, e.g. ``{"iaf": {"flow_length": 4}}``.
         common_guide_options: options given to every family that takes them, e.g.
             ``{"flow_length": 4}`` for all flows (``pyvae.guides.guide_options`` lists them).
-        refine_steps: for the Gaussian families, refine per-datapoint Gaussians for this many
-            SVI steps (``pyvae.refine``) and split the gap into approximation and amortization
-            gaps (0: no split).
-        refine_size: how many of the first test points are refined.
+        refine_steps, refine_size: refine per-datapoint members of each family (``pyvae.refine``)
+            on the first ``refine_size`` test points for ``refine_steps`` SVI steps and split the
+            gap there into approximation and amortization gaps.
+        ais_steps: with refinement, take log p(x) of the split from AIS with this many steps
+            (16 chains) instead of the IW estimate (0: IW).
         num_threads: ``torch.set_num_threads`` for the whole comparison.
         out: directory for compare.md/.csv/.json, figures and per-family runs (None: write nothing).
         data_config: the data options stored with each family's run (as ``pyvae train`` stores
@@ -208,7 +207,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         history = trainer.fit(train, valid)  # 0 epochs: only the run directory is written
         train_seconds = time.perf_counter() - started
         row = _evaluate_family(vae, family, x_test, num_samples, iwae_k, seed, refine_steps,
-                               refine_size, evaluate, refine, progress)
+                               refine_size, evaluate, refine, progress, ais_steps)
         row.update(guide_params=_count(vae.encoder) + _count(vae.encoder_body),
                    decoder_params=_count(vae.decoder),
                    train_seconds=train_seconds, epochs=int(epochs),
@@ -226,7 +225,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         "settings": dict(guides=guides, epochs=int(epochs), num_samples=num_samples,
                          iwae_k=iwae_k, test_size=len(x_test), seed=seed,
                          shared_decoder=shared_decoder, lr=lr, batch_size=batch_size,
-                         refine_steps=refine_steps, refine_size=refine_size,
+                         refine_steps=refine_steps, refine_size=refine_size, ais_steps=ais_steps,
                          num_threads=num_threads, **model_cfg),
     }
     if out is not None:
@@ -235,7 +234,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
 
 
 def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, refine_size,
-                     evaluate, refine, progress):
+                     evaluate, refine, progress, ais_steps=0):
     from ..run import evaluate_vae
 
     # log p^(x), the ELBO, the gap, ESS and active units, as ``pyvae evaluate`` measures them
@@ -249,15 +248,20 @@ def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, re
         est = evaluate.iwae_bound(vae.model, vae.guide, x, k, repeats=max(1, min(20, num_samples // k)))
         row["iwae"][k], row["iwae_stderr"][k] = est.mean, est.mean_stderr
     row["approximation_gap"] = row["amortization_gap"] = None
-    if refine_steps > 0 and family in REFINABLE:
+    if refine_steps > 0:
         xr = x[:refine_size]
-        refined = refine(vae.model, xr, init=vae.encode, family=REFINABLE[family],
-                         steps=int(refine_steps), seed=seed)
+        with torch.no_grad():
+            features = vae.encoder_body(xr)
+        refined = refine(vae.model, xr, init=vae.encoder, features=features,
+                         family=family, steps=int(refine_steps), seed=seed)
         split = evaluate.gaps(vae.model, vae.guide, xr, num_samples, elbo_samples=100,
-                              refined_guide=refined, batch_size=len(xr), progress=progress).summary()
+                              refined_guide=refined, batch_size=len(xr), progress=progress,
+                              ais_steps=ais_steps or None, seed=seed).summary()
         row.update(approximation_gap=split["approximation_gap"],
                    amortization_gap=split["amortization_gap"], refine_size=len(xr),
                    refine_steps=int(refine_steps))
+        if ais_steps:
+            row.update(ais_log_px=split["log_px"], ais_steps=int(ais_steps))
     return row
 
 
@@ -332,7 +336,7 @@ def write_report(report: dict, out: str) -> List[str]:
           "Nats per datapoint on held-out data (higher is better; every bound is ≤ log p(x)). "
           f"log p̂(x): importance-weighted with K = {settings['num_samples']} samples; IWAE_k "
           "with fresh samples per k; gap = log p̂(x) − ELBO ≈ KL(q(z|x) ‖ p(z|x)). "
-          "Approximation/amortization gaps: per-datapoint refined Gaussians "
+          "Approximation/amortization gaps: per-datapoint refined members of each family "
           f"({settings['refine_steps']} steps on {settings['refine_size']} points) where computed. "
           "Active units: dimensions with Cov_x E_q[z_j|x] > 0.01.", "",
           markdown_table(report)]

@@ -228,7 +228,9 @@ def gap_plot(results: Dict[str, dict], path: str, exact: Optional[float] = None,
 
     Args:
         results: ``{family: {"elbo": float, "iwae": {k: float, ...}, "log_px": float}}`` in nats
-            per datapoint; "iwae" and "log_px" may be missing.
+            per datapoint; "iwae" and "log_px" may be missing. Optional ``"ais_log_px"`` (log p̂(x)
+            by AIS, drawn as a diamond) and ``"bdmc_width"`` (a BDMC sandwich width, drawn as a
+            bar of that height above the AIS point: how far AIS may still be below log p(x)).
         exact: the exact log p(x), drawn as a line, when it is known (linear-Gaussian model).
     """
     if not results:
@@ -261,16 +263,17 @@ def _gap_panel(ax, results, families, exact, shift):
 
     for i, family in enumerate(families):
         r = results[family]
-        elbo, log_px = r.get("elbo"), r.get("log_px")
+        elbo, log_px, ais = r.get("elbo"), r.get("log_px"), r.get("ais_log_px")
         iwae = {int(k): v for k, v in (r.get("iwae") or {}).items()}
         if shift:
             if log_px is None:
                 continue
             base = log_px
             elbo = None if elbo is None else elbo - base
+            ais = None if ais is None else ais - base
             iwae = {k: v - base for k, v in iwae.items()}
             log_px = 0.0
-        values = [v for v in [elbo, log_px, *iwae.values()] if v is not None]
+        values = [v for v in [elbo, log_px, ais, *iwae.values()] if v is not None]
         if not values:
             continue
         # the "ladder" from the ELBO up to log p̂(x)
@@ -287,6 +290,12 @@ def _gap_panel(ax, results, families, exact, shift):
             if elbo is not None:
                 ax.annotate(f"gap {log_px - elbo:.2f}", (i + 0.32, (elbo + log_px) / 2), fontsize=8,
                             va="center", color="0.25")
+        if ais is not None:
+            if r.get("bdmc_width") is not None:
+                ax.vlines(i + 0.12, ais, ais + r["bdmc_width"], color="darkorange", lw=2, zorder=3,
+                          label=label("BDMC width above AIS"))
+            ax.scatter([i + 0.12], [ais], marker="D", s=45, color="darkorange", zorder=5,
+                       label=label("log p̂(x) by AIS"))
     if exact is not None:
         ax.axhline(exact, color="crimson", ls="--", lw=1, label="exact log p(x)")
     ax.set_xticks(range(len(families)))
@@ -381,6 +390,7 @@ def gap_results(report: dict) -> Dict[str, dict]:
     out = {}
     for row in report["rows"]:
         out[row["guide"]] = {"elbo": row.get("elbo"), "log_px": row.get("log_px"),
+                             "ais_log_px": row.get("ais_log_px"),
                              "iwae": {int(k): v for k, v in (row.get("iwae") or {}).items()}}
     return out
 

@@ -1,0 +1,450 @@
+"""Annealed importance sampling (AIS) and bidirectional Monte Carlo (BDMC) for log p(x).
+
+For any Pyro model/guide pair whose latent sites are continuous and inside plate ``"data"``.
+AIS (Neal 2001) anneals from a start distribution q0(z) (the guide's q(z|x), or the prior with
+``prior_guide(model)``) to the posterior p(z|x) = p(x, z) / p(x) through the targets
+
+    f_t(z) = q0(z)^(1 - beta_t) p(x, z)^beta_t,     0 = beta_0 < beta_1 < ... < beta_T = 1,
+
+with z_0 ~ q0 and, for t = 1..T,
+
+    log w += (beta_t - beta_{t-1}) [log p(x, z_{t-1}) - log q0(z_{t-1})],
+    z_t    ~ an HMC transition that leaves f_t / Z_t invariant (t < T).
+
+Then E[w] = Z_T / Z_0 = p(x), so log p^(x) = log mean_c w_c over C independent chains is a
+stochastic lower bound (E log p^ <= log p(x) by Jensen) that is consistent as T grows, even
+where q0 is far from the posterior (Wu et al. 2017).
+
+Run backwards from an exact posterior sample z_T ~ p(z|x), the same chain gives
+E[w_rev] = Z_0 / Z_T = 1 / p(x), so -log mean_c w_rev is a stochastic *upper* bound. An exact
+posterior sample is available for data simulated from the model: (z, x) ~ p(z) p(x|z). The
+two bounds together are BDMC (Grosse, Ghahramani & Adams 2015); their gap bounds the error of
+AIS with this schedule on data like the simulated data.
+
+HMC works on unconstrained coordinates u = biject_to(support)^-1(z), so each target gains
+log|det dz/du|. Every datapoint (and every chain) is an independent Markov chain: the
+Metropolis accept/reject is per (chain, datapoint), and the leapfrog step size is per datapoint,
+multiplied by 1.02 when that datapoint's running acceptance rate exceeds 0.65 and by 0.98
+otherwise. The beta schedule is sigmoidal (Grosse et al. 2015). Weights accumulate in float64.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+import pyro
+import pyro.poutine as poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import biject_to
+
+from ..errors import ConfigError
+from .evaluate import Estimate
+from .weights import _data_frame, _per_datapoint, check_x as _check_x, max_plate_nesting
+
+__all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule"]
+
+CHAIN_PLATE = "_ais_chains"
+TARGET_ACCEPTANCE = 0.65
+ADAPT_UP, ADAPT_DOWN = 1.02, 0.98
+ACCEPTANCE_SMOOTHING = 0.9  # running acceptance rate: r <- 0.9 r + 0.1 (mean acceptance now)
+
+
+@dataclass
+class AISEstimate(Estimate):
+    """log p^(x) by AIS, per datapoint.
+
+    Attributes:
+        value: (N,) float64 log mean_c w_c (forward: a stochastic lower bound), or
+            -log mean_c w_rev,c (reverse: a stochastic upper bound).
+        stderr: (N,) delta-method standard error across the C chains,
+            sqrt((C / ESS - 1) / (C - 1)) with ESS = (sum w)^2 / sum w^2.
+        num_samples: C, the number of chains.
+        log_weights: (C, N) float64 log-weights of the chains.
+        ess: (N,) effective number of chains.
+        acceptance: (N,) mean HMC acceptance probability over chains and transitions.
+        step_size: (N,) final leapfrog step sizes.
+        num_steps: T, annealing steps.
+    """
+
+    log_weights: torch.Tensor = field(default=None)
+    ess: torch.Tensor = field(default=None)
+    acceptance: torch.Tensor = field(default=None)
+    step_size: torch.Tensor = field(default=None)
+    num_steps: int = 0
+
+    def summary(self) -> Dict[str, float]:
+        out = super().summary()
+        out.update(num_steps=self.num_steps, acceptance=float(self.acceptance.mean()),
+                   ess_mean=float(self.ess.mean()))
+        return out
+
+
+@dataclass
+class BDMCResult:
+    """Bidirectional Monte Carlo on data simulated from the model.
+
+    Attributes:
+        x: the simulated data, same shape as the template x.
+        z: dict of the exact latent values that generated x (exact posterior samples).
+        lower: forward AIS (stochastic lower bound on log p(x)).
+        upper: reverse AIS from z (stochastic upper bound on log p(x)).
+    """
+
+    x: torch.Tensor
+    z: Dict[str, torch.Tensor]
+    lower: AISEstimate
+    upper: AISEstimate
+
+    @property
+    def width(self) -> torch.Tensor:
+        """upper - lower per datapoint (nats)."""
+        return self.upper.value - self.lower.value
+
+    @property
+    def mean_width(self) -> float:
+        return float(self.width.mean())
+
+    def summary(self) -> Dict[str, float]:
+        return {"lower": self.lower.mean, "upper": self.upper.mean, "mean_width": self.mean_width,
+                "num_steps": self.lower.num_steps, "num_chains": self.lower.num_samples,
+                "num_datapoints": int(self.width.numel()),
+                "acceptance": float((self.lower.acceptance.mean() + self.upper.acceptance.mean()) / 2)}
+
+
+def sigmoid_schedule(num_steps: int, delta: float = 4.0) -> torch.Tensor:
+    """beta_0..beta_T (T = num_steps) on a sigmoid: beta~_t = sigmoid(delta (2t/T - 1)),
+    rescaled so that beta_0 = 0 and beta_T = 1 (Grosse et al. 2015). Float64, shape (T + 1,)."""
+    s = torch.sigmoid(torch.linspace(-delta, delta, num_steps + 1, dtype=torch.float64))
+    beta = (s - s[0]) / (s[-1] - s[0])
+    beta[0], beta[-1] = 0.0, 1.0
+    return beta
+
+
+def prior_guide(model: Callable) -> Callable:
+    """A guide that samples the model's latent sites from the prior (the model with its
+    observed sites hidden): AIS from it starts at q0 = p(z)."""
+    return poutine.block(model, hide_fn=lambda msg: bool(msg.get("is_observed")))
+
+
+# ------------------------------------------------------------------------------ densities
+class _Target:
+    """log p(x, z), log q0(z) and log|det dz/du| per (chain, datapoint), from Pyro traces.
+
+    The model is traced with its latent sites conditioned on z = biject_to(support)(u); the
+    guide likewise (so guides whose sites depend on earlier latents are scored correctly). The
+    guide's distribution must be able to score any z (flows without an inverse cannot).
+    """
+
+    def __init__(self, model, guide, x, chains, nesting):
+        self.model, self.guide, self.x, self.chains = model, guide, x, chains
+        self.chain_dim = -(nesting + 1)
+        with torch.no_grad(), poutine.block():
+            start = self._run(guide)
+            replay = self._run(poutine.replay(model, trace=start))
+        self.sites, self.layout = {}, {}
+        for name, site in replay.nodes.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            if site["fn"].support.is_discrete:
+                raise ConfigError(f"latent site {name!r} is discrete; AIS needs continuous latents")
+            if name not in start.nodes:
+                raise ConfigError(f"the guide has no sample site {name!r}; the model needs it")
+            self.sites[name] = biject_to(site["fn"].support)
+            # (data plate dim, event dims of the unconstrained value)
+            self.layout[name] = (_data_frame(name, site).dim, self.sites[name].domain.event_dim)
+        if not self.sites:
+            raise ConfigError("the model has no latent sample sites")
+        self.start = {name: start.nodes[name]["value"].detach() for name in self.sites}
+
+    def _run(self, fn, data=None):
+        with pyro.plate(CHAIN_PLATE, self.chains, dim=self.chain_dim):
+            if data is not None:
+                fn = poutine.condition(fn, data=data)
+            trace = poutine.trace(fn).get_trace(self.x)
+        trace = prune_subsample_sites(trace)
+        trace.compute_log_prob()
+        return trace
+
+    def _sum(self, trace, skip_observed):
+        total = 0.0
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or (skip_observed and site["is_observed"]
+                                            and name not in self.sites):
+                continue
+            frame = _data_frame(name, site)
+            lp = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
+            total = total + _per_datapoint(lp, self.chain_dim, frame.dim, self.chains)
+        return total
+
+    def per_cn(self, name, value):
+        """Sum a per-site tensor (batch + unconstrained event dims) to shape (C, N)."""
+        data_dim, event_dim = self.layout[name]
+        if event_dim:
+            value = value.sum(list(range(-event_dim, 0)))
+        return _per_datapoint(value, self.chain_dim, data_dim, self.chains)
+
+    def broadcast(self, name, per_cn, like):
+        """A (C, N) tensor reshaped to broadcast against site ``name``'s value ``like``."""
+        data_dim, event_dim = self.layout[name]
+        batch_rank = like.dim() - event_dim
+        shape = [1] * like.dim()
+        shape[batch_rank + self.chain_dim] = per_cn.shape[0]
+        shape[batch_rank + data_dim] = per_cn.shape[1]
+        return per_cn.reshape(shape)
+
+    def to_unconstrained(self, z):
+        return {name: t.inv(z[name]).detach() for name, t in self.sites.items()}
+
+    def evaluate(self, u):
+        """(log p, log q0, log det, grad log p, grad log q0, grad log det) at u; the first
+        three of shape (C, N), the gradients dicts like u."""
+        with torch.enable_grad(), poutine.block():
+            u = {name: v.detach().requires_grad_(True) for name, v in u.items()}
+            z, log_det = {}, 0.0
+            for name, t in self.sites.items():
+                z[name] = t(u[name])
+                ld = t.log_abs_det_jacobian(u[name], z[name])
+                ld = ld.expand(u[name].shape[:u[name].dim() - self.layout[name][1]])
+                log_det = log_det + _per_datapoint(ld, self.chain_dim, self.layout[name][0],
+                                                   self.chains)
+            log_p = self._sum(self._run(self.model, z), skip_observed=False)
+            try:
+                log_q = self._sum(self._run(self.guide, z), skip_observed=True)
+            except (NotImplementedError, KeyError):  # (Pyro's planar/radial raise KeyError)
+                raise ConfigError("the guide's q(z|x) cannot score arbitrary z (a flow without an "
+                                  "inverse: planar, radial, sylvester); start AIS from another "
+                                  "guide, e.g. pyvae.infer.ais.prior_guide(model)") from None
+            inputs = list(u.values())
+            grads = []
+            for out in (log_p, log_q, log_det):
+                if not torch.is_tensor(out) or not out.requires_grad:
+                    grads.append({k: torch.zeros_like(v) for k, v in u.items()})
+                    continue
+                g = torch.autograd.grad(out.sum(), inputs, retain_graph=True, allow_unused=True)
+                grads.append({k: torch.zeros_like(u[k]) if gi is None else gi.detach()
+                              for k, gi in zip(u, g)})
+        log_det = torch.as_tensor(log_det, dtype=torch.float64).expand_as(log_p) \
+            if not torch.is_tensor(log_det) else log_det
+        return (log_p.detach(), log_q.detach(), log_det.detach(), *grads)
+
+
+# ------------------------------------------------------------------------------ HMC
+class _HMC:
+    """Vectorised HMC over (chains, datapoints) with per-datapoint step sizes.
+
+    The state carries log p, log q0, log det and their gradients separately, so the target
+    log f_beta = (1 - beta) log q0 + beta log p + log det and its gradient are available for
+    any beta without evaluating the model again.
+    """
+
+    def __init__(self, target: _Target, n: int, step_size: float, leapfrog_steps: int, device):
+        self.target, self.leapfrog = target, leapfrog_steps
+        kw = dict(dtype=torch.float64, device=device)
+        self.step = torch.full((n,), step_size, **kw)
+        self.rate = torch.full((n,), TARGET_ACCEPTANCE, **kw)
+        self.accept_sum = torch.zeros(n, **kw)
+        self.transitions = 0
+
+    @staticmethod
+    def log_f(state, beta):
+        lp, lq, ld = state[:3]
+        return (1 - beta) * lq.double() + beta * lp.double() + ld.double()
+
+    @staticmethod
+    def grad(state, beta):
+        gp, gq, gd = state[3:]
+        return {k: (1 - beta) * gq[k] + beta * gp[k] + gd[k] for k in gp}
+
+    def transition(self, u, state, beta):
+        """One HMC transition leaving f_beta invariant; returns the new (u, state)."""
+        t = self.target
+        c = state[0].shape[0]
+        eps = {k: t.broadcast(k, self.step.expand(c, -1), v).to(v.dtype) for k, v in u.items()}
+
+        def energy(st, mom):
+            kinetic = sum(t.per_cn(k, 0.5 * m.double().pow(2)) for k, m in mom.items())
+            return -self.log_f(st, beta) + kinetic
+
+        momentum = {k: torch.randn_like(v) for k, v in u.items()}
+        h0 = energy(state, momentum)
+        g = self.grad(state, beta)
+        mom = {k: momentum[k] + 0.5 * eps[k] * g[k] for k in u}
+        new_u, new = u, state
+        for i in range(self.leapfrog):
+            new_u = {k: v + eps[k] * mom[k] for k, v in new_u.items()}
+            new = t.evaluate(new_u)
+            g = self.grad(new, beta)
+            half = 0.5 if i == self.leapfrog - 1 else 1.0
+            mom = {k: m + half * eps[k] * g[k] for k, m in mom.items()}
+        h1 = energy(new, mom)
+        prob = torch.exp(torch.clamp(h0 - h1, max=0.0))
+        prob = torch.where(torch.isfinite(prob), prob, torch.zeros_like(prob))
+        accept = torch.rand_like(prob) < prob
+
+        def pick(a, b, name=None):
+            mask = accept if name is None else t.broadcast(name, accept, a)
+            return torch.where(mask, a, b)
+
+        u = {k: pick(new_u[k], v, k) for k, v in u.items()}
+        state = tuple(pick(a, b) for a, b in zip(new[:3], state[:3])) + tuple(
+            {k: pick(ga[k], gb[k], k) for k in ga} for ga, gb in zip(new[3:], state[3:]))
+        # per-datapoint adaptation towards TARGET_ACCEPTANCE
+        now = prob.mean(0)
+        self.rate = ACCEPTANCE_SMOOTHING * self.rate + (1 - ACCEPTANCE_SMOOTHING) * now
+        self.step = torch.where(self.rate > TARGET_ACCEPTANCE, self.step * ADAPT_UP,
+                                self.step * ADAPT_DOWN)
+        self.accept_sum += now
+        self.transitions += 1
+        return u, state
+
+
+# ------------------------------------------------------------------------------ AIS
+def _check_args(num_steps, num_chains, leapfrog_steps, step_size, batch_size):
+    for name, value in (("num_steps", num_steps), ("num_chains", num_chains),
+                        ("leapfrog_steps", leapfrog_steps), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if step_size is not None and not (isinstance(step_size, (int, float)) and
+                                      math.isfinite(step_size) and step_size > 0):
+        raise ConfigError(f"step_size must be a positive number or None, got {step_size!r}")
+
+
+def _log_mean_exp(log_w: torch.Tensor):
+    """log mean_c w_c, its delta-method standard error and the ESS, per datapoint."""
+    c = log_w.shape[0]
+    value = torch.logsumexp(log_w, 0) - math.log(c)
+    w = torch.softmax(log_w, 0)
+    ess = 1.0 / w.pow(2).sum(0)
+    stderr = ((c / ess - 1).clamp(min=0) / (c - 1)).sqrt() if c > 1 else torch.full_like(value, math.nan)
+    return value, stderr, ess
+
+
+def _anneal(target, u, betas, hmc, reverse, bar):
+    """Run the chains through the schedule; returns log w, shape (C, N), float64.
+
+    Forward:  for t = 1..T:  log w += (b_t - b_{t-1}) [log p - log q0](z);  z <- HMC_{b_t}(z)
+    Reverse:  for t = T..1:  log w -= (b_t - b_{t-1}) [log p - log q0](z);  z <- HMC_{b_{t-1}}(z)
+    (no transition at beta = 0 or 1: it would not change the weights).
+    """
+    steps = len(betas) - 1
+    state = target.evaluate(u)
+    log_w = torch.zeros_like(state[0], dtype=torch.float64)
+    for t in (range(steps, 0, -1) if reverse else range(1, steps + 1)):
+        increment = float(betas[t] - betas[t - 1]) * (state[0].double() - state[1].double())
+        log_w = log_w - increment if reverse else log_w + increment
+        nxt = t - 1 if reverse else t
+        if 0 < nxt < steps:
+            u, state = hmc.transition(u, state, float(betas[nxt]))
+        bar.update(1)
+    return log_w
+
+
+def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, seed, progress,
+             batch_size, start=None, desc="AIS"):
+    _check_x(x)
+    _check_args(num_steps, num_chains, leapfrog_steps, step_size, batch_size)
+    betas = sigmoid_schedule(num_steps)
+    reverse = start is not None
+    values, errs, weights, esss, accepts, steps = [], [], [], [], [], []
+    with torch.no_grad():
+        nesting = max_plate_nesting(model, guide, x[:batch_size])
+    batches = range(0, x.shape[0], batch_size)
+    bar = tqdm(total=num_steps * len(batches), desc=desc, unit="step", disable=not progress,
+               leave=False, dynamic_ncols=True)
+    with bar:
+        for i, lo in enumerate(batches):
+            if seed is not None:  # one seed per fixed chunk of datapoints
+                pyro.set_rng_seed(seed + i)
+            xb = x[lo:lo + batch_size]
+            target = _Target(model, guide, xb, num_chains, nesting)
+            if reverse:
+                z = {k: v[lo:lo + batch_size] for k, v in start.items()}
+                missing = set(target.sites) - set(z)
+                if missing:
+                    raise ConfigError(f"no start values for latent sites {sorted(missing)}")
+                z = {k: z[k].unsqueeze(0).expand((num_chains,) + z[k].shape) for k in target.sites}
+            else:
+                z = target.start
+            u = target.to_unconstrained(z)
+            hmc = _HMC(target, xb.shape[0], 0.01 if step_size is None else float(step_size),
+                       leapfrog_steps, x.device)
+            log_w = _anneal(target, u, betas, hmc, reverse, bar)
+            value, stderr, ess = _log_mean_exp(log_w)
+            if reverse:
+                value = -value
+            for out, item in zip((values, errs, weights, esss, accepts, steps),
+                                 (value, stderr, log_w, ess, hmc.accept_sum / max(hmc.transitions, 1),
+                                  hmc.step)):
+                out.append(item)
+    return AISEstimate(torch.cat(values), torch.cat(errs), num_chains,
+                       log_weights=torch.cat(weights, 1), ess=torch.cat(esss),
+                       acceptance=torch.cat(accepts), step_size=torch.cat(steps),
+                       num_steps=num_steps)
+
+
+def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000,
+        num_chains: int = 16, leapfrog_steps: int = 10, step_size: Optional[float] = None,
+        progress: bool = True, seed: Optional[int] = None, batch_size: int = 100) -> AISEstimate:
+    """log p(x) per datapoint by annealed importance sampling from q0 = the guide to p(z|x).
+
+    See the module docstring for the estimator. ``num_steps`` annealing steps (T) on a sigmoid
+    schedule, ``num_chains`` independent chains per datapoint, HMC with ``leapfrog_steps``
+    leapfrog steps of a per-datapoint size starting at ``step_size`` (default 0.01) and adapted
+    towards acceptance 0.65. Datapoints are processed ``batch_size`` at a time, each batch with
+    its own seed ``seed + batch index`` (results do not depend on the rest of x).
+
+    Cost: about num_steps * leapfrog_steps evaluations of the model and guide and their
+    gradients on num_chains x batch_size rows.
+
+    Returns:
+        an ``AISEstimate``: per-datapoint value (a stochastic lower bound on log p(x)), stderr
+        across chains, the chains' log-weights, ESS and acceptance rates.
+    """
+    return _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, seed,
+                    progress, batch_size)
+
+
+def simulate(model: Callable, x: torch.Tensor, seed: Optional[int] = None):
+    """(x_sim, z): one draw of the model's joint, with ``x`` only as a template for shapes.
+
+    The model runs under ``poutine.uncondition``; it must have exactly one observed site,
+    whose simulated value (reshaped like x) is x_sim. z maps latent site names to values.
+    """
+    _check_x(x)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    with torch.no_grad(), poutine.block():
+        trace = poutine.trace(poutine.uncondition(model)).get_trace(x)
+    sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample"}
+    obs = [n for n, s in sites.items() if s["infer"].get("was_observed", s["is_observed"])]
+    if len(obs) != 1:
+        raise ConfigError(f"BDMC needs a model with exactly one observed site, found {obs}")
+    value = trace.nodes[obs[0]]["value"]
+    if value.numel() != x.numel():
+        raise ConfigError(f"the observed site {obs[0]!r} has {value.numel()} values, x has "
+                          f"{x.numel()}; BDMC needs the site to observe x itself")
+    z = {n: s["value"] for n, s in sites.items() if n not in obs}
+    return value.reshape(x.shape).to(x.dtype), z
+
+
+def bdmc(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000,
+         num_chains: int = 16, leapfrog_steps: int = 10, step_size: Optional[float] = None,
+         progress: bool = True, seed: Optional[int] = None, batch_size: int = 100) -> BDMCResult:
+    """Bidirectional Monte Carlo: sandwich log p(x) on len(x) datapoints simulated from the model.
+
+    (z, x_sim) ~ p(z) p(x|z), with x only a template (shape, dtype). Forward AIS from the guide
+    gives a stochastic lower bound on log p(x_sim); reverse AIS, started at the exact posterior
+    sample z and annealed back to the guide, a stochastic upper bound. The width
+    upper - lower bounds the error of either estimate on such data: it tells how many steps
+    a model needs before AIS on real data can be trusted.
+    """
+    x_sim, z = simulate(model, x, seed)
+    lower = _run_ais(model, guide, x_sim, num_steps, num_chains, leapfrog_steps, step_size,
+                     None if seed is None else seed + 1, progress, batch_size, desc="BDMC forward")
+    upper = _run_ais(model, guide, x_sim, num_steps, num_chains, leapfrog_steps, step_size,
+                     None if seed is None else seed + 2, progress, batch_size, start=z,
+                     desc="BDMC reverse")
+    return BDMCResult(x_sim, z, lower, upper)
