@@ -12,9 +12,13 @@ import tempfile
 import torch
 
 from .errors import ConfigError
+from .rundir import file_mode
 
 FORMAT = "pyvae-checkpoint"
 VERSION = 1
+#: what every checkpoint holds; a file without one of them is refused when loaded
+REQUIRED_KEYS = ("vae_config", "trainer_config", "extra_config", "model_state", "optim_state",
+                 "history", "epoch", "step", "rng")
 
 
 def atomic_write(path: str, write) -> None:
@@ -25,6 +29,7 @@ def atomic_write(path: str, write) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; a run's files get the umask's mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -70,6 +75,11 @@ def load_checkpoint(path: str, map_location=None) -> dict:
             f"{path}: checkpoint format version {payload.get('version')} is not supported "
             f"(this pyvae reads version {VERSION})"
         )
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise ConfigError(f"{path}: damaged checkpoint: missing {', '.join(missing)}")
+    if not isinstance(payload["model_state"], dict) or not isinstance(payload["history"], list):
+        raise ConfigError(f"{path}: damaged checkpoint: model_state or history has the wrong type")
     return payload
 
 

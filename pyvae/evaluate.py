@@ -51,6 +51,15 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
     with torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    for name, site in model_trace.nodes.items():  # e.g. grey pixels under a Bernoulli
+        if site["type"] == "sample" and site["is_observed"]:
+            inside = site["fn"].support.check(site["value"])
+            if not bool(torch.as_tensor(inside).all()):
+                raise ConfigError(
+                    f"the observed site {name!r} has values outside the support of its "
+                    f"{type(getattr(site['fn'], 'base_dist', site['fn'])).__name__} distribution "
+                    f"({site['fn'].support}); e.g. "
+                    "binarize the data for a Bernoulli likelihood")
     dims = [0]
     for trace in (prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)):
         for name, site in trace.nodes.items():
@@ -309,10 +318,17 @@ def _check_counts(num_samples, chunk_size, batch_size):
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def _check_x(x):
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
-        raise ConfigError(f"x must be a tensor with datapoints along its first dimension, got "
+def _check_x(x) -> torch.Tensor:
+    """x as (N, ...) real data: ints and bools become floats; complex, 1-D and empty x are refused."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
+        raise ConfigError(f"x must be a tensor of shape (N, x_dim) with datapoints along its first "
+                          f"dimension (one datapoint: x[None]), got "
                           f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}")
+    if x.is_complex():
+        raise ConfigError("x is complex; pass x.real or x.abs()")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    return x
 
 
 def _chunks(total: int, chunk: int):
@@ -325,7 +341,7 @@ def _chunks(total: int, chunk: int):
 
 def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc, per_batch):
     """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it."""
-    _check_x(x)
+    x = _check_x(x)
     _check_counts(num_samples, chunk_size, batch_size)
     batch_size = min(batch_size, x.shape[0])
     if chunk_size is None:
@@ -485,7 +501,7 @@ def active_units(guide: Callable, x: torch.Tensor, threshold: float = 0.01, site
     Returns a dict: ``num_active`` (int), ``variance`` ((z_dim,) tensor of Var_x E_q[z_j|x]),
     ``active`` ((z_dim,) bool tensor).
     """
-    _check_x(x)
+    x = _check_x(x)
     means = []
     with torch.no_grad(), poutine.block():
         for start in range(0, x.shape[0], batch_size):
@@ -511,7 +527,7 @@ def kl_per_dimension(guide: Callable, x: torch.Tensor, prior=None, model: Option
     Monte-Carlo average of log q(z_j|x) - log p(z_j) over ``num_samples`` draws. Both q and p must
     factorize over dimensions (the KL of a joint q does not split into per-dimension terms).
     """
-    _check_x(x)
+    x = _check_x(x)
     if (prior is None) == (model is None):
         raise ConfigError("give exactly one of prior= (a distribution) or model= (a Pyro model)")
     total, count = None, 0
@@ -546,7 +562,7 @@ def kl_to_prior(guide: Callable, x: torch.Tensor, model: Callable, site: str = "
     nothing but parameters is scored exactly). ``num_samples`` draws per datapoint, vectorised.
     Returns a scalar float64 tensor (nats per datapoint).
     """
-    _check_x(x)
+    x = _check_x(x)
     total, count = torch.zeros((), dtype=torch.float64), 0
     with torch.no_grad(), poutine.block():
         for start in range(0, x.shape[0], batch_size):

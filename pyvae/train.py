@@ -26,10 +26,12 @@ from .beta import SiteScale, check_beta, kl_weight, scale_site
 from .checkpoint import (atomic_write_text, get_rng_state, load_checkpoint, save_checkpoint,
                          set_rng_state, write_json)
 from . import distributed as _distributed
-from .data import TensorData, as_data
+from .data import TensorData, as_data, data_fingerprint
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from .limits import check_at_most, check_seed
 from .objectives import make_objective
 from .optim import JointOptim
+from .rundir import RunDir, check_new
 from .vae import VAE
 
 # torch optimizer classes; ClippedAdam is Pyro's Adam with per-parameter norm clipping and lr decay
@@ -140,6 +142,10 @@ class Trainer:
             raise ConfigError(f"batch size must be positive, got {batch_size}")
         if int(epochs) < 0:
             raise ConfigError(f"epochs must be >= 0, got {epochs}")
+        check_at_most("epochs", epochs)
+        check_at_most("batch_size", batch_size)
+        check_at_most("particles", particles)
+        check_seed(seed)
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if schedule not in SCHEDULES:
@@ -176,6 +182,7 @@ class Trainer:
                            beta=float(beta), kl_warmup=float(kl_warmup), jit=bool(jit))
         self.history: List[dict] = []
         self._resume_payload = None
+        self._run = None
         self._stop_signal = None
 
     # ----------------------------------------------------------------- resume
@@ -230,7 +237,33 @@ class Trainer:
         if self.distributed:
             self._dist = _distributed.setup(self.device)
             self._dist.check_batches(len(train), cfg["batch_size"])
+        self._record_data(train, valid)
         self._prepare_out_dir()
+        try:
+            return self._fit(train, valid)
+        finally:
+            if self._run is not None:
+                self._run.close()
+                self._run = None
+
+    def _record_data(self, train: TensorData, valid: Optional[TensorData]) -> None:
+        """Store where the data came from (when known) and a fingerprint of it; on resume, refuse
+        data that differ from the run's."""
+        source = getattr(train, "source", None)
+        if source is not None and not ("dataset" in self.extra_config or "data_file" in self.extra_config):
+            self.extra_config = {**source, **self.extra_config}
+        if self.out is None:
+            return
+        fingerprint = data_fingerprint(train, valid)
+        stored = self.extra_config.get("fingerprint")
+        if self._resume_payload is not None and stored is not None and stored != fingerprint:
+            raise ConfigError(f"{self.out}: the training data differ from the data the run was "
+                              f"trained on (fingerprint {fingerprint['train'][:12]}, the run's "
+                              f"{stored['train'][:12]}); resume with the run's data")
+        self.extra_config["fingerprint"] = fingerprint
+
+    def _fit(self, train, valid):
+        cfg = self.config
         if cfg["num_threads"] is not None:
             torch.set_num_threads(cfg["num_threads"])
 
@@ -429,16 +462,18 @@ class Trainer:
         return JointOptim(OPTIMIZERS[cfg["optimizer"]], args, clip_norm=cfg["clip_norm"])
 
     def _prepare_out_dir(self):
+        """Lock the run directory (a new run: a locked temp sibling until its first checkpoint)."""
         if self.out is None:
             return
-        if self._resume_payload is None and is_run_dir(self.out) and not self.overwrite:
-            raise ConfigError(f"{self.out} already holds a run; resume it (--resume) or pass --overwrite")
-        if os.path.exists(self.out) and not os.path.isdir(self.out):
-            raise ConfigError(f"{self.out} exists and is not a directory")
+        resuming = self._resume_payload is not None
+        if not resuming:
+            check_new(self.out, self.overwrite)
         if self._dist is not None and not self._dist.is_main:
             return  # rank 0 alone writes the run directory
-        os.makedirs(self.out, exist_ok=True)
-        write_json(os.path.join(self.out, CONFIG), self.run_config())
+        self._run = RunDir(self.out, overwrite=self.overwrite, resume=resuming)
+        if resuming:  # metrics.jsonl as the checkpoint has them (a kill may have cut between)
+            atomic_write_text(os.path.join(self.out, METRICS),
+                              "".join(_json_line(r) for r in self._resume_payload["history"]))
 
     def run_config(self) -> dict:
         return {"vae": self.vae.config, "trainer": self.config, "data": self.extra_config}
@@ -446,7 +481,19 @@ class Trainer:
     def _save(self, epoch: int, step: int, partial=None) -> None:
         if self.out is None or (self._dist is not None and not self._dist.is_main):
             return
-        save_checkpoint(os.path.join(self.out, CHECKPOINT), {
+        bad = [name for name, p in self.vae.named_parameters() if not torch.isfinite(p).all()]
+        last = self.history[-1] if self.history else {}
+        if bad or any(v is not None and not math.isfinite(v) for v in
+                      (last.get("train_elbo"), last.get("valid_elbo"))):
+            where = f"parameter {bad[0]}" if bad else "the ELBO"
+            raise TrainingDiverged(f"{where} became NaN or Inf at epoch {max(epoch, 1)}; no "
+                                   "checkpoint written, the last good one is kept (try a lower "
+                                   "--lr or --clip-norm)")
+        path = self._run.path
+        # config and metrics before the checkpoint: metrics.jsonl never lags it
+        write_json(os.path.join(path, CONFIG), self.run_config())
+        atomic_write_text(os.path.join(path, METRICS), "".join(_json_line(r) for r in self.history))
+        save_checkpoint(os.path.join(path, CHECKPOINT), {
             "vae_config": self.vae.config,
             "trainer_config": self.config,
             "extra_config": self.extra_config,
@@ -458,8 +505,7 @@ class Trainer:
             "partial": partial,
             "rng": get_rng_state(),
         })
-        lines = "".join(_json_line(r) for r in self.history)
-        atomic_write_text(os.path.join(self.out, METRICS), lines)
+        self._run.commit()
 
     def _signal_guard(self):
         return _SignalGuard(self)

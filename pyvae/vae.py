@@ -19,7 +19,14 @@ from .errors import ConfigError
 from .guides import make_guide, resolved_guide_options
 from .likelihoods import make_likelihood
 from .nets import ARCHS, MLP, ConvDecoder, ConvEncoder, check_input_dim, image_shape_for
+from .limits import check_at_most, check_net_sizes
 from .priors import make_prior
+
+
+def _ALL_GUIDE_OPTIONS():
+    from .guides import GUIDES, guide_options
+
+    return {o for name in GUIDES for o in guide_options(name)}
 
 
 class VAE(nn.Module):
@@ -50,7 +57,28 @@ class VAE(nn.Module):
         if int(x_dim) <= 0 or int(z_dim) <= 0:
             raise ConfigError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
         self.x_dim, self.z_dim = int(x_dim), int(z_dim)
-        hidden = tuple(int(h) for h in hidden)
+        if isinstance(hidden, (str, bytes)) or not all(
+                isinstance(h, int) or (hasattr(h, "__index__") and not isinstance(h, bool))
+                for h in (hidden if hasattr(hidden, "__iter__") else [hidden])):
+            raise ConfigError(f"hidden must be a sequence of integers such as (200, 200), got {hidden!r}")
+        hidden = tuple(int(h) for h in (hidden if hasattr(hidden, "__iter__") else [hidden]))
+        if any(h <= 0 for h in hidden):
+            raise ConfigError(f"layer sizes must be positive, got hidden={list(hidden)}")
+        check_net_sizes(self.x_dim, self.z_dim, hidden)
+        check_at_most("prior_components", prior_components)
+        for name in ("flow_length", "rank"):
+            check_at_most(name, guide_options.get(name))
+        for h in guide_options.get("flow_hidden") or ():
+            check_at_most("flow_hidden", h)
+        if isinstance(guide, str):  # an option no family takes is an error in make_guide
+            from .guides import GUIDES, guide_options as options_of
+
+            foreign = [k for k, v in guide_options.items()
+                       if v is not None and guide in GUIDES and k in _ALL_GUIDE_OPTIONS()
+                       and k not in options_of(guide)]
+            if foreign:
+                raise ConfigError(f"the {guide} guide takes no {', '.join(foreign)} "
+                                  f"(its options: {', '.join(options_of(guide)) or 'none'})")
         if arch not in ARCHS:
             raise ConfigError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
         self.likelihood = make_likelihood(likelihood, self.x_dim)
@@ -97,6 +125,7 @@ class VAE(nn.Module):
         pyro.module("decoder", self.decoder)
         pyro.module("prior", self.prior)
         pyro.module("likelihood", self.likelihood)
+        x = self._as_input(x)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
@@ -104,10 +133,16 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor) -> None:
         """q(z|x): x has shape (batch, x_dim)."""
         check_input_dim(x, self.x_dim)
+        x = self._as_input(x)
         pyro.module("encoder_body", self.encoder_body)
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.encode(x))
+
+    def _as_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the dtype of the nets' weights (data of any real dtype: float64, ints, bools)."""
+        dtype = next(self.decoder.parameters()).dtype
+        return x if x.dtype == dtype else x.to(dtype)
 
     def encode(self, x: torch.Tensor):
         """q(z|x) as a distribution: the guide family applied to the encoder body's features."""
