@@ -46,6 +46,18 @@ def _positive_float(text: str):
     return value
 
 
+def _seed(text: str):
+    from .limits import SEED_MAX
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be in [0, {SEED_MAX}], got {value}")
+    return value
+
+
 def _nonnegative_float(text: str):
     try:
         value = float(text)
@@ -93,7 +105,7 @@ TRAIN_TRAINER_FLAGS = {
     "schedule": (("--schedule",), dict(help="learning-rate schedule: constant (default), burda (Burda et al.'s "
                                            "3,280 epochs) or cosine (anneal to lr/100 over --epochs)"), "constant"),
     "clip_norm": (("--clip-norm",), dict(type=_positive_float, help="clip gradient norms"), None),
-    "seed": (("--seed",), dict(type=int, help="default 0"), 0),
+    "seed": (("--seed",), dict(type=_seed, help="default 0"), 0),
     "jit": (("--jit",), dict(action="store_true", help="compile the objective with Pyro's JIT (faster steps)"), False),
     "beta": (("--beta",), dict(type=_nonnegative_float, help=(
         "weight of the KL term in the training loss (default 1: the ELBO; validation always "
@@ -166,7 +178,7 @@ def _build_parser():
     plot.add_argument("--format", dest="fmt", default="png", choices=["png", "pdf", "svg"], help="default png")
     plot.add_argument("--split", default="test", help="data split to draw from: test (default), valid, train")
     plot.add_argument("--num-points", type=_positive_int, default=2000, help="datapoints in the latent scatter (default 2000)")
-    plot.add_argument("--seed", type=int, default=0, help="picks the datapoints shown (default 0)")
+    plot.add_argument("--seed", type=_seed, default=0, help="picks the datapoints shown (default 0)")
     _add_runtime_flags(plot, "data-dir", "no-download", "debug")
     plot.set_defaults(func=cmd_plot)
 
@@ -205,7 +217,7 @@ def _build_parser():
     ev.add_argument("--batch-size", type=_positive_int, default=100, help="datapoints per pass (default 100)")
     ev.add_argument("--max-datapoints", type=_positive_int, default=None, help="evaluate only the first N datapoints")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    ev.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
+    ev.add_argument("--seed", type=_seed, default=0, help="seeds the importance samples (default 0)")
     _add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
     return parser
@@ -265,20 +277,21 @@ def _train(args, ddp=None) -> int:
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
                                  progress=not args.no_progress, num_threads=args.threads,
                                  distributed=args.distributed)
-        stored = {**(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
-        for dest, value in {**_given(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS),
-                            **_given(args, TRAIN_TRAINER_FLAGS),
-                            **_given(args, TRAIN_DATA_FLAGS)}.items():
-            if dest in stored and stored[dest] != value:
-                raise ConfigError(
-                    f"config mismatch on resume: --{dest.replace('_', '-')} {value} but the run has {stored[dest]}")
+        check_resume_flags(args.resume, trainer, {
+            **_given(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS),
+            **_given(args, TRAIN_TRAINER_FLAGS), **_given(args, TRAIN_DATA_FLAGS)})
         data_cfg = trainer.extra_config
     else:
         if not args.out:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
+        if args.epochs is not None and args.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1 for a new run, got {args.epochs}")
+        from .rundir import check_new
+
+        check_new(args.out, args.overwrite)  # before the data are loaded
         model_cfg = {**_filled(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS)}
         trainer_cfg = _filled(args, TRAIN_TRAINER_FLAGS)
-        data_cfg = _filled(args, TRAIN_DATA_FLAGS)
+        data_cfg = _data_config(args, TRAIN_DATA_FLAGS)
         data_cfg["seed"] = trainer_cfg["seed"]
         data_cfg = _completed(data_cfg, model_cfg["likelihood"])
         import pyro
@@ -292,18 +305,58 @@ def _train(args, ddp=None) -> int:
                           num_threads=args.threads, extra_config=data_cfg,
                           distributed=args.distributed, **trainer_cfg)
     train, valid = load_train_valid(data_cfg, args.data_dir, not args.no_download)
+    if ddp is None or ddp.is_main:  # with --distributed, rank 0 reports
+        trainer.callbacks.append(_epoch_line)
     history = trainer.fit(train, valid)
-    if history and (ddp is None or ddp.is_main):  # with --distributed, rank 0 reports
-        last = history[-1]
-        valid_text = "" if last["valid_elbo"] is None else f", valid ELBO {last['valid_elbo']:.2f}"
-        bits_text = ""
-        if last["valid_elbo"] is not None and getattr(trainer.vae.likelihood, "discrete", False):
-            from .likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
-
-            bits_text = f" ({bits_per_dim(-last['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
-        print(f"epoch {last['epoch']}: train {last.get('train_objective', 'ELBO')} {last['train_elbo']:.2f}{valid_text} nats"
-              f"{bits_text}; run in {trainer.out}")
+    if history and (ddp is None or ddp.is_main):
+        print(f"run in {trainer.out} ({history[-1]['epoch']} epochs)")
     return 0
+
+
+def _epoch_line(trainer, record) -> None:
+    """One line per finished epoch: the objective, the validation ELBO, the time."""
+    valid_text = "" if record["valid_elbo"] is None else f", valid ELBO {record['valid_elbo']:.2f}"
+    bits_text = ""
+    if record["valid_elbo"] is not None and getattr(trainer.vae.likelihood, "discrete", False):
+        from .likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
+
+        bits_text = f" ({bits_per_dim(-record['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
+    seconds = record.get("seconds", 0) + (record.get("valid_seconds") or 0)
+    print(f"epoch {record['epoch']}: train "
+          f"{record.get('train_objective', 'ELBO')} {record['train_elbo']:.2f}{valid_text} nats"
+          f"{bits_text}; {seconds:.1f} s", flush=True)
+
+
+def _data_config(args, table) -> dict:
+    """The data flags with defaults; a --data-file and --data-dir stored as absolute paths."""
+    cfg = _filled(args, table)
+    if cfg.get("data_file"):
+        cfg["data_file"] = os.path.abspath(cfg["data_file"])
+    if getattr(args, "data_dir", None):
+        cfg["data_dir"] = os.path.abspath(os.path.expanduser(args.data_dir))
+    return cfg
+
+
+def check_resume_flags(run_dir: str, trainer, given: dict) -> None:
+    """Flags given with --resume must match the run's; one it does not record is an error, and
+    so are --epochs at or below the epochs done."""
+    stored = {"arch": "mlp", **(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
+    for dest, value in given.items():
+        flag = "--" + dest.replace("_", "-")
+        if dest == "data_file":
+            value = os.path.abspath(value)
+            stored_value = stored.get(dest) and os.path.abspath(stored[dest])
+        else:
+            stored_value = stored.get(dest)
+        if dest not in stored:
+            raise ConfigError(f"{flag} is not recorded in {run_dir} (the run does not take it or "
+                              "predates it), so it cannot be checked; drop it to resume")
+        if stored_value != value:
+            raise ConfigError(f"config mismatch on resume: {flag} {value} but the run has {stored[dest]}")
+    done, epochs = len(trainer.history), trainer.config["epochs"]
+    if done >= epochs:
+        raise ConfigError(f"{run_dir} has already trained {done} of {epochs} epochs; pass "
+                          f"--epochs N with N > {done} to train further")
 
 
 def cmd_plot(args) -> int:
@@ -319,71 +372,32 @@ def cmd_plot(args) -> int:
 
 def cmd_evaluate(args) -> int:
     import json
-    import math
-    import time
 
-    import pyro
     import torch
 
-    from . import evaluate
-    from .checkpoint import load_checkpoint, write_json
-    from .data import load_split
-    from .train import CHECKPOINT, is_run_dir, resolve_device
-    from .vae import VAE
+    from .evalrun import evaluate_run, write_result
+    from .rundir import RunDir
 
-    if not os.path.isdir(args.run_dir) or not is_run_dir(args.run_dir):
-        raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no {CHECKPOINT})")
-    device = resolve_device(args.device)
+    if not os.path.isdir(args.run_dir) or not os.path.isfile(os.path.join(args.run_dir, "checkpoint.pt")):
+        raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no checkpoint.pt)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    payload = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT), map_location=device)
-    if payload["vae_config"] is None:
-        raise ConfigError(f"{args.run_dir}: the run used custom components; evaluate it from Python "
-                          "with pyvae.evaluate.log_likelihood(vae.model, vae.guide, x)")
-    vae = VAE.from_config(payload["vae_config"])
-    try:
-        vae.load_state_dict(payload["model_state"])
-    except RuntimeError as e:
-        raise ConfigError(f"{args.run_dir}: checkpoint does not fit the model: {str(e).splitlines()[0]}") from None
-    vae.to(device).eval()
-    data_cfg = payload["extra_config"]
-    data = load_split(data_cfg, args.split, args.data_dir, not args.no_download)
-    data.check_for(vae.likelihood, vae.x_dim)
-    n = len(data) if args.max_datapoints is None else min(len(data), args.max_datapoints)
-    data = data.to(device)
-    # the held-out splits are binarized once when loaded; "train" with dynamic binarization is
-    # drawn here, seeded, so that the numbers repeat
-    x = data.batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(args.seed))
+    with RunDir(args.run_dir, resume=True):  # one writer: not while it trains
+        result = evaluate_run(args.run_dir, args.num_samples, args.split, args.seed,
+                              args.batch_size, args.chunk_size, args.max_datapoints, args.device,
+                              args.data_dir, not args.no_download, not args.no_progress,
+                              log=lambda line: print(line, file=sys.stderr))
+        if args.json:
+            print(json.dumps(result, indent=2, sort_keys=True), flush=True)
+            write_result(args.run_dir, result)
+            return 0
+        _print_eval_table(result, args)
+        print(f"written to {write_result(args.run_dir, result)}")
+    return 0
 
-    pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
-    started = time.perf_counter()
-    ll = evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=args.num_samples,
-                                 chunk_size=args.chunk_size, batch_size=args.batch_size,
-                                 progress=not args.no_progress)
-    seconds = time.perf_counter() - started
-    units = evaluate.active_units(vae.guide, x)
-    kl = evaluate.kl_to_prior(vae.guide, x, model=vae.model, num_samples=10)
-    try:  # per-dimension KL is defined only for a guide that factorizes over dimensions
-        kl_dims = evaluate.kl_per_dimension(vae.guide, x, model=vae.model).tolist()
-    except ConfigError:
-        kl_dims = None
-    s = ll.summary()
-    result = {
-        "split": args.split, "num_datapoints": n, "num_samples": args.num_samples,
-        "seed": args.seed, "epoch": payload["epoch"],
-        "log_px": s["log_px"], "log_px_stderr": s["log_px_stderr"], "nll": -s["log_px"],
-        "bits_per_dim": -s["log_px"] / (vae.x_dim * math.log(2)),
-        "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "gap": s["log_px"] - s["elbo"],
-        "ess_mean": s["ess_mean"], "ess_min": s["ess_min"],
-        "active_units": units["num_active"], "z_dim": vae.z_dim, "kl": float(kl),
-        "kl_per_dimension": kl_dims,
-        "seconds": seconds,
-    }
-    write_json(os.path.join(args.run_dir, "eval.json"), result)
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-        return 0
+
+def _print_eval_table(result, args):
+    n, seconds, z_dim = result["num_datapoints"], result["seconds"], result["z_dim"]
     rows = [
         ("split", f"{args.split} ({n} datapoints)"),
         (f"log p(x), K={args.num_samples}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f} nats"),
@@ -391,15 +405,13 @@ def cmd_evaluate(args) -> int:
         (f"ELBO, mean of {args.num_samples} log w", f"{result['elbo']:.3f} ± {result['elbo_stderr']:.3f} nats"),
         ("gap log p(x) - ELBO", f"{result['gap']:.3f} nats"),
         ("ESS (mean / min)", f"{result['ess_mean']:.1f} / {result['ess_min']:.1f} of {args.num_samples}"),
-        ("active units", f"{result['active_units']} of {vae.z_dim}"),
+        ("active units", f"{result['active_units']} of {z_dim}"),
         ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
         ("time", f"{seconds:.1f} s"),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(f"written to {os.path.join(args.run_dir, 'eval.json')}")
-    return 0
 
 
 def cmd_compare(args) -> int:
@@ -413,7 +425,7 @@ def cmd_compare(args) -> int:
     trainer_flags = {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")}
     model_cfg = _filled(args, model_flags)
     trainer_cfg = _filled(args, trainer_flags)
-    data_cfg = _filled(args, TRAIN_DATA_FLAGS)
+    data_cfg = _data_config(args, TRAIN_DATA_FLAGS)
     if args.shared_decoder:
         from .plots import load_run
 
@@ -462,6 +474,17 @@ def main(argv=None) -> int:
     except TrainingInterrupted as e:
         print(f"pyvae {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
+    except KeyboardInterrupt:  # Ctrl-C before training (or evaluation) took over the signal
+        if debug:
+            raise
+        print(f"pyvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, permissions, a path under a file, ...
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pyvae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except TrainingDiverged as e:
         if debug:
             raise

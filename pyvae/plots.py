@@ -182,7 +182,22 @@ def read_metrics(run_dir: str) -> List[dict]:
     if not os.path.isfile(path):
         raise ConfigError(f"no metrics.jsonl in {run_dir}")
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    try:
+        records = [json.loads(line) for line in lines]
+    except ValueError as e:
+        raise ConfigError(f"{path} is damaged (not one JSON record per line): {e}") from None
+    if not _good_records(records):
+        raise ConfigError(f"{path} is damaged: every line must be a record with an epoch and a train_elbo")
+    return records
+
+
+def _good_records(records) -> bool:
+    number = (int, float)
+    return isinstance(records, list) and all(
+        isinstance(r, dict) and isinstance(r.get("epoch"), int)
+        and isinstance(r.get("train_elbo"), number)
+        and isinstance(r.get("valid_elbo"), (*number, type(None))) for r in records)
 
 
 def training_curves(history, path: str, title: Optional[str] = None) -> str:
@@ -307,12 +322,29 @@ def load_run(run_dir: str, device="cpu"):
     payload = load_checkpoint(path, map_location=device)
     if payload.get("vae_config") is None:
         raise ConfigError(f"{run_dir}: the run used custom components and cannot be rebuilt by name")
-    vae = VAE.from_config(payload["vae_config"])
-    vae.load_state_dict(payload["model_state"])
+    try:
+        vae = VAE.from_config(payload["vae_config"])
+        vae.load_state_dict(payload["model_state"])
+    except (RuntimeError, TypeError, KeyError) as e:
+        raise ConfigError(f"{run_dir}: checkpoint does not fit its config: {str(e).splitlines()[0]}") from None
     vae.to(device)
     config = {"vae": payload["vae_config"], "trainer": payload.get("trainer_config", {}),
               "data": payload.get("extra_config", {})}
     return vae, config
+
+
+def _read_report(path: str) -> dict:
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        for family, r in gap_results(report).items():
+            if not all(isinstance(r[k], (int, float)) for k in ("elbo", "log_px")):
+                raise ValueError(f"{family}: elbo and log_px must be numbers")
+        if not all(_good_records(r.get("history") or []) for r in report["rows"]):
+            raise ValueError("a family's history is not a list of epoch records")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path} is damaged or not a comparison ({type(e).__name__}: {e})") from None
+    return report
 
 
 def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: str = "test",
@@ -332,8 +364,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     out = out or os.path.join(run_dir, "figures")
     written = []
     if os.path.isfile(os.path.join(run_dir, "compare.json")):
-        with open(os.path.join(run_dir, "compare.json")) as f:
-            report = json.load(f)
+        report = _read_report(os.path.join(run_dir, "compare.json"))
         written.append(gap_plot(gap_results(report), os.path.join(out, f"gap.{fmt}"),
                                 title=report.get("title")))
         histories = {r["guide"]: r.get("history") or [] for r in report["rows"]}
