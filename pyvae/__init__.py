@@ -1,25 +1,48 @@
 """pyvae: variational autoencoders in Pyro, and the gap between the ELBO and log p(x)."""
-from . import distributed, evaluate, guides, likelihoods, nets, priors
-from .compare import compare
-from .data import TensorData, load_dataset
+import importlib
+import sys
+
 from .errors import ConfigError
-from .evaluate import active_units, gaps, iwae_bound, kl_per_dimension, log_likelihood
-from .likelihoods import bits_per_dim
-from .linear_gaussian import LinearGaussian
-from .refine import RefinedGuide, refine
-from .train import Trainer
-from .vae import VAE
+from .models import flows, guides, likelihoods, linear_gaussian, nets, priors, vae
+from .infer import beta, evaluate, objectives
+from .infer import refine as _refine_module
+from .training import checkpoint, distributed, optim
+from .training import trainer as _trainer_module
+from .reports import compare as _compare_module
+from . import data
+from .data import TensorData, load_dataset
+from .infer.evaluate import active_units, gaps, iwae_bound, kl_per_dimension, log_likelihood
+from .infer.refine import RefinedGuide, refine
+from .models.likelihoods import bits_per_dim
+from .models.linear_gaussian import LinearGaussian
+from .models.vae import VAE
+from .reports.compare import compare
+from .training.trainer import Trainer
 
 __version__ = "0.1.0"
+
+# The modules lived directly under pyvae/ before the package was split into models/, infer/,
+# training/ and reports/; their old import paths (``import pyvae.guides``, ``from pyvae.train
+# import Trainer``) name the same module objects.
+_OLD_PATHS = {
+    "nets": nets, "likelihoods": likelihoods, "priors": priors, "guides": guides, "flows": flows,
+    "vae": vae, "linear_gaussian": linear_gaussian, "beta": beta, "evaluate": evaluate,
+    "objectives": objectives, "refine": _refine_module, "train": _trainer_module,
+    "checkpoint": checkpoint, "distributed": distributed, "optim": optim,
+    "compare": _compare_module,
+}
+for _old, _module in _OLD_PATHS.items():
+    sys.modules.setdefault(f"{__name__}.{_old}", _module)
+    if _old not in ("refine", "compare"):  # pyvae.refine and pyvae.compare are the functions
+        globals()[_old] = _module
 
 
 def __getattr__(name):
     # pyvae.plots loads matplotlib, so it is imported on first use rather than with pyvae
     if name == "plots":
-        import importlib
-
-        return importlib.import_module(".plots", __name__)
+        return importlib.import_module(".reports.plots", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["VAE", "Trainer", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",

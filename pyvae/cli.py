@@ -235,7 +235,7 @@ def _given(args, table):
 def _completed(data_cfg: dict, likelihood: str) -> dict:
     """The data config with its defaults filled as the likelihood needs (binary pixels or not)."""
     from .data import complete_data_config
-    from .likelihoods import LIKELIHOODS
+    from .models.likelihoods import LIKELIHOODS
 
     return complete_data_config(data_cfg, getattr(LIKELIHOODS.get(likelihood), "binary_data", True))
 
@@ -245,7 +245,7 @@ def cmd_train(args) -> int:
         if args.backend:
             raise ConfigError("--backend goes with --distributed")
         return _train(args)
-    from . import distributed
+    from .training import distributed
 
     ddp = distributed.setup(args.device, args.backend)
     try:
@@ -268,8 +268,8 @@ def cmd_train(args) -> int:
 
 def _train(args, ddp=None) -> int:
     from .data import load_split, load_train_valid
-    from .train import Trainer
-    from .vae import VAE
+    from .training.trainer import Trainer
+    from .models.vae import VAE
 
     if args.resume:
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
@@ -286,7 +286,7 @@ def _train(args, ddp=None) -> int:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
         if args.epochs is not None and args.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1 for a new run, got {args.epochs}")
-        from .rundir import check_new
+        from .training.rundir import check_new
 
         check_new(args.out, args.overwrite)  # before the data are loaded
         model_cfg = {**_filled(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS)}
@@ -318,7 +318,7 @@ def _epoch_line(trainer, record) -> None:
     valid_text = "" if record["valid_elbo"] is None else f", valid ELBO {record['valid_elbo']:.2f}"
     bits_text = ""
     if record["valid_elbo"] is not None and getattr(trainer.vae.likelihood, "discrete", False):
-        from .likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
+        from .models.likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
 
         bits_text = f" ({bits_per_dim(-record['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
     seconds = record.get("seconds", 0) + (record.get("valid_seconds") or 0)
@@ -360,7 +360,7 @@ def check_resume_flags(run_dir: str, trainer, given: dict) -> None:
 
 
 def cmd_plot(args) -> int:
-    from .plots import plot_run
+    from .reports.plots import plot_run
 
     written = plot_run(args.run_dir, out=args.out, fmt=args.fmt, split=args.split,
                        data_dir=args.data_dir, download=not args.no_download,
@@ -375,8 +375,8 @@ def cmd_evaluate(args) -> int:
 
     import torch
 
-    from .evalrun import evaluate_run, write_result
-    from .rundir import RunDir
+    from .training.evalrun import evaluate_run, write_result
+    from .training.rundir import RunDir
 
     if not os.path.isdir(args.run_dir) or not os.path.isfile(os.path.join(args.run_dir, "checkpoint.pt")):
         raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no checkpoint.pt)")
@@ -417,7 +417,7 @@ def _print_eval_table(result, args):
 def cmd_compare(args) -> int:
     import shlex
 
-    from .compare import compare
+    from .reports.compare import compare
     from .data import load_split, load_train_valid
 
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
@@ -427,7 +427,7 @@ def cmd_compare(args) -> int:
     trainer_cfg = _filled(args, trainer_flags)
     data_cfg = _data_config(args, TRAIN_DATA_FLAGS)
     if args.shared_decoder:
-        from .plots import load_run
+        from .reports.plots import load_run
 
         given = _given(args, model_flags)
         if given:

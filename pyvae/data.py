@@ -365,7 +365,7 @@ def load_linear_gaussian(split: str = "train", x_dim: int = 5, z_dim: int = 2, s
     its own seeded generator, as float32. The generating model is ``data.true_model`` (float64),
     so ``data.true_model.log_marginal(x)`` is the exact log p(x) to compare bounds against.
     """
-    from .linear_gaussian import LinearGaussian
+    from .models.linear_gaussian import LinearGaussian
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")

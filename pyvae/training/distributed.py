@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 BACKENDS = ("gloo", "nccl")
 #: the VAE's submodules that the model and guide call; each one with trainable parameters is

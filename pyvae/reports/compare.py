@@ -30,7 +30,7 @@ import torch
 
 import pyro
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DEFAULT_GUIDES = ("diagonal", "full-rank", "iaf", "planar", "sylvester")
 #: families whose gap can be split: ``pyvae.refine`` fits per-datapoint Gaussians of this kind
@@ -100,11 +100,11 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     Returns:
         ``{"rows": [one dict per family], "settings": {...}, "command": ..., "title": ...}``.
     """
-    from . import evaluate
-    from .guides import GUIDES, guide_options as options_of
-    from .refine import refine
-    from .train import Trainer
-    from .vae import VAE
+    from ..infer import evaluate
+    from ..models.guides import GUIDES, guide_options as options_of
+    from ..infer.refine import refine
+    from ..training.trainer import Trainer
+    from ..models.vae import VAE
 
     log = log or (lambda *_: None)
     guides = list(guides)
@@ -127,7 +127,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     if out is not None and os.path.isfile(os.path.join(out, "compare.json")) and not overwrite:
         raise ConfigError(f"{out} already holds a comparison; pass overwrite=True (--overwrite)")
     if out is not None and int(epochs) > 0:
-        from .rundir import check_new
+        from ..training.rundir import check_new
 
         for family in guides:  # each family's run directory, before anything is trained
             check_new(os.path.join(out, family), overwrite)
@@ -138,7 +138,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
 
-    from .data import as_data
+    from ..data import as_data
 
     train = as_data(train, "train")
     test = as_data(test, "test")
@@ -307,7 +307,7 @@ def _jsonable(obj):
 def write_report(report: dict, out: str) -> List[str]:
     """Write compare.md, compare.csv, compare.json and the figures into ``out``."""
     from . import plots
-    from .checkpoint import atomic_write_text
+    from ..training.checkpoint import atomic_write_text
 
     os.makedirs(out, exist_ok=True)
     settings = report["settings"]

@@ -4,7 +4,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ACTIVATIONS = {
     "tanh": nn.Tanh,

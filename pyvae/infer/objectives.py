@@ -6,7 +6,7 @@ import torch
 import pyro.infer
 import pyro.poutine as poutine
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def _trace_elbo(num_particles):

@@ -13,7 +13,7 @@ from typing import Callable
 
 from pyro.poutine.messenger import Messenger
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class SiteScale(Messenger):

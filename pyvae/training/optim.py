@@ -15,7 +15,7 @@ import torch
 import pyro
 from pyro.optim import PyroOptim
 
-from .errors import TrainingDiverged
+from ..errors import TrainingDiverged
 
 
 def _supports_fused(constructor) -> bool:

@@ -31,7 +31,7 @@ import pyro.poutine as poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given
 ROWS_PER_CHUNK = 20_000
@@ -339,8 +339,13 @@ def _chunks(total: int, chunk: int):
         done += size
 
 
-def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc, per_batch):
-    """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it."""
+def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc, per_batch,
+            batch_hook=None):
+    """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it.
+
+    ``batch_hook(start, None)`` is called before each batch (a true result skips the batch) and
+    ``batch_hook(start, result)`` after it: how a long evaluation saves its progress and resumes.
+    """
     x = _check_x(x)
     _check_counts(num_samples, chunk_size, batch_size)
     batch_size = min(batch_size, x.shape[0])
@@ -354,19 +359,24 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
         with bar:
             for start in range(0, x.shape[0], batch_size):
                 xb = x[start:start + batch_size]
+                if batch_hook is not None and batch_hook(start, None):
+                    bar.update(xb.shape[0])
+                    continue
 
                 def draw(particles, xb=xb):
                     return log_weights(model, guide, xb, particles, nesting)[0]
 
                 results.append(per_batch(draw, xb.shape[0], xb.device, chunk_size))
                 bar.update(xb.shape[0])
+                if batch_hook is not None:
+                    batch_hook(start, results[-1])
     return results
 
 
 # ------------------------------------------------------------------------------ estimators
 def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
                    chunk_size: Optional[int] = None, batch_size: int = 100,
-                   progress: bool = True) -> LogLikelihood:
+                   progress: bool = True, batch_hook: Optional[Callable] = None) -> LogLikelihood:
     """Importance-weighted estimate of log p(x) per datapoint, with standard error and ESS.
 
         log p^(x) = logsumexp_{k<=K} [log p(x, z_k) - log q(z_k|x)] - log K,   z_k ~ q(z|x)
@@ -382,6 +392,9 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
         x: (N, ...) data.
         num_samples: K, importance samples per datapoint.
         progress: show a tqdm bar over datapoints.
+        batch_hook: ``f(start, None)`` before the batch of datapoints from ``start`` (return True
+            to skip it: the result then lacks its rows) and ``f(start, (value, stderr, ess,
+            elbo, elbo_stderr))`` after it.
 
     Returns:
         a ``LogLikelihood`` (per-datapoint value, stderr, ess, and the K-sample ELBO).
@@ -395,7 +408,7 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
         return value, stderr, ess, elbo_mean, elbo_se
 
     parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
-                    f"log p(x), K={num_samples}", per_batch)
+                    f"log p(x), K={num_samples}", per_batch, batch_hook)
     value, stderr, ess, elbo_mean, elbo_se = (torch.cat(p) for p in zip(*parts))
     return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se)
 

@@ -21,7 +21,7 @@ from torch import nn
 
 import pyro.distributions as dist
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class _BernoulliLogits(dist.Bernoulli):

@@ -34,7 +34,7 @@ import pyro.distributions.transforms as T
 from pyro.distributions.conditional import (ConditionalDistribution,
                                             ConditionalTransformedDistribution)
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .flows import SYLVESTER_KINDS, ConditionalSylvester
 from .nets import MLP, activation_class
 

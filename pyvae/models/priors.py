@@ -14,7 +14,7 @@ from torch import nn
 
 import pyro.distributions as dist
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class Prior(nn.Module):

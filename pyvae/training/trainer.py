@@ -22,17 +22,17 @@ import pyro.optim
 import pyro.optim.clipped_adam
 from pyro.infer import SVI, Trace_ELBO
 
-from .beta import SiteScale, check_beta, kl_weight, scale_site
+from ..infer.beta import SiteScale, check_beta, kl_weight, scale_site
 from .checkpoint import (atomic_write_text, get_rng_state, load_checkpoint, save_checkpoint,
                          set_rng_state, write_json)
 from . import distributed as _distributed
-from .data import TensorData, as_data, data_fingerprint
-from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from .limits import check_at_most, check_seed
-from .objectives import make_objective
+from ..data import TensorData, as_data, data_fingerprint
+from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from ..limits import check_at_most, check_seed
+from ..infer.objectives import make_objective
 from .optim import JointOptim
 from .rundir import RunDir, check_new
-from .vae import VAE
+from ..models.vae import VAE
 
 # torch optimizer classes; ClippedAdam is Pyro's Adam with per-parameter norm clipping and lr decay
 OPTIMIZERS = {"adam": torch.optim.Adam, "clipped_adam": pyro.optim.clipped_adam.ClippedAdam}

@@ -1,10 +1,9 @@
 """Evaluating a run directory (``pyvae evaluate``): resumable, interruptible, nothing lost.
 
-log p(x) is estimated block by block (``batch_size`` datapoints at a time, each block seeded from
-(seed, its first index), so a block's numbers do not depend on where a run stopped). After every
-block the per-datapoint results so far go to ``RUN_DIR/eval-progress.pt`` (atomically); SIGINT or
-SIGTERM stops at the end of the current block, and running the same command again continues
-where it stopped. The run directory is locked while it is evaluated (one writer).
+log p(x) is estimated batch by batch (``batch_size`` datapoints at a time). After every batch
+the per-datapoint results so far, and the random state, go to ``RUN_DIR/eval-progress.pt``
+(atomically); SIGINT or SIGTERM stops at the end of the current batch, and running the same
+command again continues where it stopped, to the numbers an uninterrupted run gives. The run directory is locked while it is evaluated (one writer).
 """
 import math
 import os
@@ -15,24 +14,20 @@ import time
 import pyro
 import torch
 
-from . import evaluate
-from .checkpoint import atomic_write, load_checkpoint, write_json
-from .data import load_split
-from .errors import ConfigError, TrainingInterrupted
-from .limits import check_at_most, check_seed
+from ..data import load_split
+from ..errors import ConfigError, TrainingInterrupted
+from ..infer import evaluate
+from ..limits import check_at_most, check_seed
+from .checkpoint import atomic_write, get_rng_state, load_checkpoint, set_rng_state, write_json
 
 PROGRESS = "eval-progress.pt"
 RESULT = "eval.json"
 FIELDS = ("value", "stderr", "ess", "elbo", "elbo_stderr")
 
 
-def _block_seed(seed: int, start: int) -> int:
-    return (seed * 1_000_003 + start) % (2 ** 32)
-
-
 def load_vae(run_dir: str, device="cpu"):
     """(vae, checkpoint payload) of a run directory; ConfigError if they do not fit."""
-    from .vae import VAE
+    from ..models.vae import VAE
 
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.isdir(run_dir) or not os.path.isfile(path):
@@ -82,7 +77,7 @@ def _load_progress(path: str, key: dict):
         return None  # damaged: start again
     if not isinstance(saved, dict) or saved.get("key") != key:
         return None  # another evaluation's: start again
-    if any(not isinstance(saved.get(f), torch.Tensor) for f in FIELDS):
+    if any(not isinstance(saved.get(f), torch.Tensor) for f in FIELDS) or "rng" not in saved:
         return None
     return saved
 
@@ -90,45 +85,62 @@ def _load_progress(path: str, key: dict):
 def log_likelihood_resumable(run_dir, vae, x, key, num_samples, seed, batch_size, chunk_size,
                              progress=True, log=print):
     """Per-datapoint log p(x) of ``x``, continuing from ``RUN_DIR/eval-progress.pt`` if it
-    matches ``key``; returns a ``LogLikelihood`` and whether every progress save succeeded."""
+    matches ``key``; returns a ``LogLikelihood`` and whether every progress save succeeded.
+
+    One random stream, seeded once, runs through the batches as in an uninterrupted
+    ``evaluate.log_likelihood``; the progress file keeps its state after each batch, so a
+    continued evaluation gives the same numbers as one that was never stopped.
+    """
     path = os.path.join(run_dir, PROGRESS)
     saved = _load_progress(path, key)
     parts = {f: [] if saved is None else [saved[f]] for f in FIELDS}
     done = 0 if saved is None else int(saved["value"].shape[0])
     if done:
         log(f"continuing from {done} of {len(x)} datapoints done ({path})")
-    saved_ok = True
-    with _Stop() as stop:
-        for start in range(done, len(x), batch_size):
-            pyro.set_rng_seed(_block_seed(seed, start))
-            ll = evaluate.log_likelihood(vae.model, vae.guide, x[start:start + batch_size],
-                                         num_samples=num_samples, chunk_size=chunk_size,
-                                         batch_size=batch_size, progress=progress)
-            for f, t in zip(FIELDS, (ll.value, ll.stderr, ll.ess, ll.elbo, ll.elbo_stderr)):
-                parts[f].append(t.detach().cpu())
-            done = min(len(x), start + batch_size)
-            state = {"key": key, **{f: torch.cat(parts[f]) for f in FIELDS}}
-            try:
-                atomic_write(path, lambda fh: torch.save(state, fh))
-            except OSError as e:
-                if saved_ok:
-                    log(f"warning: cannot save evaluation progress ({e.strerror}); going on")
-                saved_ok = False
-            if stop.signum is not None and done < len(x):
-                kept = "progress saved" if saved_ok else "progress could NOT be saved"
-                raise TrainingInterrupted(stop.signum, (
-                    f"stopped by {stop.signum.name} after {done} of {len(x)} datapoints; {kept}, "
-                    "run the same command again to continue"))
-    value, stderr, ess, elbo, elbo_se = (torch.cat(parts[f]).double() for f in FIELDS)
+    status = {"saved_ok": True}
+
+    def hook(start, result):
+        if result is None:  # before a batch: skip the finished ones, restore the stream after them
+            if start < done:
+                return True
+            if start == done and saved is not None:
+                set_rng_state(saved["rng"])
+            return False
+        for f, t in zip(FIELDS, result):
+            parts[f].append(t.detach().cpu())
+        end = min(len(x), start + batch_size)
+        state = {"key": key, "rng": get_rng_state(), **{f: torch.cat(parts[f]) for f in FIELDS}}
+        try:
+            atomic_write(path, lambda fh: torch.save(state, fh))
+        except OSError as e:
+            if status["saved_ok"]:
+                log(f"warning: cannot save evaluation progress ({e.strerror}); going on")
+            status["saved_ok"] = False
+        if stop.signum is not None and end < len(x):
+            kept = "progress saved" if status["saved_ok"] else "progress could NOT be saved"
+            raise TrainingInterrupted(stop.signum, (
+                f"stopped by {stop.signum.name} after {end} of {len(x)} datapoints; {kept}, "
+                "run the same command again to continue"))
+        return False
+
+    pyro.set_rng_seed(seed)
+    if done == len(x):  # all done before: the stream as it was after the last batch
+        set_rng_state(saved["rng"])
+    else:
+        with _Stop() as stop:  # noqa: F841 (read by hook)
+            evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=num_samples,
+                                    chunk_size=chunk_size, batch_size=batch_size,
+                                    progress=progress, batch_hook=hook)
+    value, stderr, ess, elbo, elbo_se = (torch.cat(parts[f]) for f in FIELDS)
     return evaluate.LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo,
-                                  elbo_stderr=elbo_se), saved_ok
+                                  elbo_stderr=elbo_se), status["saved_ok"]
 
 
 def evaluate_run(run_dir: str, num_samples: int = 5000, split: str = "test", seed: int = 0,
                  batch_size: int = 100, chunk_size=None, max_datapoints=None, device="cpu",
                  data_dir=None, download: bool = True, progress: bool = True, log=print) -> dict:
     """Evaluate a run (see the module doc); returns the result dict (not yet written)."""
-    from .train import resolve_device
+    from .trainer import resolve_device
 
     check_seed(seed)
     check_at_most("num_samples", num_samples)
@@ -143,12 +155,11 @@ def evaluate_run(run_dir: str, num_samples: int = 5000, split: str = "test", see
     x = data.batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(seed))
     pyro.clear_param_store()
     key = {"split": split, "num_samples": int(num_samples), "seed": int(seed), "n": n,
-           "batch_size": int(batch_size), "epoch": payload["epoch"], "step": payload["step"]}
+           "batch_size": int(batch_size), "chunk_size": chunk_size, "epoch": payload["epoch"], "step": payload["step"]}
     started = time.perf_counter()
     ll, _ = log_likelihood_resumable(run_dir, vae, x, key, num_samples, seed, batch_size,
                                      chunk_size, progress=progress, log=log)
     seconds = time.perf_counter() - started
-    pyro.set_rng_seed(seed)
     units = evaluate.active_units(vae.guide, x)
     kl = evaluate.kl_to_prior(vae.guide, x, model=vae.model, num_samples=10)
     try:  # per-dimension KL is defined only for a guide that factorizes over dimensions

@@ -11,7 +11,7 @@ import tempfile
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .rundir import file_mode
 
 FORMAT = "pyvae-checkpoint"

@@ -25,7 +25,7 @@ from torch.distributions import Transform, constraints
 
 from pyro.distributions.conditional import ConditionalTransformModule
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .nets import MLP
 
 SYLVESTER_KINDS = ("orthogonal", "householder", "triangular")

@@ -15,11 +15,11 @@ from torch import nn
 
 import pyro
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .guides import make_guide, resolved_guide_options
 from .likelihoods import make_likelihood
 from .nets import ARCHS, MLP, ConvDecoder, ConvEncoder, check_input_dim, image_shape_for
-from .limits import check_at_most, check_net_sizes
+from ..limits import check_at_most, check_net_sizes
 from .priors import make_prior
 
 

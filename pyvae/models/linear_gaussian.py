@@ -18,7 +18,7 @@ from torch import nn
 import pyro
 import pyro.distributions as dist
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class LinearGaussian(nn.Module):

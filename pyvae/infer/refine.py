@@ -26,7 +26,7 @@ import pyro.optim
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 
-from .errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, TrainingDiverged
 
 REFINE_FAMILIES = ("diagonal", "full-rank")
 

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import threading
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 TMP_PREFIX = ".tmp-"
 CHECKPOINT = "checkpoint.pt"

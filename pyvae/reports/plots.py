@@ -1,0 +1,425 @@
+"""Figures for a trained VAE and for a comparison of variational families.
+
+Every function draws one figure and writes it to ``path`` (the suffix, ``.png``, ``.pdf`` or
+``.svg``, picks the format) and returns the path. Figures are drawn with matplotlib's
+object-oriented API on an Agg canvas (``Figure`` + ``FigureCanvasAgg``), so nothing here touches
+pyplot's global state or needs a display. Image grids are laid out by torchvision's ``make_grid``.
+
+``plot_run(run_dir)`` draws every figure that fits a run directory written by ``pyvae train``
+(or a comparison directory written by ``pyvae compare``); ``pyvae plot RUN_DIR`` calls it.
+"""
+import json
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..errors import ConfigError
+
+FORMATS = ("png", "pdf", "svg")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)  # attaches the Agg canvas: headless, no pyplot
+    return fig
+
+
+def _save(fig: Figure, path: str) -> str:
+    fmt = os.path.splitext(path)[1].lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown figure format {fmt!r} for {path}; choose one of: {', '.join(FORMATS)}")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fig.savefig(path, format=fmt, bbox_inches="tight")
+    return path
+
+
+def image_shape_for(x_dim: int, image_shape: Optional[Sequence[int]] = None):
+    """(height, width) to draw a flattened datapoint: ``image_shape`` if given, a square when
+    ``x_dim`` is a perfect square (784 -> 28 x 28), else a one-pixel-high strip."""
+    if image_shape is not None:
+        shape = tuple(int(s) for s in image_shape)[-2:]
+        if math.prod(shape) != x_dim:
+            raise ConfigError(f"image shape {shape} does not hold {x_dim} values")
+        return shape
+    side = math.isqrt(x_dim)
+    return (side, side) if side * side == x_dim else (1, x_dim)
+
+
+def _grid(images: torch.Tensor, image_shape, nrow: int) -> torch.Tensor:
+    """(N, x_dim) values in [0, 1] -> an (H, W) grid laid out by torchvision's make_grid."""
+    from torchvision.utils import make_grid
+
+    h, w = image_shape
+    images = images.detach().float().cpu().clamp(0, 1).reshape(-1, 1, h, w)
+    grid = make_grid(images, nrow=nrow, padding=1 if h > 1 else 0, pad_value=1.0)
+    return grid[0]
+
+
+def _show_grid(ax, grid: torch.Tensor, title: str) -> None:
+    # a one-pixel-high strip (non-image data) is drawn with stretched pixels so it stays visible
+    ax.imshow(grid.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest",
+              aspect="auto" if grid.shape[0] < grid.shape[1] / 8 else "equal")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+@torch.no_grad()
+def encode_mean(vae, x: torch.Tensor, num_samples: int = 32) -> torch.Tensor:
+    """A point summary of q(z|x) per datapoint: its mean where the family knows it in closed
+    form (Gaussians), else the average of ``num_samples`` draws (flows have no closed-form mean)."""
+    q = vae.encode(x) if hasattr(vae, "encode") else vae.encoder(x)
+    try:
+        return q.mean
+    except NotImplementedError:
+        return q.sample((num_samples,)).mean(0)
+
+
+def pca_2d(z: torch.Tensor) -> torch.Tensor:
+    """Project rows of z onto their first two principal components (``torch.pca_lowrank``)."""
+    if z.shape[1] <= 2:
+        return z if z.shape[1] == 2 else torch.cat([z, torch.zeros_like(z)], 1)
+    z = z.double()
+    _, _, v = torch.pca_lowrank(z, q=2, center=True, niter=4)
+    return ((z - z.mean(0)) @ v[:, :2]).float()
+
+
+# ----------------------------------------------------------------------------- figures
+@torch.no_grad()
+def reconstructions(vae, x: torch.Tensor, path: str, n: int = 10, image_shape=None) -> str:
+    """Originals (top row) and reconstructions E[x|z], z ~ q(z|x) (bottom row) of n datapoints."""
+    x = x[:n]
+    shape = image_shape_for(vae.x_dim, image_shape)
+    recon = vae.reconstruct(x)
+    fig = _new_figure(max(4.0, 0.6 * len(x)), 2.6)
+    axes = fig.subplots(2, 1)
+    _show_grid(axes[0], _grid(x, shape, len(x)), "data x")
+    _show_grid(axes[1], _grid(recon, shape, len(x)), "reconstruction: mean of p(x|z), z ~ q(z|x)")
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def prior_samples(vae, path: str, n: int = 64, image_shape=None) -> str:
+    """Means of p(x|z) for n draws z ~ p(z)."""
+    shape = image_shape_for(vae.x_dim, image_shape)
+    nrow = max(1, math.isqrt(n))
+    fig = _new_figure(5.0, 5.0 * max(0.25, math.ceil(n / nrow) / nrow))
+    _show_grid(fig.subplots(), _grid(vae.sample(n), shape, nrow), f"{n} samples: mean of p(x|z), z ~ p(z)")
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def latent_scatter(vae, x: torch.Tensor, labels: Optional[torch.Tensor], path: str) -> str:
+    """Codes of x (q(z|x) means), coloured by label; PCA to 2-D when z_dim > 2."""
+    z = encode_mean(vae, x).cpu()
+    z2 = pca_2d(z)
+    fig = _new_figure(5.5, 4.8)
+    ax = fig.subplots()
+    if labels is not None:
+        labels = labels.cpu()
+        points = ax.scatter(z2[:, 0].numpy(), z2[:, 1].numpy(), c=labels.numpy(), cmap="tab10",
+                            s=6, alpha=0.8, vmin=-0.5, vmax=9.5 if int(labels.max()) <= 9 else None)
+        fig.colorbar(points, ax=ax, label="label",
+                     ticks=range(10) if int(labels.max()) <= 9 else None)
+    else:
+        ax.scatter(z2[:, 0].numpy(), z2[:, 1].numpy(), s=6, alpha=0.8)
+    pca = z.shape[1] > 2
+    ax.set_xlabel("principal component 1" if pca else "z1")
+    ax.set_ylabel("principal component 2" if pca else "z2")
+    ax.set_title(f"latent codes of {len(z)} datapoints" + (f" (PCA of {z.shape[1]}-D z)" if pca else ""),
+                 fontsize=10)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def latent_manifold(vae, path: str, n: int = 15, image_shape=None) -> str:
+    """For z_dim = 2: decoder means over an n x n grid of z at prior quantiles 0.05 ... 0.95."""
+    if vae.z_dim != 2:
+        raise ConfigError(f"the latent manifold needs z_dim = 2, the model has z_dim = {vae.z_dim}")
+    shape = image_shape_for(vae.x_dim, image_shape)
+    # a regular grid in probability space, mapped through the N(0, 1) inverse CDF, so the grid
+    # covers where the prior puts its mass (as in Kingma & Welling 2014, figure 4)
+    quantiles = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+    device = next(vae.decoder.parameters()).device
+    z1, z2 = torch.meshgrid(quantiles, quantiles.flip(0), indexing="xy")
+    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(device)
+    means = vae.likelihood(vae.decoder(z)).mean
+    fig = _new_figure(6.0, 6.0)
+    _show_grid(fig.subplots(), _grid(means, shape, n),
+               "decoded z over the prior's 5%...95% quantiles (z1 across, z2 up)")
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def interpolation(vae, x_a: torch.Tensor, x_b: torch.Tensor, path: str, steps: int = 10,
+                  image_shape=None) -> str:
+    """Decode the straight line between the codes of two datapoints (rows: pairs)."""
+    x_a, x_b = x_a.reshape(-1, vae.x_dim), x_b.reshape(-1, vae.x_dim)
+    shape = image_shape_for(vae.x_dim, image_shape)
+    z_a, z_b = encode_mean(vae, x_a), encode_mean(vae, x_b)
+    t = torch.linspace(0, 1, steps, device=z_a.device).reshape(1, steps, 1)
+    z = (1 - t) * z_a.unsqueeze(1) + t * z_b.unsqueeze(1)  # (pairs, steps, z_dim)
+    means = vae.likelihood(vae.decoder(z.reshape(-1, vae.z_dim))).mean.reshape(len(x_a), steps, -1)
+    # each row: the datapoint x_a, the decoded path, the datapoint x_b
+    rows = torch.cat([x_a.unsqueeze(1).to(means), means, x_b.unsqueeze(1).to(means)], 1)
+    fig = _new_figure(max(4.0, 0.6 * (steps + 2)), 0.7 * len(x_a) + 0.8)
+    _show_grid(fig.subplots(), _grid(rows.reshape(-1, vae.x_dim), shape, steps + 2),
+               "x_a | decode (1-t) z_a + t z_b, t = 0 ... 1 | x_b")
+    return _save(fig, path)
+
+
+def read_metrics(run_dir: str) -> List[dict]:
+    """The per-epoch records of a run (its metrics.jsonl)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise ConfigError(f"no metrics.jsonl in {run_dir}")
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    try:
+        records = [json.loads(line) for line in lines]
+    except ValueError as e:
+        raise ConfigError(f"{path} is damaged (not one JSON record per line): {e}") from None
+    if not _good_records(records):
+        raise ConfigError(f"{path} is damaged: every line must be a record with an epoch and a train_elbo")
+    return records
+
+
+def _good_records(records) -> bool:
+    number = (int, float)
+    return isinstance(records, list) and all(
+        isinstance(r, dict) and isinstance(r.get("epoch"), int)
+        and isinstance(r.get("train_elbo"), number)
+        and isinstance(r.get("valid_elbo"), (*number, type(None))) for r in records)
+
+
+def training_curves(history, path: str, title: Optional[str] = None) -> str:
+    """Train and validation ELBO per epoch, from a run directory or a list of history records.
+
+    ``history`` may also be a dict ``{name: records}`` to draw several runs on one axis.
+    """
+    if isinstance(history, str):
+        history = read_metrics(history)
+    runs = history if isinstance(history, dict) else {"": history}
+    fig = _new_figure(6.0, 4.0)
+    ax = fig.subplots()
+    for i, (name, records) in enumerate(runs.items()):
+        if not records:
+            continue
+        color = f"C{i % 10}"
+        epochs = [r["epoch"] for r in records]
+        prefix = f"{name}: " if name else ""
+        ax.plot(epochs, [r["train_elbo"] for r in records], "-o", color=color, ms=3,
+                label=f"{prefix}train {records[-1].get('train_objective', 'ELBO')}")
+        valid = [(r["epoch"], r["valid_elbo"]) for r in records if r.get("valid_elbo") is not None]
+        if valid:
+            ax.plot(*zip(*valid), "--s", color=color, ms=3, label=f"{prefix}valid ELBO")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("ELBO (nats per datapoint, higher is better)")
+    ax.grid(alpha=0.3)
+    if len(runs) > 1:  # many lines: the legend goes beside the axes, not over them
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8)
+    ax.set_title(title or "training curves", fontsize=10)
+    return _save(fig, path)
+
+
+def gap_plot(results: Dict[str, dict], path: str, exact: Optional[float] = None,
+             title: Optional[str] = None) -> str:
+    """The gap picture: per variational family, the ELBO, IWAE_k for growing k and log p̂(x).
+
+    Every bound is a "friend" who is surely shorter than log p(x) ("my height", which cannot be
+    measured); IWAE_k with more samples is a taller friend, and the best estimate log p̂(x) (IWAE
+    with the most samples) is the tallest. A better family of friends (a better q) lifts the ELBO
+    toward log p(x).
+
+    Args:
+        results: ``{family: {"elbo": float, "iwae": {k: float, ...}, "log_px": float}}`` in nats
+            per datapoint; "iwae" and "log_px" may be missing.
+        exact: the exact log p(x), drawn as a line, when it is known (linear-Gaussian model).
+    """
+    if not results:
+        raise ConfigError("gap_plot needs results for at least one family")
+    families = list(results)
+    # right panel, when log p^(x) is known: every bound minus log p^(x), so that families whose
+    # models differ (each trained its own decoder) compare by the size of their gaps alone
+    relative = any(r.get("log_px") is not None for r in results.values())
+    fig = _new_figure(max(5.0, 1.5 * len(families) + 2.5) * (1.8 if relative else 1.0), 4.6)
+    axes = fig.subplots(1, 2 if relative else 1, squeeze=False)[0]
+    _gap_panel(axes[0], results, families, exact, shift=False)
+    axes[0].set_title(title or "every bound sits below log p(x): ELBO ≤ IWAE_k ≤ log p̂(x)", fontsize=10)
+    if relative:
+        _gap_panel(axes[1], results, families, None, shift=True)
+        axes[1].set_title("the same, relative to each family's log p̂(x)", fontsize=10)
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def _gap_panel(ax, results, families, exact, shift):
+    all_k = sorted({int(k) for r in results.values() for k in (r.get("iwae") or {})})
+    cmap = [f"C{i % 10}" for i in range(len(all_k))]
+    seen = set()
+
+    def label(text):  # one legend entry per kind of point
+        if text in seen:
+            return None
+        seen.add(text)
+        return text
+
+    for i, family in enumerate(families):
+        r = results[family]
+        elbo, log_px = r.get("elbo"), r.get("log_px")
+        iwae = {int(k): v for k, v in (r.get("iwae") or {}).items()}
+        if shift:
+            if log_px is None:
+                continue
+            base = log_px
+            elbo = None if elbo is None else elbo - base
+            iwae = {k: v - base for k, v in iwae.items()}
+            log_px = 0.0
+        values = [v for v in [elbo, log_px, *iwae.values()] if v is not None]
+        if not values:
+            continue
+        # the "ladder" from the ELBO up to log p̂(x)
+        ax.vlines(i, min(values), max(values), color="0.75", lw=6, zorder=1)
+        if elbo is not None:
+            ax.scatter([i], [elbo], marker="o", s=60, color="black", zorder=3, label=label("ELBO (= IWAE_1)"))
+        for j, k in enumerate(all_k):
+            if k in iwae:
+                ax.scatter([i], [iwae[k]], marker="^", s=45, color=cmap[j], zorder=3,
+                           label=label(f"IWAE_{k}"))
+        if log_px is not None:
+            ax.hlines(log_px, i - 0.3, i + 0.3, color="crimson", lw=2.5, zorder=4,
+                      label=label("log p̂(x) (best estimate)"))
+            if elbo is not None:
+                ax.annotate(f"gap {log_px - elbo:.2f}", (i + 0.32, (elbo + log_px) / 2), fontsize=8,
+                            va="center", color="0.25")
+    if exact is not None:
+        ax.axhline(exact, color="crimson", ls="--", lw=1, label="exact log p(x)")
+    ax.set_xticks(range(len(families)))
+    ax.set_xticklabels(families)
+    ax.set_xlim(-0.6, len(families) - 0.1)
+    ax.set_ylabel("nats per datapoint minus log p̂(x)" if shift else "nats per datapoint (higher is tighter)")
+    ax.grid(axis="y", alpha=0.3)
+
+
+# ----------------------------------------------------------------------------- run directories
+def load_run(run_dir: str, device="cpu"):
+    """The trained VAE of a run directory and its stored config (config.json's dict)."""
+    from ..training.checkpoint import load_checkpoint
+    from ..models.vae import VAE
+
+    path = os.path.join(run_dir, "checkpoint.pt")
+    payload = load_checkpoint(path, map_location=device)
+    if payload.get("vae_config") is None:
+        raise ConfigError(f"{run_dir}: the run used custom components and cannot be rebuilt by name")
+    try:
+        vae = VAE.from_config(payload["vae_config"])
+        vae.load_state_dict(payload["model_state"])
+    except (RuntimeError, TypeError, KeyError) as e:
+        raise ConfigError(f"{run_dir}: checkpoint does not fit its config: {str(e).splitlines()[0]}") from None
+    vae.to(device)
+    config = {"vae": payload["vae_config"], "trainer": payload.get("trainer_config", {}),
+              "data": payload.get("extra_config", {})}
+    return vae, config
+
+
+def _read_report(path: str) -> dict:
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        for family, r in gap_results(report).items():
+            if not all(isinstance(r[k], (int, float)) for k in ("elbo", "log_px")):
+                raise ValueError(f"{family}: elbo and log_px must be numbers")
+        if not all(_good_records(r.get("history") or []) for r in report["rows"]):
+            raise ValueError("a family's history is not a list of epoch records")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path} is damaged or not a comparison ({type(e).__name__}: {e})") from None
+    return report
+
+
+def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: str = "test",
+             data_dir=None, download: bool = True, num_points: int = 2000, seed: int = 0,
+             figures: Optional[Sequence[str]] = None) -> List[str]:
+    """Draw every figure that fits ``run_dir`` into ``out`` (default ``RUN_DIR/figures``).
+
+    A training run (checkpoint.pt) gets: training curves, reconstructions, prior samples, latent
+    scatter, interpolation, and the latent manifold when z_dim = 2. A comparison directory
+    (compare.json, from ``pyvae compare``) gets the gap plot and the training curves of every
+    family. Returns the written paths.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"{run_dir} is not a directory")
+    out = out or os.path.join(run_dir, "figures")
+    written = []
+    if os.path.isfile(os.path.join(run_dir, "compare.json")):
+        report = _read_report(os.path.join(run_dir, "compare.json"))
+        written.append(gap_plot(gap_results(report), os.path.join(out, f"gap.{fmt}"),
+                                title=report.get("title")))
+        histories = {r["guide"]: r.get("history") or [] for r in report["rows"]}
+        if any(histories.values()):
+            written.append(training_curves(histories, os.path.join(out, f"curves.{fmt}"),
+                                           title="training curves per family"))
+        return written
+    if not os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
+        raise ConfigError(f"{run_dir} is neither a pyvae run (checkpoint.pt) nor a comparison (compare.json)")
+    from ..data import load_split
+
+    vae, config = load_run(run_dir)
+    data = load_split(config["data"], split, data_dir, download)
+    data.check_for(vae.likelihood, vae.x_dim)
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(data), generator=g)[:num_points]
+    x = data.batch(index, g)
+    labels = None if data.labels is None else data.labels[index]
+    shape = data.image_shape
+    wanted = set(figures or ["curves", "reconstructions", "samples", "latent", "manifold", "interpolation"])
+    if "curves" in wanted and os.path.isfile(os.path.join(run_dir, "metrics.jsonl")):
+        written.append(training_curves(run_dir, os.path.join(out, f"curves.{fmt}")))
+    if "reconstructions" in wanted:
+        written.append(reconstructions(vae, x, os.path.join(out, f"reconstructions.{fmt}"), image_shape=shape))
+    if "samples" in wanted:
+        written.append(prior_samples(vae, os.path.join(out, f"samples.{fmt}"), image_shape=shape))
+    if "latent" in wanted:
+        written.append(latent_scatter(vae, x, labels, os.path.join(out, f"latent.{fmt}")))
+    if "manifold" in wanted and vae.z_dim == 2:
+        written.append(latent_manifold(vae, os.path.join(out, f"manifold.{fmt}"), image_shape=shape))
+    if "interpolation" in wanted and len(x) >= 2:
+        a, b = _pairs(labels, len(x), 5)
+        written.append(interpolation(vae, x[a], x[b], os.path.join(out, f"interpolation.{fmt}"),
+                                     image_shape=shape))
+    return written
+
+
+def _pairs(labels, n: int, count: int):
+    """Index pairs of datapoints to interpolate between: different labels when labels exist."""
+    a, b = [], []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if labels is None or int(labels[i]) != int(labels[j]):
+                a.append(i)
+                b.append(j)
+                break
+        if len(a) == count:
+            break
+    return a or [0], b or [1]
+
+
+def gap_results(report: dict) -> Dict[str, dict]:
+    """The ``gap_plot`` input from a compare.json report."""
+    out = {}
+    for row in report["rows"]:
+        out[row["guide"]] = {"elbo": row.get("elbo"), "log_px": row.get("log_px"),
+                             "iwae": {int(k): v for k, v in (row.get("iwae") or {}).items()}}
+    return out

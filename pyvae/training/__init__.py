@@ -1,0 +1,1 @@
+"""Fitting a VAE: the training loop, checkpoints, data-parallel processes."""
