@@ -271,7 +271,11 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir: Optional[s
     if binarize not in BINARIZE:
         raise ConfigError(f"unknown binarize {binarize!r}; choose one of: {', '.join(BINARIZE)}")
     if name == "linear-gaussian":
-        return load_linear_gaussian(split, valid_size=valid_size, binarize=binarize, **options)
+        data = load_linear_gaussian(split, valid_size=valid_size, binarize=binarize, **options)
+        if not options:  # the defaults: a run can load them again by name
+            data.source = dict(dataset=name, data_file=None, binarize=binarize,
+                               valid_size=valid_size, seed=seed)
+        return data
     if options:
         raise ConfigError(f"dataset {name!r} takes no options, got {', '.join(sorted(options))}")
     root = os.path.expanduser(data_dir) if data_dir else default_data_dir()

@@ -57,7 +57,7 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
             if not bool(torch.as_tensor(inside).all()):
                 raise ConfigError(
                     f"the observed site {name!r} has values outside the support of its "
-                    f"{type(getattr(site['fn'], 'base_dist', site['fn'])).__name__} distribution "
+                    f"{_public_name(getattr(site['fn'], 'base_dist', site['fn']))} distribution "
                     f"({site['fn'].support}); e.g. "
                     "binarize the data for a Bernoulli likelihood")
     dims = [0]
@@ -67,6 +67,10 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
                 _data_frame(name, site)  # every site must be per datapoint
                 dims += [-frame.dim for frame in site["cond_indep_stack"] if frame.vectorized]
     return max(dims)
+
+
+def _public_name(obj) -> str:
+    return next(c.__name__ for c in type(obj).__mro__ if not c.__name__.startswith("_"))
 
 
 def _data_frame(name, site):

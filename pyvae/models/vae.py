@@ -58,7 +58,7 @@ class VAE(nn.Module):
             raise ConfigError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
         self.x_dim, self.z_dim = int(x_dim), int(z_dim)
         if isinstance(hidden, (str, bytes)) or not all(
-                isinstance(h, int) or (hasattr(h, "__index__") and not isinstance(h, bool))
+                hasattr(h, "__index__") and not isinstance(h, bool)
                 for h in (hidden if hasattr(hidden, "__iter__") else [hidden])):
             raise ConfigError(f"hidden must be a sequence of integers such as (200, 200), got {hidden!r}")
         hidden = tuple(int(h) for h in (hidden if hasattr(hidden, "__iter__") else [hidden]))

@@ -256,10 +256,12 @@ class Trainer:
             return
         fingerprint = data_fingerprint(train, valid)
         stored = self.extra_config.get("fingerprint")
-        if self._resume_payload is not None and stored is not None and stored != fingerprint:
+        changed = stored is not None and any(  # (a run may resume without validation data)
+            stored.get(k) is not None and fingerprint[k] is not None and stored[k] != fingerprint[k]
+            for k in ("train", "valid"))
+        if self._resume_payload is not None and changed:
             raise ConfigError(f"{self.out}: the training data differ from the data the run was "
-                              f"trained on (fingerprint {fingerprint['train'][:12]}, the run's "
-                              f"{stored['train'][:12]}); resume with the run's data")
+                              f"trained on (their sha256 fingerprints differ); resume with the run's data")
         self.extra_config["fingerprint"] = fingerprint
 
     def _fit(self, train, valid):
