@@ -160,6 +160,7 @@ class RunDir:
                 raise ConfigError(f"cannot resume: {out} is not a directory")
             self._fds.append(_lock(out))
             remove_stale_temp_files(out)
+            _remove_stale_siblings(*os.path.split(os.path.abspath(out)))
             self.path = out
             return
         check_new(out, overwrite)
