@@ -161,6 +161,27 @@ def data_fingerprint(train: TensorData, valid: Optional[TensorData] = None) -> d
     return {"train": digest(train), "valid": digest(valid)}
 
 
+def recorded_data_config(data_cfg: dict, train: TensorData, valid: Optional[TensorData],
+                         resuming: bool, out: Optional[str]) -> dict:
+    """A run's data config: the data's source filled in when the config names none (data from
+    ``load_dataset``/``load_array``), and, for a run with a directory, their fingerprint. On resume
+    (``resuming``), data that differ from the stored fingerprint are refused."""
+    cfg = dict(data_cfg)
+    source = getattr(train, "source", None)
+    if source is not None and not ("dataset" in cfg or "data_file" in cfg):
+        cfg = {**source, **cfg}
+    if out is None:
+        return cfg
+    fingerprint, stored = data_fingerprint(train, valid), cfg.get("fingerprint")
+    if resuming and stored is not None and any(  # (a run may resume without validation data)
+            stored.get(k) is not None and fingerprint[k] is not None and stored[k] != fingerprint[k]
+            for k in ("train", "valid")):
+        raise ConfigError(f"{out}: the training data differ from the data the run was trained "
+                          "on (their sha256 fingerprints differ); resume with the run's data")
+    cfg["fingerprint"] = fingerprint
+    return cfg
+
+
 def as_data(data, name: str = "data") -> TensorData:
     """Accept a ``TensorData`` or a tensor/array (used as is, no binarization)."""
     if isinstance(data, TensorData):

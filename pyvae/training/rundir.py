@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ import threading
 from ..errors import ConfigError
 
 TMP_PREFIX = ".tmp-"
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.jsonl"
 _umask_lock = threading.Lock()
 
 
@@ -202,6 +203,22 @@ class RunDir:
         self.staging = None
         self.path = self.out
         shutil.rmtree(old, ignore_errors=True)
+
+    def write_metrics(self, history) -> None:
+        from .checkpoint import atomic_write_text
+
+        atomic_write_text(os.path.join(self.path, METRICS),
+                          "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+
+    def write(self, config: dict, history, checkpoint: dict) -> None:
+        """config.json, metrics.jsonl, then checkpoint.pt (so metrics never lag the checkpoint),
+        each atomically; the first checkpoint of a new run then commits it."""
+        from .checkpoint import save_checkpoint, write_json
+
+        write_json(os.path.join(self.path, CONFIG), config)
+        self.write_metrics(history)
+        save_checkpoint(os.path.join(self.path, CHECKPOINT), checkpoint)
+        self.commit()
 
     def close(self) -> None:
         if self.staging is not None:

@@ -23,10 +23,9 @@ import pyro.optim.clipped_adam
 from pyro.infer import SVI, Trace_ELBO
 
 from ..infer.beta import SiteScale, check_beta, kl_weight, scale_site
-from .checkpoint import (atomic_write_text, get_rng_state, load_checkpoint, save_checkpoint,
-                         set_rng_state, write_json)
+from .checkpoint import get_rng_state, load_checkpoint, set_rng_state
 from . import distributed as _distributed
-from ..data import TensorData, as_data, data_fingerprint
+from ..data import TensorData, as_data, recorded_data_config
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..limits import check_at_most, check_seed
 from ..infer.objectives import make_objective
@@ -237,7 +236,8 @@ class Trainer:
         if self.distributed:
             self._dist = _distributed.setup(self.device)
             self._dist.check_batches(len(train), cfg["batch_size"])
-        self._record_data(train, valid)
+        self.extra_config = recorded_data_config(self.extra_config, train, valid,
+                                                 self._resume_payload is not None, self.out)
         self._prepare_out_dir()
         try:
             return self._fit(train, valid)
@@ -245,24 +245,6 @@ class Trainer:
             if self._run is not None:
                 self._run.close()
                 self._run = None
-
-    def _record_data(self, train: TensorData, valid: Optional[TensorData]) -> None:
-        """Store where the data came from (when known) and a fingerprint of it; on resume, refuse
-        data that differ from the run's."""
-        source = getattr(train, "source", None)
-        if source is not None and not ("dataset" in self.extra_config or "data_file" in self.extra_config):
-            self.extra_config = {**source, **self.extra_config}
-        if self.out is None:
-            return
-        fingerprint = data_fingerprint(train, valid)
-        stored = self.extra_config.get("fingerprint")
-        changed = stored is not None and any(  # (a run may resume without validation data)
-            stored.get(k) is not None and fingerprint[k] is not None and stored[k] != fingerprint[k]
-            for k in ("train", "valid"))
-        if self._resume_payload is not None and changed:
-            raise ConfigError(f"{self.out}: the training data differ from the data the run was "
-                              f"trained on (their sha256 fingerprints differ); resume with the run's data")
-        self.extra_config["fingerprint"] = fingerprint
 
     def _fit(self, train, valid):
         cfg = self.config
@@ -474,8 +456,7 @@ class Trainer:
             return  # rank 0 alone writes the run directory
         self._run = RunDir(self.out, overwrite=self.overwrite, resume=resuming)
         if resuming:  # metrics.jsonl as the checkpoint has them (a kill may have cut between)
-            atomic_write_text(os.path.join(self.out, METRICS),
-                              "".join(_json_line(r) for r in self._resume_payload["history"]))
+            self._run.write_metrics(self._resume_payload["history"])
 
     def run_config(self) -> dict:
         return {"vae": self.vae.config, "trainer": self.config, "data": self.extra_config}
@@ -488,14 +469,10 @@ class Trainer:
         if bad or any(v is not None and not math.isfinite(v) for v in
                       (last.get("train_elbo"), last.get("valid_elbo"))):
             where = f"parameter {bad[0]}" if bad else "the ELBO"
-            raise TrainingDiverged(f"{where} became NaN or Inf at epoch {max(epoch, 1)}; no "
+            raise TrainingDiverged(f"{where} became NaN or Inf at epoch {epoch + (step > 0)}; no "
                                    "checkpoint written, the last good one is kept (try a lower "
                                    "--lr or --clip-norm)")
-        path = self._run.path
-        # config and metrics before the checkpoint: metrics.jsonl never lags it
-        write_json(os.path.join(path, CONFIG), self.run_config())
-        atomic_write_text(os.path.join(path, METRICS), "".join(_json_line(r) for r in self.history))
-        save_checkpoint(os.path.join(path, CHECKPOINT), {
+        self._run.write(self.run_config(), self.history, {
             "vae_config": self.vae.config,
             "trainer_config": self.config,
             "extra_config": self.extra_config,
@@ -507,7 +484,6 @@ class Trainer:
             "partial": partial,
             "rng": get_rng_state(),
         })
-        self._run.commit()
 
     def _signal_guard(self):
         return _SignalGuard(self)
