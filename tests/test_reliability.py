@@ -412,7 +412,8 @@ def test_kill9_loop_over_train_and_resume(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "pyvae", *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            proc.wait(timeout=rng.uniform(0.3, 5.0))
+            # mostly a kill at a random moment; now and then the run may finish
+            proc.wait(timeout=rng.uniform(0.3, 5.0) if rng.random() < 0.85 else 120)
         except subprocess.TimeoutExpired:
             proc.kill()
         _, err = proc.communicate()
