@@ -443,3 +443,24 @@ def test_kill9_loop_over_train_and_resume(tmp_path):
                  for n in dirs + files if n.startswith(".tmp-")]
     assert not leftovers
     assert finished >= 1 or trials < 20
+
+
+def test_every_test_named_in_reliability_md_exists():
+    import re
+
+    from bad_inputs import CASES
+
+    here = os.path.dirname(__file__)
+    doc = open(os.path.join(here, "..", "docs", "reliability.md")).read()
+    sources = "".join(open(os.path.join(here, n)).read() for n in os.listdir(here) if n.endswith(".py"))
+    tests = set(re.findall(r"`(?:tests/\w+\.py::)?(test_\w+)(?:\[\w+\])?`", doc))
+    assert len(tests) > 20
+    assert [t for t in tests if f"def {t}(" not in sources] == []
+    ids = {c[0] for c in CASES}
+    cases = set()
+    for cell in re.findall(r"corpus cases? ([^|;]*)", doc):
+        cases |= set(re.findall(r"`([a-z0-9*-]+)`", cell))
+    assert len(cases) > 20
+    unknown = [c for c in cases if not any(i == c or (c.endswith("*") and i.startswith(c[:-1]))
+                                           for i in ids)]
+    assert unknown == []
