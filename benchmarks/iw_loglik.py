@@ -36,13 +36,10 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def build(run, seed):
-    from pyvae import VAE
-    from pyvae.checkpoint import load_checkpoint
+    from pyvae import VAE, Run
 
     if run:
-        payload = load_checkpoint(os.path.join(run, "checkpoint.pt"))
-        vae = VAE.from_config(payload["vae_config"])
-        vae.load_state_dict(payload["model_state"])
+        vae = Run(run).load_vae()
     else:  # untrained Burda et al. 784-200-200-50 tanh: the cost is the same
         torch.manual_seed(seed)
         vae = VAE(784, 50, (200, 200), "tanh")

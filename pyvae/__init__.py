@@ -18,6 +18,8 @@ from .models.linear_gaussian import LinearGaussian
 from .models.vae import VAE
 from .reports.compare import compare
 from .training.trainer import Trainer
+from .run import Run
+from . import config
 
 __version__ = "0.1.0"
 
@@ -44,7 +46,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["VAE", "Trainer", "ConfigError", "TensorData", "load_dataset", "guides",
+__all__ = ["VAE", "Trainer", "Run", "config", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",
            "gaps", "active_units", "kl_per_dimension", "bits_per_dim", "refine",
            "RefinedGuide", "LinearGaussian", "compare", "plots", "distributed"]

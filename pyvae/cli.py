@@ -3,10 +3,18 @@
 Bad input prints one line on stderr and exits with status 2 (``--debug`` shows the traceback).
 """
 import argparse
+import typing
 import os
 import sys
 
+from typing import List
+
+from .config import (DataConfig, ModelConfig, TrainConfig, flag_fields, guide_option_fields,
+                     int_list)
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
+
+# the training options a comparison shares between its families
+COMPARE_TRAIN_OPTIONS = ("lr", "batch_size", "seed")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -14,16 +22,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _int_list(text: str):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _positive_int(text: str):
@@ -36,97 +34,102 @@ def _positive_int(text: str):
     return value
 
 
-def _positive_float(text: str):
+def _int_list(text: str):
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+        return list(int_list(text, "sizes"))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _seed(text: str):
-    from .limits import SEED_MAX
+def _flag_type(f):
+    """argparse's ``type=`` for a config field: parse the text, then run the field's check, so
+    that a bad number is refused with the same message as in Python before anything runs.
+    Names chosen from a registry are checked when the config is built (``--debug`` then shows
+    the traceback); their help lists the registry."""
+    check = f.metadata.get("check")
+    kind = f.type
+    if typing.get_origin(kind) is typing.Union:  # Optional[X] -> X
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if check is int_list:
+        parse = str
+    elif kind is bool:
+        return None
+    elif kind in (int, float):
+        parse = kind
+    else:
+        return str
+    if check is None or hasattr(check, "choices"):
+        return parse
+
+    def convert(text):
+        value = parse(text)  # a ValueError here reads "invalid int value: 'x'"
+        try:
+            value = check(value, f.metadata.get("name") or f.name)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return list(value) if isinstance(value, tuple) else value
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _seed(text: str) -> int:
+    from .limits import check_seed
 
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be in [0, {SEED_MAX}], got {value}")
-    return value
+        return check_seed(int(text))
+    except (ValueError, ConfigError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _nonnegative_float(text: str):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+def _help(f) -> str:
+    text = f.metadata.get("help", "")
+    check = f.metadata.get("check")
+    if hasattr(check, "choices"):
+        text += "; one of: " + ", ".join(check.choices())
+    if f.default is not None and f.default is not False:
+        default = f.default
+        text += " (default " + (",".join(map(str, default)) if isinstance(default, tuple)
+                                else str(default)) + ")"
+    return text.replace("%", "%%")
 
 
-# train flags: (flags, argparse kwargs, default). Defaults are applied after parsing, so that on
-# --resume we can tell which flags the user gave explicitly.
-TRAIN_MODEL_FLAGS = {
-    "z_dim": (("--z-dim",), dict(type=_positive_int, help="latent size (default 50)"), 50),
-    "hidden": (("--hidden",), dict(type=_int_list, help="hidden sizes, e.g. 200,200 (default)"), [200, 200]),
-    "activation": (("--activation",), dict(help="tanh (default), relu, elu, softplus, ..."), "tanh"),
-    "likelihood": (("--likelihood",), dict(help="p(x|z): bernoulli (default), continuous_bernoulli, "
-                                                "gaussian, gaussian_image, discretized_logistic"), "bernoulli"),
-    "guide": (("--guide",), dict(help="q(z|x): diagonal (default), full-rank, low-rank, iaf, planar, "
-                                      "radial, householder, spline, sylvester"), "diagonal"),
-    "prior": (("--prior",), dict(help="p(z): normal (default), mixture, vamp"), "normal"),
-    "prior_components": (("--prior-components",), dict(type=_positive_int, metavar="K", help=(
-        "components of the mixture (default 10) or vamp (default 500) prior")), None),
-    "arch": (("--arch",), dict(choices=("mlp", "conv"), help="encoder/decoder nets: mlp (default) or "
-                                 "conv (28x28 or 32x32 images)"), "mlp"),
-}
-# options of particular guide families (``pyvae.guides``), passed to VAE(...) only when given
-TRAIN_GUIDE_FLAGS = {
-    "flow_length": (("--flow-length",), dict(type=_positive_int, metavar="K", help=(
-        "flow guides: number of transforms (default 2)")), None),
-    "flow_hidden": (("--flow-hidden",), dict(type=_int_list, help=(
-        "flow guides: hidden sizes of each transform's network (default 10*z_dim)")), None),
-    "rank": (("--rank",), dict(type=_positive_int, help="low-rank guide: rank of the covariance "
-                                                      "factor (default 2)"), None),
-    "sylvester_kind": (("--sylvester-kind",), dict(choices=("orthogonal", "householder", "triangular"),
-                                                   help="sylvester guide: how Q is built (default "
-                                                        "orthogonal)"), None),
-}
-TRAIN_TRAINER_FLAGS = {
-    "lr": (("--lr",), dict(type=_positive_float, help="learning rate (default 1e-3)"), 1e-3),
-    "batch_size": (("--batch-size",), dict(type=_positive_int, help="default 100"), 100),
-    "loss": (("--loss",), dict(help="trace_elbo (default), tracemeanfield_elbo, or iwae (the k-sample bound, k = --particles)"), "trace_elbo"),
-    "particles": (("--particles",), dict(type=_positive_int, help="z samples per datapoint (default 1)"), 1),
-    "optimizer": (("--optimizer",), dict(help="adam (default) or clipped_adam"), "adam"),
-    "schedule": (("--schedule",), dict(help="learning-rate schedule: constant (default), burda (Burda et al.'s "
-                                           "3,280 epochs) or cosine (anneal to lr/100 over --epochs)"), "constant"),
-    "clip_norm": (("--clip-norm",), dict(type=_positive_float, help="clip gradient norms"), None),
-    "seed": (("--seed",), dict(type=_seed, help="default 0"), 0),
-    "jit": (("--jit",), dict(action="store_true", help="compile the objective with Pyro's JIT (faster steps)"), False),
-    "beta": (("--beta",), dict(type=_nonnegative_float, help=(
-        "weight of the KL term in the training loss (default 1: the ELBO; validation always "
-        "reports the ELBO)")), 1.0),
-    "kl_warmup": (("--kl-warmup",), dict(type=_nonnegative_float, metavar="EPOCHS", help=(
-        "raise the KL weight linearly from 0 to --beta over EPOCHS (default 0: none)")), 0.0),
-}
-TRAIN_DATA_FLAGS = {
-    "dataset": (("--dataset",), dict(help="mnist (default), fashion-mnist, kmnist, emnist[-SPLIT], "
-                                          "cifar10, linear-gaussian"), "mnist"),
-    "data_file": (("--data-file",), dict(help="train on a .pt/.npy/.npz array instead of --dataset"), None),
-    "binarize": (("--binarize",), dict(help="dynamic, fixed or none (default: dynamic for the "
-                                            "bernoulli likelihood, else none)"), None),
-    "valid_size": (("--valid-size",), dict(type=int, help="held out from train (default 10000; "
-                                                          "a tenth of a --data-file)"), None),
-}
+def add_config_flags(parser, config_fields) -> List[str]:
+    """One flag per config field, its type, check and help from the field. The default stays
+    None, so that a command can tell the flags given from those left out (``--resume`` needs
+    that); the field's own default applies when the dataclass is built."""
+    dests = []
+    for f in config_fields:
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        kwargs = dict(dest=f.name, default=None, help=_help(f))
+        if f.metadata.get("metavar"):
+            kwargs["metavar"] = f.metadata["metavar"]
+        kind = _flag_type(f)
+        if f.metadata.get("choices"):
+            kwargs["choices"] = list(f.metadata["check"].choices())
+        if kind is None:
+            kwargs.update(action="store_true")
+        else:
+            kwargs["type"] = kind
+        parser.add_argument(flag, **kwargs)
+        dests.append(f.name)
+    return dests
 
 
-def _add_flags(parser, table):
-    for dest, (flags, kwargs, _default) in table.items():
-        parser.add_argument(*flags, dest=dest, default=None, **kwargs)
+MODEL_FLAGS = flag_fields(ModelConfig)
+GUIDE_FLAGS = list(guide_option_fields().values())
+TRAIN_FLAGS = [f for f in flag_fields(TrainConfig) if f.name != "epochs"]
+DATA_FLAGS = flag_fields(DataConfig)
+
+
+def _given(args, config_fields) -> dict:
+    """The flags of ``config_fields`` given on the command line."""
+    out = {}
+    for f in config_fields:
+        value = getattr(args, f.name, None)
+        if value is not None and value is not False:
+            out[f.name] = value
+    return out
 
 
 def _add_runtime_flags(parser, *names: str) -> None:
@@ -156,17 +159,17 @@ def _build_parser():
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    train.add_argument("--epochs", type=int, default=None, help="total epochs (default 10)")
+    train.add_argument("--epochs", type=int, default=None, help=f"total epochs (default {TrainConfig.epochs})")
+    train.add_argument("--tensorboard", action="store_true", help=(
+        "write TensorBoard event files (train_elbo, valid_elbo, lr per epoch) to RUN_DIR/tensorboard"))
     train.add_argument("--distributed", action="store_true", help=(
         "data-parallel training over the processes torchrun starts: `torchrun --nproc_per_node N "
         "-m pyvae train ... --distributed` (DDP; --batch-size is the global batch)"))
     train.add_argument("--backend", choices=("gloo", "nccl"), default=None, help=(
         "with --distributed: gloo (default on the CPU) or nccl (default with --device cuda)"))
     _add_runtime_flags(train, "device", "data-dir", "no-download", "threads", "no-progress", "debug")
-    _add_flags(train, TRAIN_MODEL_FLAGS)
-    _add_flags(train, TRAIN_GUIDE_FLAGS)
-    _add_flags(train, TRAIN_TRAINER_FLAGS)
-    _add_flags(train, TRAIN_DATA_FLAGS)
+    for config_fields in (MODEL_FLAGS, GUIDE_FLAGS, TRAIN_FLAGS, DATA_FLAGS):
+        add_config_flags(train, config_fields)
     train.set_defaults(func=cmd_train)
 
     plot = sub.add_parser("plot", help="draw the figures of a run or a comparison", description=(
@@ -192,18 +195,18 @@ def _build_parser():
                      help="comma-separated families (default diagonal,full-rank,iaf,planar,sylvester)")
     cmp.add_argument("--out", required=True, help="directory for the comparison")
     cmp.add_argument("--overwrite", action="store_true", help="replace an existing comparison in --out")
-    cmp.add_argument("--epochs", type=int, default=10, help="training epochs per family (default 10; 0 only with --shared-decoder)")
+    cmp.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=f"training epochs per family (default {TrainConfig.epochs}; 0 only with --shared-decoder)")
     cmp.add_argument("--num-samples", type=_positive_int, default=1000, help="importance samples K for log p(x) (default 1000)")
-    cmp.add_argument("--iwae-k", type=_int_list, default=[5, 50], help="k of the IWAE_k bounds, each < K (default 5,50)")
+    cmp.add_argument("--iwae-k", type=_int_list, default=None, help="k of the IWAE_k bounds, each < K (default 5,50: those below K)")
     cmp.add_argument("--test-size", type=_positive_int, default=None, help="evaluate on the first N test datapoints (default all)")
     cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
     cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of diagonal/full-rank into approximation and amortization gaps with this many refinement steps (default 0: off)")
     cmp.add_argument("--refine-size", type=_positive_int, default=100, help="test datapoints refined (default 100)")
     _add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
-    _add_flags(cmp, {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"})
-    _add_flags(cmp, TRAIN_GUIDE_FLAGS)  # each family gets the options it takes
-    _add_flags(cmp, {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")})
-    _add_flags(cmp, TRAIN_DATA_FLAGS)
+    add_config_flags(cmp, [f for f in MODEL_FLAGS if f.name != "guide"])
+    add_config_flags(cmp, GUIDE_FLAGS)  # each family gets the options it takes
+    add_config_flags(cmp, [f for f in TRAIN_FLAGS if f.name in COMPARE_TRAIN_OPTIONS])
+    add_config_flags(cmp, DATA_FLAGS)
     cmp.set_defaults(func=cmd_compare)
 
     ev = sub.add_parser("evaluate", help="importance-weighted log-likelihood of a trained run", description=(
@@ -221,23 +224,6 @@ def _build_parser():
     _add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
     return parser
-
-
-def _filled(args, table):
-    return {dest: (getattr(args, dest) if getattr(args, dest) is not None else default)
-            for dest, (_f, _k, default) in table.items()}
-
-
-def _given(args, table):
-    return {dest: getattr(args, dest) for dest in table if getattr(args, dest) is not None}
-
-
-def _completed(data_cfg: dict, likelihood: str) -> dict:
-    """The data config with its defaults filled as the likelihood needs (binary pixels or not)."""
-    from .data import complete_data_config
-    from .models.likelihoods import LIKELIHOODS
-
-    return complete_data_config(data_cfg, getattr(LIKELIHOODS.get(likelihood), "binary_data", True))
 
 
 def cmd_train(args) -> int:
@@ -266,97 +252,61 @@ def cmd_train(args) -> int:
         ddp.close()
 
 
+def _binary_data(likelihood) -> bool:
+    """Whether the likelihood wants binary pixels (the data's default binarization follows)."""
+    from .models.likelihoods import LIKELIHOODS
+
+    return getattr(LIKELIHOODS.get(likelihood), "binary_data", True)
+
+
 def _train(args, ddp=None) -> int:
     from .data import load_split, load_train_valid
-    from .training.trainer import Trainer
     from .models.vae import VAE
+    from .cli_support import absolute_data_paths, check_resume_flags, epoch_line
+    from .training.callbacks import as_callback
+    from .training.rundir import check_new
+    from .training.trainer import Trainer
 
+    given = {**_given(args, MODEL_FLAGS), **_given(args, GUIDE_FLAGS), **_given(args, TRAIN_FLAGS),
+             **_given(args, DATA_FLAGS)}
     if args.resume:
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise ConfigError("give either --out or --resume, not both")
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
                                  progress=not args.no_progress, num_threads=args.threads,
-                                 distributed=args.distributed)
-        check_resume_flags(args.resume, trainer, {
-            **_given(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS),
-            **_given(args, TRAIN_TRAINER_FLAGS), **_given(args, TRAIN_DATA_FLAGS)})
+                                 distributed=args.distributed, tensorboard=args.tensorboard)
+        check_resume_flags(args.resume, trainer, given)
         data_cfg = trainer.extra_config
     else:
         if not args.out:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
         if args.epochs is not None and args.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1 for a new run, got {args.epochs}")
-        from .training.rundir import check_new
-
         check_new(args.out, args.overwrite)  # before the data are loaded
-        model_cfg = {**_filled(args, TRAIN_MODEL_FLAGS), **_given(args, TRAIN_GUIDE_FLAGS)}
-        trainer_cfg = _filled(args, TRAIN_TRAINER_FLAGS)
-        data_cfg = _data_config(args, TRAIN_DATA_FLAGS)
-        data_cfg["seed"] = trainer_cfg["seed"]
-        data_cfg = _completed(data_cfg, model_cfg["likelihood"])
+        model = ModelConfig.from_dict({**_given(args, MODEL_FLAGS), **_given(args, GUIDE_FLAGS)})
+        training = TrainConfig(**_given(args, TRAIN_FLAGS), num_threads=args.threads,
+                               **({} if args.epochs is None else {"epochs": args.epochs}))
+        data = DataConfig(**_given(args, DATA_FLAGS), seed=training.seed)
+        data_cfg = absolute_data_paths(data.completed(_binary_data(model.likelihood)).to_dict(),
+                                       args.data_dir)
         import pyro
 
-        pyro.set_rng_seed(trainer_cfg["seed"])  # the initial weights, too, follow --seed
+        pyro.set_rng_seed(training.seed)  # the initial weights, too, follow --seed
         train_preview = load_split(data_cfg, "train", args.data_dir, not args.no_download)
-        image_shape = train_preview.image_shape if model_cfg["arch"] == "conv" else None
-        vae = VAE(x_dim=train_preview.x_dim, image_shape=image_shape, **model_cfg)
-        trainer = Trainer(vae, epochs=10 if args.epochs is None else args.epochs, device=args.device,
-                          out=args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                          num_threads=args.threads, extra_config=data_cfg,
-                          distributed=args.distributed, **trainer_cfg)
+        vae = VAE(config=model.replace(
+            x_dim=train_preview.x_dim,
+            image_shape=train_preview.image_shape if model.arch == "conv" else None))
+        trainer = Trainer(vae, config=training, device=args.device, out=args.out,
+                          overwrite=args.overwrite, progress=not args.no_progress,
+                          extra_config=data_cfg, distributed=args.distributed,
+                          tensorboard=args.tensorboard)
     train, valid = load_train_valid(data_cfg, args.data_dir, not args.no_download)
     if ddp is None or ddp.is_main:  # with --distributed, rank 0 reports
-        trainer.callbacks.append(_epoch_line)
+        trainer.callbacks.append(as_callback(epoch_line))
     history = trainer.fit(train, valid)
     if history and (ddp is None or ddp.is_main):
         print(f"run in {trainer.out} ({history[-1]['epoch']} epochs)")
     return 0
-
-
-def _epoch_line(trainer, record) -> None:
-    """One line per finished epoch: the objective, the validation ELBO, the time."""
-    valid_text = "" if record["valid_elbo"] is None else f", valid ELBO {record['valid_elbo']:.2f}"
-    bits_text = ""
-    if record["valid_elbo"] is not None and getattr(trainer.vae.likelihood, "discrete", False):
-        from .models.likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
-
-        bits_text = f" ({bits_per_dim(-record['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
-    seconds = record.get("seconds", 0) + (record.get("valid_seconds") or 0)
-    print(f"epoch {record['epoch']}: train "
-          f"{record.get('train_objective', 'ELBO')} {record['train_elbo']:.2f}{valid_text} nats"
-          f"{bits_text}; {seconds:.1f} s", flush=True)
-
-
-def _data_config(args, table) -> dict:
-    """The data flags with defaults; a --data-file and --data-dir stored as absolute paths."""
-    cfg = _filled(args, table)
-    if cfg.get("data_file"):
-        cfg["data_file"] = os.path.abspath(cfg["data_file"])
-    if getattr(args, "data_dir", None):
-        cfg["data_dir"] = os.path.abspath(os.path.expanduser(args.data_dir))
-    return cfg
-
-
-def check_resume_flags(run_dir: str, trainer, given: dict) -> None:
-    """Flags given with --resume must match the run's; one it does not record is an error, and
-    so are --epochs at or below the epochs done."""
-    stored = {"arch": "mlp", **(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
-    for dest, value in given.items():
-        flag = "--" + dest.replace("_", "-")
-        if dest == "data_file":
-            value = os.path.abspath(value)
-            stored_value = stored.get(dest) and os.path.abspath(stored[dest])
-        else:
-            stored_value = stored.get(dest)
-        if dest not in stored:
-            raise ConfigError(f"{flag} is not recorded in {run_dir} (the run does not take it or "
-                              "predates it), so it cannot be checked; drop it to resume")
-        if stored_value != value:
-            raise ConfigError(f"config mismatch on resume: {flag} {value} but the run has {stored[dest]}")
-    done, epochs = len(trainer.history), trainer.config["epochs"]
-    if done >= epochs:
-        raise ConfigError(f"{run_dir} has already trained {done} of {epochs} epochs; pass "
-                          f"--epochs N with N > {done} to train further")
 
 
 def cmd_plot(args) -> int:
@@ -375,11 +325,11 @@ def cmd_evaluate(args) -> int:
 
     import torch
 
+    from .run import Run
     from .training.evalrun import evaluate_run, write_result
     from .training.rundir import RunDir
 
-    if not os.path.isdir(args.run_dir) or not os.path.isfile(os.path.join(args.run_dir, "checkpoint.pt")):
-        raise ConfigError(f"{args.run_dir} is not a pyvae run directory (no checkpoint.pt)")
+    Run(args.run_dir)  # a run directory, or one line saying why not
     if args.threads:
         torch.set_num_threads(args.threads)
     with RunDir(args.run_dir, resume=True):  # one writer: not while it trains
@@ -387,17 +337,17 @@ def cmd_evaluate(args) -> int:
                               args.batch_size, args.chunk_size, args.max_datapoints, args.device,
                               args.data_dir, not args.no_download, not args.no_progress,
                               log=lambda line: print(line, file=sys.stderr))
-        if args.json:
+        if args.json:  # printed first: a disk too full for eval.json does not lose the numbers
             print(json.dumps(result, indent=2, sort_keys=True), flush=True)
             write_result(args.run_dir, result)
             return 0
-        _print_eval_table(result, args)
+        _print_table(args, result)
         print(f"written to {write_result(args.run_dir, result)}")
     return 0
 
 
-def _print_eval_table(result, args):
-    n, seconds, z_dim = result["num_datapoints"], result["seconds"], result["z_dim"]
+def _print_table(args, result) -> None:
+    n, seconds = result["num_datapoints"], result["seconds"]
     rows = [
         ("split", f"{args.split} ({n} datapoints)"),
         (f"log p(x), K={args.num_samples}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f} nats"),
@@ -405,7 +355,7 @@ def _print_eval_table(result, args):
         (f"ELBO, mean of {args.num_samples} log w", f"{result['elbo']:.3f} ± {result['elbo_stderr']:.3f} nats"),
         ("gap log p(x) - ELBO", f"{result['gap']:.3f} nats"),
         ("ESS (mean / min)", f"{result['ess_mean']:.1f} / {result['ess_min']:.1f} of {args.num_samples}"),
-        ("active units", f"{result['active_units']} of {z_dim}"),
+        ("active units", f"{result['active_units']} of {result['z_dim']}"),
         ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
         ("time", f"{seconds:.1f} s"),
     ]
@@ -421,24 +371,27 @@ def cmd_compare(args) -> int:
     from .data import load_split, load_train_valid
 
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
-    model_flags = {k: v for k, v in TRAIN_MODEL_FLAGS.items() if k != "guide"}
-    trainer_flags = {k: TRAIN_TRAINER_FLAGS[k] for k in ("lr", "batch_size", "seed")}
-    model_cfg = _filled(args, model_flags)
-    trainer_cfg = _filled(args, trainer_flags)
-    data_cfg = _data_config(args, TRAIN_DATA_FLAGS)
+    model_flags = [f for f in MODEL_FLAGS if f.name != "guide"]
+    training = TrainConfig(**_given(args, [f for f in TRAIN_FLAGS if f.name in COMPARE_TRAIN_OPTIONS]))
+    model = ModelConfig(**_given(args, model_flags))
+    data_cfg = DataConfig(**_given(args, DATA_FLAGS)).to_dict()
     if args.shared_decoder:
-        from .reports.plots import load_run
+        from .run import Run
 
         given = _given(args, model_flags)
         if given:
             raise ConfigError(f"--shared-decoder takes the model from its run; drop "
                               f"{', '.join('--' + k.replace('_', '-') for k in given)}")
-        _, run_cfg = load_run(args.shared_decoder)
+        run_cfg = Run(args.shared_decoder).config
         # the run's data unless data flags are given
-        data_cfg = {**(run_cfg["data"] or data_cfg), **_given(args, TRAIN_DATA_FLAGS)}
-    data_cfg["seed"] = trainer_cfg["seed"]
+        data_cfg = {**run_cfg.data.to_dict(), **_given(args, DATA_FLAGS)}
+        model = run_cfg.model
+    data_cfg["seed"] = training.seed
     download = not args.no_download
-    data_cfg = _completed(data_cfg, model_cfg["likelihood"])
+    from .cli_support import absolute_data_paths
+
+    data_cfg = absolute_data_paths(
+        DataConfig(**data_cfg).completed(_binary_data(model.likelihood)).to_dict(), args.data_dir)
     train, valid = load_train_valid(data_cfg, args.data_dir, download)
     test = load_split(data_cfg, "test", args.data_dir, download)
     given = " ".join(
@@ -450,11 +403,11 @@ def cmd_compare(args) -> int:
     command = f"pyvae compare --guides {','.join(guides)} {given}"
     compare(guides, train, test, valid, epochs=args.epochs, num_samples=args.num_samples,
             iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
-            shared_decoder=args.shared_decoder, common_guide_options=_given(args, TRAIN_GUIDE_FLAGS),
+            shared_decoder=args.shared_decoder, common_guide_options=_given(args, GUIDE_FLAGS),
             refine_steps=args.refine_steps, refine_size=args.refine_size,
             num_threads=args.threads, device=args.device, progress=not args.no_progress,
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,
-            **model_cfg, **trainer_cfg)
+            model=model, training=training)
     print(f"wrote {os.path.join(args.out, 'compare.md')}, compare.csv, compare.json, gap.png")
     return 0
 
@@ -474,6 +427,11 @@ def main(argv=None) -> int:
     except TrainingInterrupted as e:
         print(f"pyvae {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
+    except TrainingDiverged as e:
+        if debug:
+            raise
+        print(f"pyvae {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C before training (or evaluation) took over the signal
         if debug:
             raise
@@ -485,8 +443,3 @@ def main(argv=None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"pyvae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
-    except TrainingDiverged as e:
-        if debug:
-            raise
-        print(f"pyvae {args.command}: error: {e}", file=sys.stderr)
-        return 1

@@ -107,9 +107,9 @@ CASES = [
     ("0-d-labels", _tensor({"x": torch.zeros(50, 12), "labels": torch.tensor(3)}), ["train", "--data-file", "{file}", "--out", "{tmp}/r", "--valid-size", "10"], "labels must be a 1-D"),
     ("text-labels", _npz_text_labels, ["train", "--data-file", "{file}", "--out", "{tmp}/r", "--valid-size", "10"], "cannot read data file"),
     # numbers out of range, checked before anything is allocated
-    ("seed-negative", None, ["train", "--data-file", "{good}", "--seed", "-1", "--out", "{tmp}/r"], "must be in [0, 4294967295]"),
-    ("seed-too-large", None, ["train", "--data-file", "{good}", "--seed", "4294967296", "--out", "{tmp}/r"], "must be in [0, 4294967295]"),
-    ("evaluate-seed-negative", None, ["evaluate", "{run}", "--seed", "-1"], "must be in [0, 4294967295]"),
+    ("seed-negative", None, ["train", "--data-file", "{good}", "--seed", "-1", "--out", "{tmp}/r"], "in [0, 4294967295]"),
+    ("seed-too-large", None, ["train", "--data-file", "{good}", "--seed", "4294967296", "--out", "{tmp}/r"], "in [0, 4294967295]"),
+    ("evaluate-seed-negative", None, ["evaluate", "{run}", "--seed", "-1"], "in [0, 4294967295]"),
     ("hidden-huge", None, ["train", "--data-file", "{good}", "--hidden", "100000000000", "--out", "{tmp}/r"], "hidden 100000000000 is larger than the limit"),
     ("hidden-too-many-weights", None, ["train", "--data-file", "{good}", "--hidden", "1000000,1000000", "--out", "{tmp}/r"], "more than the limit"),
     ("particles-huge", None, ["train", "--data-file", "{good}", "--particles", "1000000000000", "--out", "{tmp}/r"], "particles 1000000000000 is larger than the limit"),

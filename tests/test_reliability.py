@@ -158,7 +158,8 @@ def test_nan_parameters_after_the_last_step_are_never_checkpointed(data, tmp_pat
     out = str(tmp_path / "run")
 
     def blow_up(trainer, record):  # from epoch 2 on, one step of lr 1e10 sends weights to NaN
-        trainer.config["lr"] = 1e10
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = 1e10
 
     trainer = pyvae.Trainer(pyvae.VAE(x_dim=12, z_dim=2, hidden=[8]), epochs=3, batch_size=300,
                             out=out, progress=False, callbacks=[blow_up])

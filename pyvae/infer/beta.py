@@ -13,7 +13,6 @@ from typing import Callable
 
 from pyro.poutine.messenger import Messenger
 
-from ..errors import ConfigError
 
 
 class SiteScale(Messenger):
@@ -43,13 +42,6 @@ def scale_site(fn: Callable, scaler: SiteScale) -> Callable:
 
     scaled.__name__ = getattr(fn, "__name__", "scaled")
     return scaled
-
-
-def check_beta(beta: float, kl_warmup: float) -> None:
-    if not (isinstance(beta, (int, float)) and beta >= 0 and beta != float("inf")):
-        raise ConfigError(f"beta must be a finite number >= 0, got {beta}")
-    if not (isinstance(kl_warmup, (int, float)) and kl_warmup >= 0):
-        raise ConfigError(f"kl_warmup must be a number of epochs >= 0, got {kl_warmup}")
 
 
 def kl_weight(beta: float, kl_warmup: float, epoch: int, step: int, steps: int) -> float:

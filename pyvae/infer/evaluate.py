@@ -26,134 +26,15 @@ from typing import Callable, Dict, Optional
 import torch
 from tqdm.auto import tqdm
 
-import pyro
-import pyro.poutine as poutine
-from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import prune_subsample_sites
-
 from ..errors import ConfigError
+from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
+from .weights import DATA_PLATE, PARTICLE_PLATE, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given
 ROWS_PER_CHUNK = 20_000
-DATA_PLATE = "data"
-PARTICLE_PLATE = "_iw_particles"
 
 __all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "elbo", "iwae_bound", "gaps",
            "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting"]
-
-
-# ------------------------------------------------------------------------------ log-weights
-def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
-    """How many plate dimensions the model and guide use (traced once, without gradients).
-
-    Also checks that every sample site lies inside the ``"data"`` plate (ConfigError if not).
-    """
-    with torch.no_grad(), poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    for name, site in model_trace.nodes.items():  # e.g. grey pixels under a Bernoulli
-        if site["type"] == "sample" and site["is_observed"]:
-            inside = site["fn"].support.check(site["value"])
-            if not bool(torch.as_tensor(inside).all()):
-                raise ConfigError(
-                    f"the observed site {name!r} has values outside the support of its "
-                    f"{_public_name(getattr(site['fn'], 'base_dist', site['fn']))} distribution "
-                    f"({site['fn'].support}); e.g. "
-                    "binarize the data for a Bernoulli likelihood")
-    dims = [0]
-    for trace in (prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)):
-        for name, site in trace.nodes.items():
-            if site["type"] == "sample":
-                _data_frame(name, site)  # every site must be per datapoint
-                dims += [-frame.dim for frame in site["cond_indep_stack"] if frame.vectorized]
-    return max(dims)
-
-
-def _public_name(obj) -> str:
-    return next(c.__name__ for c in type(obj).__mro__ if not c.__name__.startswith("_"))
-
-
-def _data_frame(name, site):
-    for frame in site["cond_indep_stack"]:
-        if frame.name == DATA_PLATE:
-            if not frame.vectorized:
-                raise ConfigError(f"site {name!r}: the {DATA_PLATE!r} plate must be vectorized "
-                                  "(pyro.plate used as a context manager, not an iterator)")
-            return frame
-    raise ConfigError(
-        f"site {name!r} is outside the {DATA_PLATE!r} plate; per-datapoint importance weights "
-        f"need every sample site of the model and guide inside pyro.plate({DATA_PLATE!r}, ...)")
-
-
-def _per_datapoint(log_prob: torch.Tensor, particle_dim: int, data_dim: int,
-                   particles: int) -> torch.Tensor:
-    """Sum a site's log-density over every batch dimension except the particle and data plates.
-
-    ``log_prob`` has the site's batch shape (right-aligned plate dims, event dims already summed);
-    returns shape (particles, datapoints).
-    """
-    rank = -particle_dim
-    lp = log_prob.reshape((1,) * (rank - log_prob.dim()) + tuple(log_prob.shape))
-    keep = {0, rank + data_dim}
-    other = [d for d in range(rank) if d not in keep]
-    if other:
-        lp = lp.sum(other, keepdim=True)
-    lp = lp.reshape(lp.shape[0], lp.shape[rank + data_dim])
-    return lp.expand(particles, lp.shape[1])
-
-
-def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: int,
-                nesting: Optional[int] = None, scaled: bool = False):
-    """log w = log p(x, z) - log q(z|x) for ``particles`` draws z ~ q(z|x), per datapoint.
-
-    Model and guide run once, inside ``pyro.plate(particles)`` placed left of all their plates
-    (as Pyro's ``vectorize_particles`` does), so one guide call draws all particles and the
-    log q of each draw is the density of the guide's own sample (no inverse needed for flows).
-
-    Each site's *unscaled* log-density is summed over its non-data plate dimensions, so the
-    result is the log-weight of each datapoint, not scaled by a subsampled plate's N / batch
-    (Pyro's RenyiELBO applies that scale before its logsumexp, which biases the bound).
-
-    Args:
-        nesting: the model's ``max_plate_nesting`` (found by tracing when None).
-        scaled: multiply each site's log-density by its scale divided by the data plate's
-            subsampling scale (keeps ``poutine.scale`` factors such as KL annealing inside the
-            weights; the data scale itself is returned, to be applied after the logsumexp).
-
-    Returns:
-        ``(log_w, data_scale)``: ``log_w`` of shape (particles, batch) in float64, and the
-        data plate's ``size / subsample_size`` (1.0 without subsampling).
-    """
-    if nesting is None:
-        nesting = max_plate_nesting(model, guide, x)
-    particle_dim = -(nesting + 1)
-    with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    guide_trace = prune_subsample_sites(guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
-    log_w, data_scale = 0.0, None
-    for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if trace is guide_trace and site["is_observed"]:
-                continue
-            frame = _data_frame(name, site)
-            scale = frame.full_size / frame.size if frame.full_size else 1.0
-            if data_scale is None:
-                data_scale = scale
-            factor = 1.0
-            if scaled:
-                factor = site["scale"] / scale
-            lp = scale_and_mask(site["unscaled_log_prob"], factor, site["mask"])
-            lp = _per_datapoint(lp.to(torch.float64), particle_dim, frame.dim, particles)
-            log_w = log_w + sign * lp
-    if data_scale is None:
-        raise ConfigError("the model and guide have no sample sites")
-    return log_w, data_scale
 
 
 # ------------------------------------------------------------------------------ results
@@ -322,19 +203,6 @@ def _check_counts(num_samples, chunk_size, batch_size):
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
-def _check_x(x) -> torch.Tensor:
-    """x as (N, ...) real data: ints and bools become floats; complex, 1-D and empty x are refused."""
-    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
-        raise ConfigError(f"x must be a tensor of shape (N, x_dim) with datapoints along its first "
-                          f"dimension (one datapoint: x[None]), got "
-                          f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}")
-    if x.is_complex():
-        raise ConfigError("x is complex; pass x.real or x.abs()")
-    if not x.is_floating_point():
-        x = x.to(torch.get_default_dtype())
-    return x
-
-
 def _chunks(total: int, chunk: int):
     done = 0
     while done < total:
@@ -347,8 +215,8 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
             batch_hook=None):
     """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it.
 
-    ``batch_hook(start, None)`` is called before each batch (a true result skips the batch) and
-    ``batch_hook(start, result)`` after it: how a long evaluation saves its progress and resumes.
+    ``batch_hook(start, None)`` is called before each batch (a true result skips it) and
+    ``batch_hook(start, result)`` after it: how a long evaluation saves progress and resumes.
     """
     x = _check_x(x)
     _check_counts(num_samples, chunk_size, batch_size)
@@ -363,7 +231,7 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
         with bar:
             for start in range(0, x.shape[0], batch_size):
                 xb = x[start:start + batch_size]
-                if batch_hook is not None and batch_hook(start, None):
+                if batch_hook is not None and batch_hook(start, None):  # skip: done before
                     bar.update(xb.shape[0])
                     continue
 
@@ -371,9 +239,9 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
                     return log_weights(model, guide, xb, particles, nesting)[0]
 
                 results.append(per_batch(draw, xb.shape[0], xb.device, chunk_size))
-                bar.update(xb.shape[0])
                 if batch_hook is not None:
                     batch_hook(start, results[-1])
+                bar.update(xb.shape[0])
     return results
 
 
@@ -396,9 +264,6 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
         x: (N, ...) data.
         num_samples: K, importance samples per datapoint.
         progress: show a tqdm bar over datapoints.
-        batch_hook: ``f(start, None)`` before the batch of datapoints from ``start`` (return True
-            to skip it: the result then lacks its rows) and ``f(start, (value, stderr, ess,
-            elbo, elbo_stderr))`` after it.
 
     Returns:
         a ``LogLikelihood`` (per-datapoint value, stderr, ess, and the K-sample ELBO).
@@ -485,113 +350,3 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
     if refined_guide is not None:
         refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
     return Gaps(ll, amortized, refined)
-
-
-# ------------------------------------------------------------------------------ latent usage
-def _latent_site(trace, site, where):
-    node = trace.nodes.get(site)
-    if node is None or node["type"] != "sample":
-        raise ConfigError(f"the {where} has no sample site {site!r}")
-    return node
-
-
-def _factorized(fn, site, where):
-    """The elementwise base of a distribution with independent coordinates (Independent(...))."""
-    base = fn
-    while isinstance(base, torch.distributions.Independent):
-        base = base.base_dist
-    if base.event_shape != ():
-        raise ConfigError(
-            f"per-dimension KL needs a factorized {where} at site {site!r} (an Independent of "
-            f"scalar distributions); got {type(fn).__name__} with a joint event")
-    return base
-
-
-def active_units(guide: Callable, x: torch.Tensor, threshold: float = 0.01, site: str = "z",
-                 num_samples: int = 100, batch_size: int = 1000) -> Dict[str, object]:
-    """Active units (Burda et al., 2016): latent dimension j is active if
-    Cov_x(E_q[z_j | x]) > threshold.
-
-    E_q[z|x] is the distribution's mean where it has one in closed form, else a Monte-Carlo
-    average of ``num_samples`` draws (e.g. for flows).
-
-    Returns a dict: ``num_active`` (int), ``variance`` ((z_dim,) tensor of Var_x E_q[z_j|x]),
-    ``active`` ((z_dim,) bool tensor).
-    """
-    x = _check_x(x)
-    means = []
-    with torch.no_grad(), poutine.block():
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size]
-            node = _latent_site(poutine.trace(guide).get_trace(xb), site, "guide")
-            try:
-                mean = node["fn"].mean
-            except NotImplementedError:
-                mean = node["fn"].sample((num_samples,)).mean(0)
-            means.append(mean.reshape(xb.shape[0], -1).to(torch.float64))
-    mu = torch.cat(means)
-    variance = mu.var(0, unbiased=False) if mu.shape[0] > 1 else torch.zeros_like(mu[0])
-    active = variance > threshold
-    return {"num_active": int(active.sum()), "variance": variance, "active": active}
-
-
-def kl_per_dimension(guide: Callable, x: torch.Tensor, prior=None, model: Optional[Callable] = None,
-                     site: str = "z", num_samples: int = 100, batch_size: int = 1000) -> torch.Tensor:
-    """Average over x of KL(q(z_j|x) || p(z_j)) for each latent dimension j, shape (z_dim,).
-
-    The prior is ``prior`` (a distribution over z) or, given ``model``, the model's ``site``
-    distribution. Closed form where torch knows the KL of the coordinates' distributions, else a
-    Monte-Carlo average of log q(z_j|x) - log p(z_j) over ``num_samples`` draws. Both q and p must
-    factorize over dimensions (the KL of a joint q does not split into per-dimension terms).
-    """
-    x = _check_x(x)
-    if (prior is None) == (model is None):
-        raise ConfigError("give exactly one of prior= (a distribution) or model= (a Pyro model)")
-    total, count = None, 0
-    with torch.no_grad(), poutine.block():
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size]
-            guide_trace = poutine.trace(guide).get_trace(xb)
-            q = _latent_site(guide_trace, site, "guide")["fn"]
-            if model is not None:
-                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xb)
-                p = _latent_site(model_trace, site, "model")["fn"]
-            else:
-                p = prior
-            q_base, p_base = _factorized(q, site, "guide"), _factorized(p, site, "prior")
-            try:
-                kl = torch.distributions.kl_divergence(q_base, p_base)
-            except NotImplementedError:
-                z = q_base.sample((num_samples,))
-                kl = (q_base.log_prob(z) - p_base.log_prob(z)).mean(0)
-            kl = kl.expand(q_base.batch_shape).reshape(xb.shape[0], -1).to(torch.float64)
-            total = kl.sum(0) if total is None else total + kl.sum(0)
-            count += xb.shape[0]
-    return total / count
-
-
-def kl_to_prior(guide: Callable, x: torch.Tensor, model: Callable, site: str = "z",
-                num_samples: int = 100, batch_size: int = 1000) -> torch.Tensor:
-    """Average over x of KL(q(z|x) || p(z)) at ``site``, for any guide (flows included).
-
-    Monte Carlo over the guide's own draws: KL = E_q[log q(z|x) - log p(z)], with p(z) the
-    model's distribution at ``site`` (replayed on the guide's z, so a prior that depends on
-    nothing but parameters is scored exactly). ``num_samples`` draws per datapoint, vectorised.
-    Returns a scalar float64 tensor (nats per datapoint).
-    """
-    x = _check_x(x)
-    total, count = torch.zeros((), dtype=torch.float64), 0
-    with torch.no_grad(), poutine.block():
-        for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size]
-            for _ in range(num_samples):
-                guide_trace = poutine.trace(guide).get_trace(xb)
-                q_site = _latent_site(guide_trace, site, "guide")
-                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xb)
-                p_site = _latent_site(model_trace, site, "model")
-                z = q_site["value"]
-                # the guide scores its own sample (flows without inverses use their cache)
-                diff = q_site["fn"].log_prob(z) - p_site["fn"].log_prob(z)
-                total += diff.to(torch.float64).sum()
-            count += xb.shape[0]
-    return total / (count * num_samples)

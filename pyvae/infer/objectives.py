@@ -44,7 +44,7 @@ class IWAE(pyro.infer.ELBO):
 
     def per_datapoint(self, model, guide, *args, **kwargs):
         """(bound, scale): the k-sample bound per datapoint, shape (batch,), and the data scale."""
-        from .evaluate import log_weights, max_plate_nesting
+        from .weights import log_weights, max_plate_nesting
 
         if kwargs or len(args) != 1:
             raise ConfigError("the iwae objective expects model(x) and guide(x) with one argument x")
@@ -97,3 +97,19 @@ def make_objective(name: str, num_particles: int = 1):
     if int(num_particles) < 1:
         raise ConfigError(f"particles must be >= 1, got {num_particles}")
     return OBJECTIVES[name](int(num_particles))
+
+
+class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
+    """Pyro's compiled ``Trace_ELBO`` whose ``differentiable_loss`` carries the gradient of the
+    surrogate loss only, as its ``loss_and_grads`` does. (Pyro's own returns
+    ``loss + (surrogate - surrogate.detach())`` with a ``loss`` that is itself differentiable
+    under the JIT, which doubles the gradient of reparameterized sites.)"""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss, surrogate = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
+        return loss.detach() + (surrogate - surrogate.detach())
+
+
+# Pyro's compiled (torch.jit-traced) versions of the ELBO objectives, for ``jit=True``
+JIT_OBJECTIVES = {"trace_elbo": JitTrace_ELBO,
+                  "tracemeanfield_elbo": pyro.infer.JitTraceMeanField_ELBO}

@@ -23,8 +23,8 @@ layers have no closed-form inverse: such a q can score only the samples it drew 
 that evaluates log q must pass the very tensor ``rsample`` returned to ``log_prob`` of the same
 distribution object (Pyro's ELBOs do).
 """
-import inspect
-from typing import Optional, Sequence
+from dataclasses import fields
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -34,8 +34,10 @@ import pyro.distributions.transforms as T
 from pyro.distributions.conditional import (ConditionalDistribution,
                                             ConditionalTransformedDistribution)
 
+from ..config import (FlowOptions, LowRankOptions, NoOptions, SplineOptions, SylvesterOptions,
+                      guide_option_fields, options_for)
 from ..errors import ConfigError
-from .flows import SYLVESTER_KINDS, ConditionalSylvester
+from .flows import ConditionalSylvester
 from .nets import MLP, activation_class
 
 
@@ -116,12 +118,16 @@ class LowRank(GuideFamily):
         rank: number of columns of F (1 <= rank <= z_dim).
     """
 
+    Options = LowRankOptions
+
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", rank: int = 2):
+                 activation: str = "tanh", **options):
         super().__init__(x_dim, z_dim)
-        if not 1 <= int(rank) <= self.z_dim:
+        self.options = self.Options(**options)
+        rank = self.options.rank
+        if not 1 <= rank <= self.z_dim:
             raise ConfigError(f"rank must be between 1 and z_dim={self.z_dim}, got {rank}")
-        self.rank = int(rank)
+        self.rank = rank
         d = self.z_dim
         self.net = MLP(x_dim, hidden, 2 * d + d * self.rank, activation)
 
@@ -158,16 +164,17 @@ class Flow(GuideFamily):
             10 * z_dim units; for Sylvester none, i.e. linear maps of h(x)).
     """
 
+    Options = FlowOptions
+
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", flow_length: int = 2,
-                 flow_hidden: Optional[Sequence[int]] = None):
+                 activation: str = "tanh", **options):
         super().__init__(x_dim, z_dim)
+        self.options = self.Options(**options)
         hidden = [int(h) for h in hidden]
-        if int(flow_length) < 1:
-            raise ConfigError(f"flow_length must be >= 1, got {flow_length}")
-        self.flow_length = int(flow_length)
-        flow_hidden = self.default_flow_hidden() if flow_hidden is None else [int(h) for h in flow_hidden]
-        if any(h <= 0 for h in flow_hidden) or (self.needs_flow_hidden and not flow_hidden):
+        self.flow_length = self.options.flow_length
+        flow_hidden = self.options.flow_hidden
+        flow_hidden = self.default_flow_hidden() if flow_hidden is None else list(flow_hidden)
+        if self.needs_flow_hidden and not flow_hidden:
             raise ConfigError(f"flow_hidden needs {'one or more ' if self.needs_flow_hidden else ''}"
                               f"positive sizes, got {flow_hidden}")
         self.flow_hidden = flow_hidden
@@ -245,14 +252,15 @@ class Spline(Flow):
         bound: half-width of the spline's box.
     """
 
+    Options = SplineOptions
+
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", flow_length: int = 2,
-                 flow_hidden: Optional[Sequence[int]] = None, count_bins: int = 8,
-                 bound: float = 5.0):
-        if int(count_bins) < 2 or not float(bound) > 0:
-            raise ConfigError(f"need count_bins >= 2 and bound > 0, got {count_bins}, {bound}")
-        self.count_bins, self.bound = int(count_bins), float(bound)
-        super().__init__(x_dim, z_dim, hidden, activation, flow_length, flow_hidden)
+                 activation: str = "tanh", **options):
+        options = self.Options(**options)
+        if options.count_bins < 2:
+            raise ConfigError(f"need count_bins >= 2, got {options.count_bins}")
+        self.count_bins, self.bound = options.count_bins, options.bound
+        super().__init__(x_dim, z_dim, hidden, activation, **options.to_dict())
 
     def make_transform(self, k):
         if min(self.flow_hidden) < self.z_dim:
@@ -271,15 +279,13 @@ class Sylvester(Flow):
         householders: reflections per layer for the "householder" kind.
     """
 
+    Options = SylvesterOptions
+
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", flow_length: int = 2,
-                 flow_hidden: Optional[Sequence[int]] = None, sylvester_kind: str = "orthogonal",
-                 householders: int = 4):
-        if sylvester_kind not in SYLVESTER_KINDS:
-            raise ConfigError(f"unknown sylvester_kind {sylvester_kind!r}; choose one of: "
-                              f"{', '.join(SYLVESTER_KINDS)}")
-        self.sylvester_kind, self.householders = sylvester_kind, int(householders)
-        super().__init__(x_dim, z_dim, hidden, activation, flow_length, flow_hidden)
+                 activation: str = "tanh", **options):
+        options = self.Options(**options)
+        self.sylvester_kind, self.householders = options.sylvester_kind, options.householders
+        super().__init__(x_dim, z_dim, hidden, activation, **options.to_dict())
 
     needs_flow_hidden = False
 
@@ -308,9 +314,9 @@ GUIDES = {
 
 
 def guide_options(name: str):
-    """The keyword options (beyond hidden and activation) that the family ``name`` accepts."""
-    params = inspect.signature(GUIDES[name]).parameters
-    return [p for p in params if p not in ("x_dim", "z_dim", "hidden", "activation")]
+    """The keyword options (beyond hidden and activation) that the family ``name`` accepts: the
+    fields of its ``Options`` dataclass (``pyvae.config``)."""
+    return [f.name for f in fields(getattr(GUIDES[name], "Options", NoOptions))]
 
 
 def resolved_guide_options(name: str, options: dict) -> dict:
@@ -318,9 +324,7 @@ def resolved_guide_options(name: str, options: dict) -> dict:
 
     Stored in run configs so that a run rebuilds the same guide even if a default changes.
     """
-    params = inspect.signature(GUIDES[name]).parameters
-    return {k: options[k] if options.get(k) is not None else params[k].default
-            for k in guide_options(name)}
+    return options_for(name, options, strict=False).to_dict()
 
 
 def make_guide(spec, x_dim: int, z_dim: int, hidden=(200, 200), activation="tanh",
@@ -333,11 +337,11 @@ def make_guide(spec, x_dim: int, z_dim: int, hidden=(200, 200), activation="tanh
     comparison); a name no family takes is an error.
     """
     options = {k: v for k, v in options.items() if v is not None}
-    known = sorted(set().union(*(guide_options(name) for name in GUIDES)))
+    known = guide_option_fields()
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ConfigError(f"unknown guide option {', '.join(unknown)}; guide options are: "
-                          f"{', '.join(known)}")
+                          f"{', '.join(sorted(known))}")
     if isinstance(spec, GuideFamily):
         if options:
             raise ConfigError(f"guide options {', '.join(sorted(options))} given with a guide "

@@ -8,15 +8,16 @@ Training maximises the ELBO, E_q[log p(x, z) - log q(z|x)] <= log p(x); the dist
 the two is KL(q(z|x) || p(z|x)). The names "data", "z" and "x" are part of the public API:
 ``pyvae.evaluate`` and user code find the sites by them.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 import pyro
 
+from ..config import ModelConfig, options_for
 from ..errors import ConfigError
-from .guides import make_guide, resolved_guide_options
+from .guides import make_guide
 from .likelihoods import make_likelihood
 from .nets import ARCHS, MLP, ConvDecoder, ConvEncoder, check_input_dim, image_shape_for
 from ..limits import check_at_most, check_net_sizes
@@ -49,21 +50,35 @@ class VAE(nn.Module):
         **guide_options: passed to the guide family's constructor when ``guide`` is a name.
     """
 
-    def __init__(self, x_dim: int = 784, z_dim: int = 50, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", likelihood="bernoulli", guide="diagonal",
-                 prior="normal", arch: str = "mlp", image_shape=None, prior_components=None,
+    def __init__(self, x_dim: int = 784, z_dim: int = ModelConfig.z_dim,
+                 hidden: Sequence[int] = ModelConfig.hidden,
+                 activation: str = ModelConfig.activation, likelihood=ModelConfig.likelihood,
+                 guide=ModelConfig.guide, prior=ModelConfig.prior, arch: str = ModelConfig.arch,
+                 image_shape=None, prior_components=None, *, config: Optional[ModelConfig] = None,
                  **guide_options):
         super().__init__()
-        if int(x_dim) <= 0 or int(z_dim) <= 0:
-            raise ConfigError(f"x_dim and z_dim must be positive, got x_dim={x_dim}, z_dim={z_dim}")
-        self.x_dim, self.z_dim = int(x_dim), int(z_dim)
-        if isinstance(hidden, (str, bytes)) or not all(
+        if config is None and (isinstance(hidden, (str, bytes)) or not all(
                 hasattr(h, "__index__") and not isinstance(h, bool)
-                for h in (hidden if hasattr(hidden, "__iter__") else [hidden])):
+                for h in (hidden if hasattr(hidden, "__iter__") else [hidden]))):
             raise ConfigError(f"hidden must be a sequence of integers such as (200, 200), got {hidden!r}")
-        hidden = tuple(int(h) for h in (hidden if hasattr(hidden, "__iter__") else [hidden]))
-        if any(h <= 0 for h in hidden):
-            raise ConfigError(f"layer sizes must be positive, got hidden={list(hidden)}")
+        if config is None:
+            config = ModelConfig(x_dim=x_dim, z_dim=z_dim, hidden=hidden, activation=activation,
+                                 likelihood=likelihood, guide=guide, prior=prior, arch=arch,
+                                 image_shape=image_shape, prior_components=prior_components,
+                                 guide_options=options_for(guide, guide_options, strict=False))
+        elif not isinstance(config, ModelConfig):
+            raise ConfigError(f"config must be a pyvae.config.ModelConfig, got {type(config).__name__}")
+        elif config.x_dim is None:
+            raise ConfigError("the model config needs x_dim (the size of a datapoint)")
+        self.model_config = config
+        x_dim, z_dim, hidden, activation = config.x_dim, config.z_dim, config.hidden, config.activation
+        likelihood, guide, prior, arch = config.likelihood, config.guide, config.prior, config.arch
+        image_shape, prior_components = config.image_shape, config.prior_components
+        if not guide_options:  # (given as keywords, they are checked again by make_guide)
+            guide_options = {k: v for k, v in config.guide_options.to_dict().items()
+                             if v is not None}
+        self.x_dim, self.z_dim = int(x_dim), int(z_dim)
+        hidden = tuple(int(h) for h in hidden)
         check_net_sizes(self.x_dim, self.z_dim, hidden)
         check_at_most("prior_components", prior_components)
         for name in ("flow_length", "rank"):
@@ -109,16 +124,16 @@ class VAE(nn.Module):
         # what it takes to build this VAE again (used by checkpoints); None when an object was
         # passed for a component, since objects cannot be stored as plain config
         named = all(isinstance(c, str) for c in (likelihood, guide, prior))
-        self.config = dict(x_dim=self.x_dim, z_dim=self.z_dim, hidden=list(hidden),
-                           activation=activation, likelihood=likelihood, guide=guide,
-                           prior=prior, **resolved_guide_options(guide, guide_options)) if named else None
-        if named and (arch != "mlp" or prior_components is not None):  # (older runs lack them)
-            self.config.update(arch=arch, prior_components=prior_components,
-                               image_shape=None if arch == "mlp" else list(image_shape))
+        if arch != "mlp":
+            self.model_config = config = config.replace(image_shape=tuple(image_shape))
+        self.config = config.to_dict() if named else None
 
     @classmethod
-    def from_config(cls, config: dict) -> "VAE":
-        return cls(**config)
+    def from_config(cls, config) -> "VAE":
+        """The VAE of a ``ModelConfig``, or of its dict (the "vae" entry of config.json)."""
+        if isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        return cls(config=config)
 
     def model(self, x: torch.Tensor) -> None:
         """p(z) p(x|z): x has shape (batch, x_dim)."""

@@ -30,8 +30,10 @@ import torch
 
 import pyro
 
+from ..config import ModelConfig, TrainConfig
 from ..errors import ConfigError
 
+DEFAULT_IWAE_K = (5, 50)
 DEFAULT_GUIDES = ("diagonal", "full-rank", "iaf", "planar", "sylvester")
 #: families whose gap can be split: ``pyvae.refine`` fits per-datapoint Gaussians of this kind
 REFINABLE = {"diagonal": "diagonal", "full-rank": "full-rank"}
@@ -60,13 +62,17 @@ def _count(module) -> int:
 
 
 def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid=None, *,
-            epochs: int = 10, num_samples: int = 1000, iwae_k: Sequence[int] = (5, 50),
-            test_size: Optional[int] = None, out: Optional[str] = None, seed: int = 0,
-            shared_decoder: Optional[str] = None, z_dim: int = 50, hidden: Sequence[int] = (200, 200),
-            activation: str = "tanh", likelihood: str = "bernoulli", prior: str = "normal",
+            epochs: int = TrainConfig.epochs, num_samples: int = 1000,
+            iwae_k: Optional[Sequence[int]] = None, test_size: Optional[int] = None,
+            out: Optional[str] = None, seed: int = TrainConfig.seed,
+            shared_decoder: Optional[str] = None, z_dim: int = ModelConfig.z_dim,
+            hidden: Sequence[int] = ModelConfig.hidden, activation: str = ModelConfig.activation,
+            likelihood: str = ModelConfig.likelihood, prior: str = ModelConfig.prior,
             guide_options: Optional[Dict[str, dict]] = None,
             common_guide_options: Optional[dict] = None,
-            lr: float = 1e-3, batch_size: int = 100, refine_steps: int = 0, refine_size: int = 100,
+            lr: float = TrainConfig.lr, batch_size: int = TrainConfig.batch_size,
+            model: Optional[ModelConfig] = None, training: Optional[TrainConfig] = None,
+            refine_steps: int = 0, refine_size: int = 100,
             num_threads: Optional[int] = None, device="cpu", progress: bool = False,
             overwrite: bool = False, title: Optional[str] = None, data_config: Optional[dict] = None,
             command: Optional[str] = None, log=print, **vae_options) -> dict:
@@ -78,7 +84,9 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             on (its first ``test_size`` rows), ``valid`` is optional.
         epochs: training epochs per family (0 with ``shared_decoder`` evaluates untrained guides).
         num_samples: K, importance samples per datapoint for log p^(x).
-        iwae_k: the k of the IWAE_k bounds drawn between the ELBO and log p^(x) (each k < K).
+        iwae_k: the k of the IWAE_k bounds drawn between the ELBO and log p^(x) (each k < K;
+            default: those of ``DEFAULT_IWAE_K`` below K, with a note through ``log`` when some
+            are left out).
         shared_decoder: a run directory (``pyvae train``): its decoder is loaded and frozen, and
             only the guides are fitted. Its architecture (z_dim, hidden, ...) overrides the
             arguments here.
@@ -94,6 +102,10 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             them), so that ``pyvae plot OUT/<family>`` can reload the data.
         command: the command line that made the comparison, recorded in compare.md.
         log: called with one line of progress per step (``None`` for silence).
+        model: the generative model and shared nets as a ``ModelConfig`` (its guide is ignored:
+            each family is one of ``guides``), instead of ``z_dim``, ``hidden``, ... .
+        training: ``lr``, ``batch_size`` and ``seed`` as a ``TrainConfig`` (its other fields are
+            ignored), instead of the keywords.
         **vae_options: further ``VAE`` arguments shared by every family (``arch``,
             ``prior_components``, ...).
 
@@ -107,6 +119,12 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     from ..models.vae import VAE
 
     log = log or (lambda *_: None)
+    if training is not None:
+        lr, batch_size, seed = training.lr, training.batch_size, training.seed
+    if model is not None:
+        z_dim, hidden, activation = model.z_dim, model.hidden, model.activation
+        likelihood, prior = model.likelihood, model.prior
+        vae_options = dict(vae_options, arch=model.arch, prior_components=model.prior_components)
     guides = list(guides)
     if not guides:
         raise ConfigError("compare needs at least one guide family")
@@ -119,6 +137,11 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         raise ConfigError("compare needs train and test data")
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if iwae_k is None:
+        iwae_k = [k for k in DEFAULT_IWAE_K if k < num_samples]
+        if len(iwae_k) < len(DEFAULT_IWAE_K):
+            log(f"note: IWAE_k for k = {', '.join(map(str, iwae_k)) or 'none'} only: each k must "
+                f"be below K = {num_samples} (--num-samples)")
     iwae_k = sorted({int(k) for k in iwae_k})
     if any(k < 1 or k >= num_samples for k in iwae_k):
         raise ConfigError(f"every IWAE k must satisfy 1 <= k < num_samples={num_samples}, got {iwae_k}")
@@ -149,9 +172,10 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
                      likelihood=likelihood, prior=prior, **vae_options)
     decoder_state = None
     if shared_decoder is not None:
-        from .plots import load_run
+        from ..run import Run
 
-        base, base_cfg = load_run(shared_decoder)
+        shared = Run(shared_decoder)
+        base, base_cfg = shared.load_vae(), shared.config.to_dict()
         # the run's generative model, minus its guide family and that family's options
         model_cfg = {k: v for k, v in base_cfg["vae"].items()
                      if k not in ("x_dim", "guide") and k not in options_of(base_cfg["vae"]["guide"])}
@@ -218,19 +242,18 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
 
 def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, refine_size,
                      evaluate, refine, progress):
-    pyro.set_rng_seed(seed)
-    ll = evaluate.log_likelihood(vae.model, vae.guide, x, num_samples, progress=progress)
-    summary = ll.summary()
-    row = {"guide": family, "elbo": summary["elbo"], "elbo_stderr": summary["elbo_stderr"],
-           "log_px": summary["log_px"], "log_px_stderr": summary["log_px_stderr"],
-           "ess_mean": summary["ess_mean"], "num_samples": num_samples, "test_size": len(x)}
-    row["gap"] = row["log_px"] - row["elbo"]
+    from ..run import evaluate_vae
+
+    # log p^(x), the ELBO, the gap, ESS and active units, as ``pyvae evaluate`` measures them
+    result = evaluate_vae(vae, x, num_samples, seed, progress=progress)
+    row = {"guide": family, "test_size": len(x),
+           **{k: result[k] for k in ("elbo", "elbo_stderr", "log_px", "log_px_stderr", "gap",
+                                     "ess_mean", "num_samples", "active_units", "kl")}}
     row["iwae"], row["iwae_stderr"] = {}, {}
     for k in iwae_k:
         # fresh k-sample groups; about min(K, 20 k) samples per datapoint in all
         est = evaluate.iwae_bound(vae.model, vae.guide, x, k, repeats=max(1, min(20, num_samples // k)))
         row["iwae"][k], row["iwae_stderr"][k] = est.mean, est.mean_stderr
-    row["active_units"] = evaluate.active_units(vae.guide, x)["num_active"]
     row["approximation_gap"] = row["amortization_gap"] = None
     if refine_steps > 0 and family in REFINABLE:
         xr = x[:refine_size]

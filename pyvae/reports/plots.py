@@ -42,13 +42,13 @@ def _save(fig: Figure, path: str) -> str:
 
 
 def image_shape_for(x_dim: int, image_shape: Optional[Sequence[int]] = None):
-    """(height, width) to draw a flattened datapoint: ``image_shape`` if given, a square when
-    ``x_dim`` is a perfect square (784 -> 28 x 28), else a one-pixel-high strip."""
+    """(height, width) to draw a flattened one-channel datapoint: that of ``image_shape`` if
+    given (checked by ``pyvae.nets.image_shape_for``), a square when ``x_dim`` is a perfect
+    square (784 -> 28 x 28), else a one-pixel-high strip."""
     if image_shape is not None:
-        shape = tuple(int(s) for s in image_shape)[-2:]
-        if math.prod(shape) != x_dim:
-            raise ConfigError(f"image shape {shape} does not hold {x_dim} values")
-        return shape
+        from ..models.nets import image_shape_for as net_image_shape
+
+        return net_image_shape(x_dim, image_shape)[-2:]
     side = math.isqrt(x_dim)
     return (side, side) if side * side == x_dim else (1, x_dim)
 
@@ -76,11 +76,9 @@ def _show_grid(ax, grid: torch.Tensor, title: str) -> None:
 def encode_mean(vae, x: torch.Tensor, num_samples: int = 32) -> torch.Tensor:
     """A point summary of q(z|x) per datapoint: its mean where the family knows it in closed
     form (Gaussians), else the average of ``num_samples`` draws (flows have no closed-form mean)."""
-    q = vae.encode(x) if hasattr(vae, "encode") else vae.encoder(x)
-    try:
-        return q.mean
-    except NotImplementedError:
-        return q.sample((num_samples,)).mean(0)
+    from ..infer.latents import posterior_mean
+
+    return posterior_mean(vae.encode(x) if hasattr(vae, "encode") else vae.encoder(x), num_samples)
 
 
 def pca_2d(z: torch.Tensor) -> torch.Tensor:
@@ -177,27 +175,19 @@ def interpolation(vae, x_a: torch.Tensor, x_b: torch.Tensor, path: str, steps: i
 
 
 def read_metrics(run_dir: str) -> List[dict]:
-    """The per-epoch records of a run (its metrics.jsonl)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        raise ConfigError(f"no metrics.jsonl in {run_dir}")
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    try:
-        records = [json.loads(line) for line in lines]
-    except ValueError as e:
-        raise ConfigError(f"{path} is damaged (not one JSON record per line): {e}") from None
-    if not _good_records(records):
-        raise ConfigError(f"{path} is damaged: every line must be a record with an epoch and a train_elbo")
-    return records
+    """The per-epoch records of a run (its metrics.jsonl; see ``pyvae.Run.metrics``)."""
+    from ..run import METRICS, Run
+
+    run = Run(run_dir)
+    if not os.path.isfile(run.file(METRICS)):
+        raise ConfigError(f"no {METRICS} in {run_dir}")
+    return run.metrics()
 
 
 def _good_records(records) -> bool:
-    number = (int, float)
-    return isinstance(records, list) and all(
-        isinstance(r, dict) and isinstance(r.get("epoch"), int)
-        and isinstance(r.get("train_elbo"), number)
-        and isinstance(r.get("valid_elbo"), (*number, type(None))) for r in records)
+    from ..run import good_records
+
+    return good_records(records)
 
 
 def training_curves(history, path: str, title: Optional[str] = None) -> str:
@@ -314,23 +304,11 @@ def _gap_panel(ax, results, families, exact, shift):
 
 # ----------------------------------------------------------------------------- run directories
 def load_run(run_dir: str, device="cpu"):
-    """The trained VAE of a run directory and its stored config (config.json's dict)."""
-    from ..training.checkpoint import load_checkpoint
-    from ..models.vae import VAE
+    """The trained VAE of a run directory and its config.json dict (see ``pyvae.Run``)."""
+    from ..run import Run
 
-    path = os.path.join(run_dir, "checkpoint.pt")
-    payload = load_checkpoint(path, map_location=device)
-    if payload.get("vae_config") is None:
-        raise ConfigError(f"{run_dir}: the run used custom components and cannot be rebuilt by name")
-    try:
-        vae = VAE.from_config(payload["vae_config"])
-        vae.load_state_dict(payload["model_state"])
-    except (RuntimeError, TypeError, KeyError) as e:
-        raise ConfigError(f"{run_dir}: checkpoint does not fit its config: {str(e).splitlines()[0]}") from None
-    vae.to(device)
-    config = {"vae": payload["vae_config"], "trainer": payload.get("trainer_config", {}),
-              "data": payload.get("extra_config", {})}
-    return vae, config
+    run = Run(run_dir)
+    return run.load_vae(device), run.config.to_dict()
 
 
 def _read_report(path: str) -> dict:
@@ -359,9 +337,11 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    from ..run import CHECKPOINT, FIGURES, Run
+
     if not os.path.isdir(run_dir):
         raise ConfigError(f"{run_dir} is not a directory")
-    out = out or os.path.join(run_dir, "figures")
+    out = out or os.path.join(run_dir, FIGURES)
     written = []
     if os.path.isfile(os.path.join(run_dir, "compare.json")):
         report = _read_report(os.path.join(run_dir, "compare.json"))
@@ -372,12 +352,11 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
             written.append(training_curves(histories, os.path.join(out, f"curves.{fmt}"),
                                            title="training curves per family"))
         return written
-    if not os.path.isfile(os.path.join(run_dir, "checkpoint.pt")):
-        raise ConfigError(f"{run_dir} is neither a pyvae run (checkpoint.pt) nor a comparison (compare.json)")
-    from ..data import load_split
-
-    vae, config = load_run(run_dir)
-    data = load_split(config["data"], split, data_dir, download)
+    if not os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
+        raise ConfigError(f"{run_dir} is neither a pyvae run ({CHECKPOINT}) nor a comparison (compare.json)")
+    run = Run(run_dir)
+    vae = run.load_vae()
+    data = run.data(split, data_dir, download)
     data.check_for(vae.likelihood, vae.x_dim)
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(data), generator=g)[:num_points]
@@ -385,8 +364,8 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     labels = None if data.labels is None else data.labels[index]
     shape = data.image_shape
     wanted = set(figures or ["curves", "reconstructions", "samples", "latent", "manifold", "interpolation"])
-    if "curves" in wanted and os.path.isfile(os.path.join(run_dir, "metrics.jsonl")):
-        written.append(training_curves(run_dir, os.path.join(out, f"curves.{fmt}")))
+    if "curves" in wanted and run.metrics():
+        written.append(training_curves(run.metrics(), os.path.join(out, f"curves.{fmt}")))
     if "reconstructions" in wanted:
         written.append(reconstructions(vae, x, os.path.join(out, f"reconstructions.{fmt}"), image_shape=shape))
     if "samples" in wanted:

@@ -20,6 +20,14 @@ VERSION = 1
 REQUIRED_KEYS = ("vae_config", "trainer_config", "extra_config", "model_state", "optim_state",
                  "history", "epoch", "step", "rng")
 
+# The files of a run directory (``pyvae.Run`` reads them, ``pyvae.Trainer`` writes them)
+CHECKPOINT = "checkpoint.pt"    # weights, optimizer and random states, history: resume from here
+CONFIG = "config.json"          # pyvae.config.RunConfig.to_dict()
+METRICS = "metrics.jsonl"       # one JSON record per epoch
+EVAL = "eval.json"              # the last ``pyvae evaluate`` / ``Run.evaluate``
+TENSORBOARD = "tensorboard"     # event files of ``pyvae train --tensorboard``
+FIGURES = "figures"             # ``pyvae plot``'s default output
+
 
 def atomic_write(path: str, write) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then ``os.replace``.
@@ -47,6 +55,22 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def check_finite_result(module, history, epoch: int) -> None:
+    """Raise ``TrainingDiverged`` if a parameter or the last epoch's train/valid ELBO is NaN/Inf:
+    such a state is never written as a checkpoint."""
+    import math
+
+    from ..errors import TrainingDiverged
+
+    bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+    last = history[-1] if history else {}
+    if bad or any(v is not None and not math.isfinite(v)
+                  for v in (last.get("train_elbo"), last.get("valid_elbo"))):
+        where = f"parameter {bad[0]}" if bad else "the ELBO"
+        raise TrainingDiverged(f"{where} became NaN or Inf at epoch {epoch}; no checkpoint "
+                               "written, the last good one is kept (try a lower --lr or --clip-norm)")
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
@@ -106,3 +130,19 @@ def _python_state_to_plain(state):
 def _python_state_from_plain(state):
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
+
+
+def resolve_device(device) -> torch.device:
+    """``torch.device(device)``, or ConfigError (unknown name, CUDA absent)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"bad device {device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but CUDA is not available")
+    return device
+
+
+def is_run_dir(path: str) -> bool:
+    """Whether ``path`` holds a run's checkpoint."""
+    return os.path.isfile(os.path.join(path, CHECKPOINT))

@@ -1,89 +1,43 @@
-"""Trainer: stochastic variational inference (Pyro's SVI) over data resident on the device.
+"""Trainer: fits a VAE by stochastic variational inference, written as Pyro's examples do it.
 
-Each step draws a minibatch by indexing, binarizes it if asked, and calls ``svi.step``, which
-estimates -ELBO with the chosen objective, backpropagates, and updates the parameters with a
-``pyro.optim`` optimizer. Per epoch it records the train and validation ELBO (nats per datapoint),
-writes a checkpoint atomically and calls the callbacks.
+Per step: a minibatch is drawn by indexing data resident on the device (and binarized if
+asked), then
+
+    loss = objective.differentiable_loss(model, guide, x)     # -ELBO (or -IWAE_k), nats
+    loss.backward(); optimizer.step(); optimizer.zero_grad()
+
+with one torch optimizer over all parameters (fused where torch has it), non-finite gradients
+refused before they reach the parameters, and the learning rate set per epoch by a torch
+``LambdaLR`` schedule. Everything optional -- beta/KL warm-up, progress bars, the run directory's
+checkpoint and metrics, TensorBoard, user hooks -- is a callback (``pyvae.training.callbacks``).
 """
 import json
 import math
 import os
 import signal
-import threading
 import time
 import warnings
 from typing import Callable, Iterable, List, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 import pyro
-import pyro.optim
-import pyro.optim.clipped_adam
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import Trace_ELBO
 
-from ..infer.beta import SiteScale, check_beta, kl_weight, scale_site
-from .checkpoint import get_rng_state, load_checkpoint, set_rng_state
+from ..config import TrainConfig
+from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir, resolve_device,
+                         get_rng_state, load_checkpoint, set_rng_state)
 from . import distributed as _distributed
 from ..data import TensorData, as_data, recorded_data_config
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from ..limits import check_at_most, check_seed
-from ..infer.objectives import make_objective
-from .optim import JointOptim
-from .rundir import RunDir, check_new
+from ..infer.objectives import JIT_OBJECTIVES, make_objective
+from .callbacks import KLWeight, ProgressBar, RunWriter, TensorBoard, as_callback
+from .rundir import check_new
+from .signals import SignalGuard
+from .optim import (clip_each, load_named_state, make_torch_optimizer, named_state,
+                    refuse_non_finite)
+from .schedules import OPTIMIZERS, SCHEDULES
 from ..models.vae import VAE
-
-# torch optimizer classes; ClippedAdam is Pyro's Adam with per-parameter norm clipping and lr decay
-OPTIMIZERS = {"adam": torch.optim.Adam, "clipped_adam": pyro.optim.clipped_adam.ClippedAdam}
-
-
-def _burda(epoch: int, epochs: int = 0) -> float:
-    """Burda et al. (2016): stage i = 0..7 lasts 3^i epochs at lr 1e-3 * 10^(-i/7) (3,280 epochs)."""
-    start = 0
-    for i in range(8):
-        start += 3 ** i
-        if epoch < start:
-            return 10 ** (-i / 7)
-    return 10 ** (-1)
-
-
-def _cosine(epoch: int, epochs: int) -> float:
-    """Half a cosine from 1 down to 0.01 over the run's epochs: lr_e = lr (0.01 + 0.99 (1 + cos(pi e / E)) / 2).
-
-    Burda's schedule spends most of its 3,280 epochs at small learning rates; a run of a few
-    hundred epochs gets most of the same benefit by annealing smoothly over its own length.
-    """
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
-
-
-def _constant(epoch: int, epochs: int) -> float:
-    return 1.0
-
-
-# learning-rate multipliers f(epoch, total_epochs), epoch counted from 0
-SCHEDULES = {"constant": _constant, "burda": _burda, "cosine": _cosine}
-
-# Pyro's compiled (torch.jit-traced) versions of the ELBO objectives, for ``jit=True``
-JIT_OBJECTIVES = {"trace_elbo": pyro.infer.JitTrace_ELBO,
-                  "tracemeanfield_elbo": pyro.infer.JitTraceMeanField_ELBO}
-
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-
-
-def resolve_device(device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"bad device {device!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} requested but CUDA is not available")
-    return device
-
-
-def is_run_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, CHECKPOINT))
 
 
 def _seed_for(seed: int, epoch: int, step: int) -> int:
@@ -92,32 +46,25 @@ def _seed_for(seed: int, epoch: int, step: int) -> int:
 
 
 class Trainer:
-    """Fits a ``VAE`` by SVI.
+    """Fits a ``VAE`` by SVI: the training options are those of ``pyvae.config.TrainConfig``
+    (as keywords, or as ``config=``), and these:
+
+    (lr, batch_size, epochs, loss, particles, optimizer, schedule, clip_norm, seed, num_threads,
+    beta, kl_warmup, jit: see ``TrainConfig``; epochs is the run's total, which a resumed run
+    continues up to).
 
     Args:
         vae: the model/guide pair to train.
-        lr: learning rate (the schedule multiplies it per epoch).
-        batch_size: datapoints per step.
-        epochs: total epochs of the run (a resumed run continues up to this number).
-        loss: objective name, see ``pyvae.objectives.OBJECTIVES``.
-        particles: samples of z per datapoint in the objective.
-        optimizer: "adam" or "clipped_adam" (``pyro.optim``).
-        schedule: learning-rate schedule name, see ``SCHEDULES``.
-        clip_norm: clip each gradient to this norm (None: no clipping).
-        seed: seeds training noise, data order and binarization.
         device: "cpu", "cuda", "cuda:1", ...
         out: run directory for config.json, metrics.jsonl and checkpoint.pt (None: write nothing).
         overwrite: allow ``out`` to be an existing run directory, replacing it.
-        callbacks: functions ``f(trainer, record)`` called after every epoch.
+        callbacks: ``pyvae.training.callbacks.Callback`` objects (or functions
+            ``f(trainer, record)``, called after every epoch), after the trainer's own.
+        tensorboard: write TensorBoard event files under ``out/tensorboard`` (train_elbo,
+            valid_elbo, lr per epoch).
         progress: show a tqdm progress bar per epoch.
         validate: keep Pyro's argument validation on (slower; off by default in the hot loop).
-        num_threads: ``torch.set_num_threads`` for the run (None: leave torch's setting).
-        jit: train with Pyro's JIT-compiled objective (``JitTrace_ELBO``): the model and guide are
-            traced once per batch shape, which removes most of Pyro's per-step Python overhead.
         extra_config: JSON-able dict stored with the run (the CLI stores its data options here).
-        beta: weight of the latent site "z" in the training loss, -E[log p(x|z)] + beta * KL
-            (1: the ELBO; see ``pyvae.beta``). Validation always reports the true ELBO.
-        kl_warmup: epochs over which the weight rises linearly from 0 to ``beta`` (0: none).
         distributed: data-parallel training over the processes of a ``torch.distributed`` group
             (``torchrun``; see ``pyvae.distributed``): ``batch_size`` is the global batch, each
             rank trains on its slice of it with DDP-synchronised gradients, rank 0 alone writes
@@ -125,41 +72,35 @@ class Trainer:
             is initialised from torchrun's environment if it is not yet.
     """
 
-    def __init__(self, vae: VAE, lr: float = 1e-3, batch_size: int = 100, epochs: int = 10,
-                 loss: str = "trace_elbo", particles: int = 1, optimizer: str = "adam",
-                 schedule: str = "constant", clip_norm: Optional[float] = None, seed: int = 0,
+    def __init__(self, vae: VAE, lr: float = TrainConfig.lr,
+                 batch_size: int = TrainConfig.batch_size, epochs: int = TrainConfig.epochs,
+                 loss: str = TrainConfig.loss, particles: int = TrainConfig.particles,
+                 optimizer: str = TrainConfig.optimizer, schedule: str = TrainConfig.schedule,
+                 clip_norm: Optional[float] = TrainConfig.clip_norm, seed: int = TrainConfig.seed,
                  device="cpu", out: Optional[str] = None, overwrite: bool = False,
                  callbacks: Iterable[Callable] = (), progress: bool = True,
-                 validate: bool = False, num_threads: Optional[int] = None, jit: bool = False,
-                 extra_config: Optional[dict] = None, beta: float = 1.0, kl_warmup: float = 0,
-                 distributed: bool = False):
+                 validate: bool = False, num_threads: Optional[int] = TrainConfig.num_threads,
+                 jit: bool = TrainConfig.jit, extra_config: Optional[dict] = None,
+                 beta: float = TrainConfig.beta, kl_warmup: float = TrainConfig.kl_warmup,
+                 distributed: bool = False, *, config: Optional[TrainConfig] = None,
+                 tensorboard: bool = False):
         if not isinstance(vae, VAE):
             raise ConfigError(f"Trainer needs a pyvae.VAE, got {type(vae).__name__}")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"learning rate must be a positive number, got {lr}")
-        if int(batch_size) <= 0:
-            raise ConfigError(f"batch size must be positive, got {batch_size}")
-        if int(epochs) < 0:
-            raise ConfigError(f"epochs must be >= 0, got {epochs}")
-        check_at_most("epochs", epochs)
-        check_at_most("batch_size", batch_size)
-        check_at_most("particles", particles)
-        check_seed(seed)
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if clip_norm is not None and not clip_norm > 0:
-            raise ConfigError(f"clip norm must be positive, got {clip_norm}")
-        if num_threads is not None and int(num_threads) < 1:
-            raise ConfigError(f"num_threads must be >= 1, got {num_threads}")
-        make_objective(loss, particles)  # validates the name and particle count
+        if config is None:
+            config = TrainConfig(lr=lr, batch_size=batch_size, epochs=epochs, loss=loss,
+                                 particles=particles, optimizer=optimizer, schedule=schedule,
+                                 clip_norm=clip_norm, seed=seed, num_threads=num_threads,
+                                 beta=beta, kl_warmup=kl_warmup, jit=jit)
+        elif not isinstance(config, TrainConfig):
+            raise ConfigError(f"config must be a pyvae.config.TrainConfig, got {type(config).__name__}")
+        self.train_config = config
+        loss, particles, jit = config.loss, config.particles, config.jit
+        beta, kl_warmup = config.beta, config.kl_warmup
         if jit and loss not in JIT_OBJECTIVES:
             raise ConfigError(f"--jit works with the losses {', '.join(JIT_OBJECTIVES)}, not {loss!r}")
         if jit and (beta != 1 or kl_warmup):
             # the traced graph would freeze the KL weight at its first value
             raise ConfigError("--jit cannot be combined with --beta or --kl-warmup")
-        check_beta(beta, kl_warmup)
         if distributed and jit:
             # a DDP forward (and its gradient hooks) cannot be traced by torch.jit
             raise ConfigError("--jit cannot be combined with --distributed")
@@ -170,18 +111,15 @@ class Trainer:
         self.device = resolve_device(_distributed.local_device(device) if distributed else device)
         self.out = out
         self.overwrite = overwrite
-        self.callbacks = list(callbacks)
+        self.callbacks = [as_callback(c) for c in callbacks]
+        self.tensorboard = bool(tensorboard)
         self.progress = progress
         self.validate = validate
         self.extra_config = dict(extra_config or {})
-        self.config = dict(lr=float(lr), batch_size=int(batch_size), epochs=int(epochs),
-                           loss=loss, particles=int(particles), optimizer=optimizer,
-                           schedule=schedule, clip_norm=clip_norm, seed=int(seed),
-                           num_threads=None if num_threads is None else int(num_threads),
-                           beta=float(beta), kl_warmup=float(kl_warmup), jit=bool(jit))
+        self.config = config.to_dict()  # the "trainer" entry of config.json
         self.history: List[dict] = []
         self._resume_payload = None
-        self._run = None
+        self.resumed, self.run_dir = False, None  # RunWriter: lock and write the run directory
         self._stop_signal = None
 
     # ----------------------------------------------------------------- resume
@@ -239,74 +177,87 @@ class Trainer:
         self.extra_config = recorded_data_config(self.extra_config, train, valid,
                                                  self._resume_payload is not None, self.out)
         self._prepare_out_dir()
-        try:
-            return self._fit(train, valid)
-        finally:
-            if self._run is not None:
-                self._run.close()
-                self._run = None
-
-    def _fit(self, train, valid):
-        cfg = self.config
         if cfg["num_threads"] is not None:
             torch.set_num_threads(cfg["num_threads"])
-
         self.vae.to(self.device)
-        # Pyro's param store is global and keyed by name ("encoder$$$net.0.weight"): clear it so
-        # the names point at this VAE's tensors and not at those of an earlier model.
-        pyro.clear_param_store()
-        self.optim = self._make_optimizer()
-        self.elbo = make_objective(cfg["loss"], cfg["particles"])
-        # beta != 1 or KL warm-up: the site "z" of model and guide is weighted (not the ELBO)
-        self._kl_scale = None if (cfg["beta"] == 1 and not cfg["kl_warmup"]) else SiteScale("z")
+        pyro.clear_param_store()  # Pyro's param store is global: its names are this VAE's
+        self.param_names, self.params = self._trainable()
+        self.optimizer = self._make_optimizer(self.params)
+        self.objective = make_objective(cfg["loss"], cfg["particles"])
+        self.jit_objective, self._jit_warm = None, False
+        if cfg["jit"]:
+            particles = cfg["particles"]
+            self.jit_objective = JIT_OBJECTIVES[cfg["loss"]](
+                num_particles=particles, vectorize_particles=particles > 1, ignore_jit_warnings=True)
+        callbacks, self.should_stop = self._own_callbacks() + self.callbacks, False
+
+        start_epoch, start_step, partial = 0, 0, None
+        if self._resume_payload is not None:
+            p = self._resume_payload
+            load_named_state(self.optimizer, self.param_names, p["optim_state"])
+            set_rng_state(p["rng"])
+            start_epoch, start_step, partial = p["epoch"], p["step"], p.get("partial")
+            self._resume_payload, self.resumed = None, True
+        else:
+            pyro.set_rng_seed(cfg["seed"])
+            self.history = []
+        # lr of epoch e = lr * f(e, epochs), continued from the epoch a resumed run stopped in
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = cfg["lr"]
+        schedule = SCHEDULES[cfg["schedule"]]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda e: schedule(e, cfg["epochs"]), last_epoch=start_epoch - 1)
+
         model, guide = self.vae.model, self.vae.guide
         parallel = None
         if self._dist is not None:  # the nets run through DDP wrappers while model and guide run
             parallel = self._dist.wrap(self.vae)
             model, guide = parallel.route(model), parallel.route(guide)
-        if self._kl_scale is not None:
-            model, guide = scale_site(model, self._kl_scale), scale_site(guide, self._kl_scale)
-        self.svi = SVI(model, guide, self.optim, self.elbo)
-        self._jit_svi, self._jit_warm = None, False
-        if cfg["jit"]:
-            particles = cfg["particles"]
-            jit_elbo = JIT_OBJECTIVES[cfg["loss"]](num_particles=particles, vectorize_particles=particles > 1,
-                                                   ignore_jit_warnings=True)
-            self._jit_svi = SVI(model, guide, self.optim, jit_elbo)
-
-        start_epoch, start_step, partial = 0, 0, None
-        if self._resume_payload is not None:
-            p = self._resume_payload
-            self.optim.set_state(p["optim_state"])
-            set_rng_state(p["rng"])
-            start_epoch, start_step, partial = p["epoch"], p["step"], p.get("partial")
-            self._resume_payload = None
-        else:
-            pyro.set_rng_seed(cfg["seed"])
-            self.history = []
-
+        for callback in callbacks:
+            model, guide = callback.wrap(self, model, guide)
+        self.model, self.guide = model, guide
         try:
             with self._signal_guard(), pyro.validation_enabled(self.validate):
+                for callback in callbacks:
+                    callback.on_fit_start(self)
                 for epoch in range(start_epoch, cfg["epochs"]):
-                    record = self._run_epoch(epoch, train, valid, start_step, partial)
+                    record = self._run_epoch(epoch, train, valid, start_step, partial, callbacks)
                     start_step, partial = 0, None
                     self.history.append(record)
-                    self._save(epoch + 1, 0)
-                    for callback in self.callbacks:
-                        callback(self, record)
+                    self.scheduler.step()
+                    for callback in callbacks:
+                        callback.on_epoch_end(self, record)
+                    if self.should_stop:  # a callback asked to end the run after this epoch
+                        break
             if self._dist is not None:
                 self._dist.barrier()  # every rank returns once rank 0 has written the run directory
         finally:
+            for callback in callbacks:
+                callback.on_fit_end(self)
             if parallel is not None:
                 parallel.release()
         return self.history
 
-    def _run_epoch(self, epoch, train, valid, start_step, partial):
+    def _own_callbacks(self):
+        """The callbacks the options ask for: KL weighting, progress, run directory, TensorBoard."""
+        cfg, main = self.config, self._dist is None or self._dist.is_main
+        own = []
+        if cfg["beta"] != 1 or cfg["kl_warmup"]:  # the site "z" is weighted: not the ELBO
+            own.append(KLWeight(cfg["beta"], cfg["kl_warmup"]))
+        if self.progress and main:
+            own.append(ProgressBar())
+        if self.out is not None and main:
+            own.append(RunWriter())
+        if self.tensorboard and main:
+            own.append(TensorBoard())
+        return own
+
+    def _run_epoch(self, epoch, train, valid, start_step, partial, callbacks):
         cfg = self.config
         n, batch_size = len(train), cfg["batch_size"]
         steps = math.ceil(n / batch_size)
-        lr = cfg["lr"] * SCHEDULES[cfg["schedule"]](epoch, cfg["epochs"])
-        self.optim.set_lr(lr)
+        self.steps_per_epoch, self.start_step = steps, start_step
+        lr = self.optimizer.param_groups[0]["lr"]
         device = train.device
         order = torch.randperm(n, device=device,
                                generator=torch.Generator(device).manual_seed(_seed_for(cfg["seed"], epoch, 0)))
@@ -320,69 +271,74 @@ class Trainer:
             # (the one checkpoints save), as a single process does
             pyro.set_rng_seed(ddp.rank_seed(cfg["seed"], epoch, start_step))
         self._pending = 0.0  # distributed: this rank's loss since the ranks last agreed
-        bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg['epochs']}",
-                   disable=not self.progress or (ddp is not None and not ddp.is_main),
-                   leave=False, dynamic_ncols=True)
-        with bar:
-            for step in range(start_step, steps):
-                binarize_rng.manual_seed(_seed_for(cfg["seed"], epoch, step + 1))
-                index = order[step * batch_size:(step + 1) * batch_size]
-                # distributed: every rank draws the same global batch and trains on its slice
-                x = train.batch(index, binarize_rng) if ddp is None else ddp.shard_batch(train, index, binarize_rng)
-                if self._kl_scale is not None:
-                    self._kl_scale.scale = kl_weight(cfg["beta"], cfg["kl_warmup"], epoch, step, steps)
-                try:
-                    loss, stop = self._step(x, batch_size), self._stop_signal
-                    synced = ddp is not None and _distributed.is_sync_step(step, start_step, steps)
-                    if ddp is not None:  # the ranks act on the global loss and stop together
-                        loss, stop = self._agree(loss, synced)
-                    if not math.isfinite(loss):
-                        raise TrainingDiverged(f"loss became {loss}")
-                except TrainingDiverged as e:
-                    raise TrainingDiverged(
-                        f"{e} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
-                        "kept (try a lower --lr or --clip-norm)") from None
-                total_loss += loss
-                bar.update(1)
-                if (step % 20 == 0) if ddp is None else synced:
-                    bar.set_postfix(elbo=f"{-total_loss / min(n, (step + 1) * batch_size):.2f}")
-                if stop is not None:
-                    self._save(epoch, step + 1, partial={
-                        "loss": total_loss,
-                        "seconds": seconds + time.perf_counter() - started})
-                    if ddp is not None:
-                        ddp.barrier()  # no rank exits before rank 0 has written the checkpoint
-                    raise TrainingInterrupted(stop,
-                        f"stopped by {stop.name} at epoch {epoch + 1}, step {step + 1}; "
-                        f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else "")
-                        + (" (under torchrun, with --distributed)" if self.out and ddp is not None else ""))
+        for callback in callbacks:
+            callback.on_epoch_start(self, epoch)
+        for step in range(start_step, steps):
+            binarize_rng.manual_seed(_seed_for(cfg["seed"], epoch, step + 1))
+            index = order[step * batch_size:(step + 1) * batch_size]
+            # distributed: every rank draws the same global batch and trains on its slice
+            x = train.batch(index, binarize_rng) if ddp is None else ddp.shard_batch(train, index, binarize_rng)
+            for callback in callbacks:
+                callback.on_step_start(self, epoch, step, steps)
+            try:
+                loss, stop = self._step(x, batch_size), self._stop_signal
+                synced = ddp is not None and _distributed.is_sync_step(step, start_step, steps)
+                if ddp is not None:  # the ranks act on the global loss and stop together
+                    loss, stop = self._agree(loss, synced)
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(f"loss became {loss}")
+            except TrainingDiverged as e:
+                raise TrainingDiverged(
+                    f"{e} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
+                    "kept (try a lower --lr or --clip-norm)") from None
+            total_loss += loss
+            self.running_elbo = -total_loss / min(n, (step + 1) * batch_size)
+            for callback in callbacks:
+                callback.on_step_end(self, epoch, step, loss)
+            if stop is not None:
+                self.save(epoch, step + 1, partial={
+                    "loss": total_loss, "seconds": seconds + time.perf_counter() - started})
+                if ddp is not None:
+                    ddp.barrier()  # no rank exits before rank 0 has written the checkpoint
+                raise TrainingInterrupted(stop,
+                    f"stopped by {stop.name} at epoch {epoch + 1}, step {step + 1}; "
+                    f"checkpoint written" + (f", resume with: pyvae train --resume {self.out}" if self.out else "")
+                    + (" (under torchrun, with --distributed)" if self.out and ddp is not None else ""))
         record = {"epoch": epoch + 1, "lr": lr, "train_elbo": -total_loss / n,
                   "train_objective": self.objective_name,
                   "seconds": seconds + time.perf_counter() - started}
-        if self._kl_scale is not None:  # train_elbo is then minus the beta-weighted loss
-            record["beta"] = self._kl_scale.scale
-        started = time.perf_counter()
+        started = time.perf_counter()  # (the ELBO, whatever the training objective)
         record["valid_elbo"] = None if valid is None else self._valid_elbo(valid)
         record["valid_seconds"] = time.perf_counter() - started
         return record
 
     def _step(self, x: torch.Tensor, batch_size: int) -> float:
-        if self._jit_svi is None or x.shape[0] != batch_size:
+        """One optimizer step on the batch x; returns the loss (a float)."""
+        objective = self.objective
+        if self.jit_objective is not None and x.shape[0] == batch_size:
             # Pyro's compiled function is keyed on the number of arguments, not their shapes:
             # a smaller last batch must not reuse the graph traced for full batches
-            return self.svi.step(x)
-        if not self._jit_warm:
-            # Tracing runs the model and guide (and draws random numbers) a few extra times. Do it
-            # once on the side, with the random state restored and the gradients dropped, so a
-            # compiled run consumes random numbers exactly like one resumed from a checkpoint.
-            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
-                    warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
-                self._jit_svi.loss_and_grads(self._jit_svi.model, self._jit_svi.guide, x)
-            for p in self.vae.parameters():
-                p.grad = None
-            self._jit_warm = True
-        return self._jit_svi.step(x)
+            if not self._jit_warm:
+                self._warm_jit(x)
+            objective = self.jit_objective
+        loss = objective.differentiable_loss(self.model, self.guide, x)
+        loss.backward()
+        clip_each(self.params, self.config["clip_norm"] if self.config["optimizer"] != "clipped_adam" else None)
+        refuse_non_finite(self.param_names, self.params)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def _warm_jit(self, x: torch.Tensor) -> None:
+        """Tracing runs the model and guide (and draws random numbers) a few extra times. Do it
+        once on the side, with the random state restored and the gradients dropped, so a compiled
+        run consumes random numbers exactly like one resumed from a checkpoint."""
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+            self.jit_objective.differentiable_loss(self.model, self.guide, x).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._jit_warm = True
 
     def _agree(self, loss: float, synced: bool):
         """Distributed: (loss to add, stop signal) agreed by all ranks.
@@ -437,47 +393,44 @@ class Trainer:
         return total
 
     # ------------------------------------------------------------ internals
-    def _make_optimizer(self) -> JointOptim:
+    def _trainable(self):
+        """(names, parameters) of the VAE's trainable tensors, sorted by their Pyro param-store
+        names ("encoder$$$net.0.weight"), the keys of the optimizer state in checkpoints."""
+        named = []
+        for slot in _distributed.SLOTS:
+            for name, p in getattr(self.vae, slot).named_parameters():
+                if p.requires_grad:
+                    named.append((f"{slot}$$${name}", p))
+        named.sort(key=lambda t: t[0])
+        return [n for n, _ in named], [p for _, p in named]
+
+    def _make_optimizer(self, params) -> torch.optim.Optimizer:
         cfg = self.config
         args = {"lr": cfg["lr"]}
-        if cfg["optimizer"] == "clipped_adam":
+        if cfg["optimizer"] == "clipped_adam":  # Pyro's Adam clips each gradient itself
             args["clip_norm"] = cfg["clip_norm"] or 10.0
-            return JointOptim(OPTIMIZERS["clipped_adam"], args)
-        return JointOptim(OPTIMIZERS[cfg["optimizer"]], args, clip_norm=cfg["clip_norm"])
+        return make_torch_optimizer(OPTIMIZERS[cfg["optimizer"]], params, args)
 
     def _prepare_out_dir(self):
-        """Lock the run directory (a new run: a locked temp sibling until its first checkpoint)."""
-        if self.out is None:
-            return
-        resuming = self._resume_payload is not None
-        if not resuming:
+        """Refuse a run directory that may not be written, before training (``RunWriter`` then
+        locks it; a new run lives in a temp sibling until its first checkpoint)."""
+        if self.out is not None and self._resume_payload is None:
             check_new(self.out, self.overwrite)
-        if self._dist is not None and not self._dist.is_main:
-            return  # rank 0 alone writes the run directory
-        self._run = RunDir(self.out, overwrite=self.overwrite, resume=resuming)
-        if resuming:  # metrics.jsonl as the checkpoint has them (a kill may have cut between)
-            self._run.write_metrics(self._resume_payload["history"])
 
     def run_config(self) -> dict:
         return {"vae": self.vae.config, "trainer": self.config, "data": self.extra_config}
 
-    def _save(self, epoch: int, step: int, partial=None) -> None:
+    def save(self, epoch: int, step: int, partial=None) -> None:
+        """Write checkpoint.pt and metrics.jsonl (rank 0 only; nothing without ``out``)."""
         if self.out is None or (self._dist is not None and not self._dist.is_main):
             return
-        bad = [name for name, p in self.vae.named_parameters() if not torch.isfinite(p).all()]
-        last = self.history[-1] if self.history else {}
-        if bad or any(v is not None and not math.isfinite(v) for v in
-                      (last.get("train_elbo"), last.get("valid_elbo"))):
-            where = f"parameter {bad[0]}" if bad else "the ELBO"
-            raise TrainingDiverged(f"{where} became NaN or Inf at epoch {epoch + (step > 0)}; no "
-                                   "checkpoint written, the last good one is kept (try a lower "
-                                   "--lr or --clip-norm)")
-        self._run.write(self.run_config(), self.history, {
+        check_finite_result(self.vae, self.history, epoch + (step > 0))  # never a NaN checkpoint
+        self.run_dir.write(self.run_config(), self.history, {
             "vae_config": self.vae.config,
             "trainer_config": self.config,
             "extra_config": self.extra_config,
             "model_state": self.vae.state_dict(),
-            "optim_state": self.optim.get_state(),
+            "optim_state": named_state(self.optimizer, self.param_names),
             "history": self.history,
             "epoch": epoch,
             "step": step,
@@ -486,32 +439,8 @@ class Trainer:
         })
 
     def _signal_guard(self):
-        return _SignalGuard(self)
+        return SignalGuard(self)
 
 
 def _json_line(record: dict) -> str:
     return json.dumps(record, sort_keys=True) + "\n"
-
-
-class _SignalGuard:
-    """While training with a run directory, SIGINT/SIGTERM ask the loop to checkpoint and stop."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-        self.previous = {}
-
-    def __enter__(self):
-        self.trainer._stop_signal = None
-        if self.trainer.out is None or threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.trainer._stop_signal = signal.Signals(signum)
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        return False
