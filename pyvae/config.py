@@ -236,6 +236,15 @@ class ModelConfig(_Config):
         if options is None or isinstance(options, dict):
             self.guide_options = options_for(self.guide, options or {})
         super().__post_init__()
+        from .limits import check_at_most, check_net_sizes  # sane sizes, before any allocation
+
+        check_net_sizes(self.x_dim or 1, self.z_dim, self.hidden)
+        check_at_most("prior_components", self.prior_components)
+        opts = self.guide_options.to_dict()
+        for name in ("flow_length", "rank"):
+            check_at_most(name, opts.get(name))
+        for h in opts.get("flow_hidden") or ():
+            check_at_most("flow_hidden", h)
 
     def to_dict(self) -> dict:
         """The "vae" entry of config.json: the guide family's options sit beside the others, and

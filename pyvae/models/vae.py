@@ -20,7 +20,6 @@ from ..errors import ConfigError
 from .guides import make_guide
 from .likelihoods import make_likelihood
 from .nets import ARCHS, MLP, ConvDecoder, ConvEncoder, check_input_dim, image_shape_for
-from ..limits import check_at_most, check_net_sizes
 from .priors import make_prior
 
 
@@ -79,12 +78,6 @@ class VAE(nn.Module):
                              if v is not None}
         self.x_dim, self.z_dim = int(x_dim), int(z_dim)
         hidden = tuple(int(h) for h in hidden)
-        check_net_sizes(self.x_dim, self.z_dim, hidden)
-        check_at_most("prior_components", prior_components)
-        for name in ("flow_length", "rank"):
-            check_at_most(name, guide_options.get(name))
-        for h in guide_options.get("flow_hidden") or ():
-            check_at_most("flow_hidden", h)
         if isinstance(guide, str):  # an option no family takes is an error in make_guide
             from .guides import GUIDES, guide_options as options_of
 
