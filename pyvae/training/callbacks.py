@@ -11,16 +11,21 @@
     on_fit_end(trainer)                                also after an error or an interruption
 
 The trainer builds its own from its options -- ``KLWeight`` (beta, KL warm-up), ``ProgressBar``,
-``RunWriter`` (checkpoint.pt and metrics.jsonl), ``TensorBoard`` -- and appends those given as
+``RunWriter`` (checkpoint.pt and metrics.jsonl), ``JitCompile``, ``TensorBoard`` -- and appends
+those given as
 ``Trainer(callbacks=[...])``. A plain function ``f(trainer, record)`` is taken as an
 ``on_epoch_end`` hook.
 """
 import os
+import warnings
 from typing import Callable, Optional
+
+import torch
 
 from tqdm.auto import tqdm
 
 from ..infer.beta import SiteScale, kl_weight, scale_site
+from ..infer.objectives import JIT_OBJECTIVES
 
 
 class Callback:
@@ -90,6 +95,43 @@ class KLWeight(Callback):
 
     def on_epoch_end(self, trainer, record):
         record["beta"] = self.scale.scale
+
+
+class JitCompile(Callback):
+    """Train full batches with Pyro's JIT-compiled objective (``JitTrace_ELBO``): the model and
+    guide are traced once, which removes most of Pyro's per-step Python overhead. A smaller last
+    batch keeps the plain objective (Pyro's compiled function is keyed on the number of
+    arguments, not their shapes)."""
+
+    def __init__(self, loss: str, particles: int, batch_size: int):
+        self.compiled = JIT_OBJECTIVES[loss](num_particles=particles,
+                                             vectorize_particles=particles > 1,
+                                             ignore_jit_warnings=True)
+        self.batch_size = batch_size
+        self.plain, self.trainer, self.warm = None, None, False
+
+    def on_fit_start(self, trainer):
+        self.plain, self.trainer = trainer.objective, trainer
+        trainer.objective = self
+
+    def on_fit_end(self, trainer):
+        if self.plain is not None:
+            trainer.objective = self.plain
+
+    def differentiable_loss(self, model, guide, x):
+        if x.shape[0] != self.batch_size:
+            return self.plain.differentiable_loss(model, guide, x)
+        if not self.warm:
+            # Tracing runs the model and guide (and draws random numbers) a few extra times: do
+            # it once on the side, with the random state restored and the gradients dropped, so
+            # a compiled run draws random numbers exactly like one resumed from a checkpoint.
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
+                    warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+                self.compiled.differentiable_loss(model, guide, x).backward()
+            self.trainer.optimizer.zero_grad(set_to_none=True)
+            self.warm = True
+        return self.compiled.differentiable_loss(model, guide, x)
 
 
 class ProgressBar(Callback):

@@ -16,7 +16,6 @@ import math
 import os
 import signal
 import time
-import warnings
 from typing import Callable, Iterable, List, Optional
 
 import torch
@@ -31,7 +30,8 @@ from . import distributed as _distributed
 from ..data import TensorData, as_data, recorded_data_config
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..infer.objectives import JIT_OBJECTIVES, make_objective
-from .callbacks import KLWeight, ProgressBar, RunWriter, TensorBoard, as_callback
+from .callbacks import (JitCompile, KLWeight, ProgressBar, RunWriter, TensorBoard,
+                        as_callback)
 from .rundir import check_new
 from .signals import SignalGuard
 from .optim import (clip_each, load_named_state, make_torch_optimizer, named_state,
@@ -184,11 +184,6 @@ class Trainer:
         self.param_names, self.params = self._trainable()
         self.optimizer = self._make_optimizer(self.params)
         self.objective = make_objective(cfg["loss"], cfg["particles"])
-        self.jit_objective, self._jit_warm = None, False
-        if cfg["jit"]:
-            particles = cfg["particles"]
-            self.jit_objective = JIT_OBJECTIVES[cfg["loss"]](
-                num_particles=particles, vectorize_particles=particles > 1, ignore_jit_warnings=True)
         callbacks, self.should_stop = self._own_callbacks() + self.callbacks, False
 
         start_epoch, start_step, partial = 0, 0, None
@@ -239,7 +234,8 @@ class Trainer:
         return self.history
 
     def _own_callbacks(self):
-        """The callbacks the options ask for: KL weighting, progress, run directory, TensorBoard."""
+        """The callbacks the options ask for: KL weighting, progress, run directory, JIT,
+        TensorBoard."""
         cfg, main = self.config, self._dist is None or self._dist.is_main
         own = []
         if cfg["beta"] != 1 or cfg["kl_warmup"]:  # the site "z" is weighted: not the ELBO
@@ -248,6 +244,8 @@ class Trainer:
             own.append(ProgressBar())
         if self.out is not None and main:
             own.append(RunWriter())
+        if cfg["jit"]:
+            own.append(JitCompile(cfg["loss"], cfg["particles"], cfg["batch_size"]))
         if self.tensorboard and main:
             own.append(TensorBoard())
         return own
@@ -314,31 +312,13 @@ class Trainer:
 
     def _step(self, x: torch.Tensor, batch_size: int) -> float:
         """One optimizer step on the batch x; returns the loss (a float)."""
-        objective = self.objective
-        if self.jit_objective is not None and x.shape[0] == batch_size:
-            # Pyro's compiled function is keyed on the number of arguments, not their shapes:
-            # a smaller last batch must not reuse the graph traced for full batches
-            if not self._jit_warm:
-                self._warm_jit(x)
-            objective = self.jit_objective
-        loss = objective.differentiable_loss(self.model, self.guide, x)
+        loss = self.objective.differentiable_loss(self.model, self.guide, x)
         loss.backward()
         clip_each(self.params, self.config["clip_norm"] if self.config["optimizer"] != "clipped_adam" else None)
         refuse_non_finite(self.param_names, self.params)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
-
-    def _warm_jit(self, x: torch.Tensor) -> None:
-        """Tracing runs the model and guide (and draws random numbers) a few extra times. Do it
-        once on the side, with the random state restored and the gradients dropped, so a compiled
-        run consumes random numbers exactly like one resumed from a checkpoint."""
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), \
-                warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
-            self.jit_objective.differentiable_loss(self.model, self.guide, x).backward()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._jit_warm = True
 
     def _agree(self, loss: float, synced: bool):
         """Distributed: (loss to add, stop signal) agreed by all ranks.
