@@ -2,147 +2,23 @@
 
 Bad input prints one line on stderr and exits with status 2 (``--debug`` shows the traceback).
 """
-import argparse
-import typing
 import os
 import sys
 
-from typing import List
-
-from .config import (DataConfig, ModelConfig, TrainConfig, flag_fields, guide_option_fields,
-                     int_list)
+from .cli_flags import (DATA_FLAGS, GUIDE_FLAGS, MODEL_FLAGS, SNR_FLAGS, TRAIN_FLAGS, Parser,
+                        add_runtime_flags, given_flags, int_list_type, positive_int, seed_type,
+                        add_config_flags)
+from .config import DataConfig, ModelConfig, TrainConfig
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
 
 # the training options a comparison shares between its families
 COMPARE_TRAIN_OPTIONS = ("lr", "batch_size", "seed")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with errors on one line: ``pyvae train: error: ...`` and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _int_list(text: str):
-    try:
-        return list(int_list(text, "sizes"))
-    except ConfigError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _flag_type(f):
-    """argparse's ``type=`` for a config field: parse the text, then run the field's check, so
-    that a bad number is refused with the same message as in Python before anything runs.
-    Names chosen from a registry are checked when the config is built (``--debug`` then shows
-    the traceback); their help lists the registry."""
-    check = f.metadata.get("check")
-    kind = f.type
-    if typing.get_origin(kind) is typing.Union:  # Optional[X] -> X
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    if check is int_list:
-        parse = str
-    elif kind is bool:
-        return None
-    elif kind in (int, float):
-        parse = kind
-    else:
-        return str
-    if check is None or hasattr(check, "choices"):
-        return parse
-
-    def convert(text):
-        value = parse(text)  # a ValueError here reads "invalid int value: 'x'"
-        try:
-            value = check(value, f.metadata.get("name") or f.name)
-        except ConfigError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        return list(value) if isinstance(value, tuple) else value
-
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def _help(f) -> str:
-    text = f.metadata.get("help", "")
-    check = f.metadata.get("check")
-    if hasattr(check, "choices"):
-        text += "; one of: " + ", ".join(check.choices())
-    if f.default is not None and f.default is not False:
-        default = f.default
-        text += " (default " + (",".join(map(str, default)) if isinstance(default, tuple)
-                                else str(default)) + ")"
-    return text.replace("%", "%%")
-
-
-def add_config_flags(parser, config_fields) -> List[str]:
-    """One flag per config field, its type, check and help from the field. The default stays
-    None, so that a command can tell the flags given from those left out (``--resume`` needs
-    that); the field's own default applies when the dataclass is built."""
-    dests = []
-    for f in config_fields:
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        kwargs = dict(dest=f.name, default=None, help=_help(f))
-        if f.metadata.get("metavar"):
-            kwargs["metavar"] = f.metadata["metavar"]
-        kind = _flag_type(f)
-        if f.metadata.get("choices"):
-            kwargs["choices"] = list(f.metadata["check"].choices())
-        if kind is None:
-            kwargs.update(action="store_true")
-        else:
-            kwargs["type"] = kind
-        parser.add_argument(flag, **kwargs)
-        dests.append(f.name)
-    return dests
-
-
-MODEL_FLAGS = flag_fields(ModelConfig)
-GUIDE_FLAGS = list(guide_option_fields().values())
-TRAIN_FLAGS = [f for f in flag_fields(TrainConfig) if f.name != "epochs"]
-DATA_FLAGS = flag_fields(DataConfig)
-SNR_FLAGS = [f for f in TRAIN_FLAGS if f.name in ("groups", "ciwae_beta")]
-
-
-def _given(args, config_fields) -> dict:
-    """The flags of ``config_fields`` given on the command line."""
-    out = {}
-    for f in config_fields:
-        value = getattr(args, f.name, None)
-        if value is not None and value is not False:
-            out[f.name] = value
-    return out
-
-
-def _add_runtime_flags(parser, *names: str) -> None:
-    """Flags about where and how a command runs, the same for every command that takes them."""
-    flags = {
-        "device": dict(default="cpu", help="cpu (default), cuda, cuda:N"),
-        "threads": dict(type=_positive_int, default=None, help="torch CPU threads"),
-        "data-dir": dict(default=None, help="where the dataset lives (default $PYVAE_DATA or "
-                                            "~/.cache/pyvae-data)"),
-        "no-download": dict(action="store_true", help="never download the dataset"),
-        "no-progress": dict(action="store_true", help="no progress bars"),
-        "debug": dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks"),
-    }
-    for name in names:
-        parser.add_argument("--" + name, **flags[name])
-
-
 def _build_parser():
-    parser = _Parser(prog="pyvae", description="Variational autoencoders in Pyro: train, evaluate, compare.")
+    parser = Parser(prog="pyvae", description="Variational autoencoders in Pyro: train, evaluate, compare.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     train = sub.add_parser("train", help="train a VAE by SVI", description=(
@@ -159,7 +35,7 @@ def _build_parser():
         "-m pyvae train ... --distributed` (DDP; --batch-size is the global batch)"))
     train.add_argument("--backend", choices=("gloo", "nccl"), default=None, help=(
         "with --distributed: gloo (default on the CPU) or nccl (default with --device cuda)"))
-    _add_runtime_flags(train, "device", "data-dir", "no-download", "threads", "no-progress", "debug")
+    add_runtime_flags(train, "device", "data-dir", "no-download", "threads", "no-progress", "debug")
     for config_fields in (MODEL_FLAGS, GUIDE_FLAGS, TRAIN_FLAGS, DATA_FLAGS):
         add_config_flags(train, config_fields)
     train.set_defaults(func=cmd_train)
@@ -172,9 +48,9 @@ def _build_parser():
     plot.add_argument("--out", default=None, help="where to write the figures (default RUN_DIR/figures)")
     plot.add_argument("--format", dest="fmt", default="png", choices=["png", "pdf", "svg"], help="default png")
     plot.add_argument("--split", default="test", help="data split to draw from: test (default), valid, train")
-    plot.add_argument("--num-points", type=_positive_int, default=2000, help="datapoints in the latent scatter (default 2000)")
-    plot.add_argument("--seed", type=int, default=0, help="picks the datapoints shown (default 0)")
-    _add_runtime_flags(plot, "data-dir", "no-download", "debug")
+    plot.add_argument("--num-points", type=positive_int, default=2000, help="datapoints in the latent scatter (default 2000)")
+    plot.add_argument("--seed", type=seed_type, default=0, help="picks the datapoints shown (default 0)")
+    add_runtime_flags(plot, "data-dir", "no-download", "debug")
     plot.set_defaults(func=cmd_plot)
 
     cmp = sub.add_parser("compare", help="train and evaluate one VAE per variational family", description=(
@@ -188,14 +64,14 @@ def _build_parser():
     cmp.add_argument("--out", required=True, help="directory for the comparison")
     cmp.add_argument("--overwrite", action="store_true", help="replace an existing comparison in --out")
     cmp.add_argument("--epochs", type=int, default=TrainConfig.epochs, help=f"training epochs per family (default {TrainConfig.epochs}; 0 only with --shared-decoder)")
-    cmp.add_argument("--num-samples", type=_positive_int, default=1000, help="importance samples K for log p(x) (default 1000)")
-    cmp.add_argument("--iwae-k", type=_int_list, default=None, help="k of the IWAE_k bounds, each < K (default 5,50: those below K)")
-    cmp.add_argument("--test-size", type=_positive_int, default=None, help="evaluate on the first N test datapoints (default all)")
+    cmp.add_argument("--num-samples", type=positive_int, default=1000, help="importance samples K for log p(x) (default 1000)")
+    cmp.add_argument("--iwae-k", type=int_list_type, default=None, help="k of the IWAE_k bounds, each < K (default 5,50: those below K)")
+    cmp.add_argument("--test-size", type=positive_int, default=None, help="evaluate on the first N test datapoints (default all)")
     cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
     cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of every family into approximation and amortization gaps with this many refinement steps (default 0: off)")
     cmp.add_argument("--ais-steps", type=int, default=0, help="with --refine-steps: log p(x) of the split by AIS with this many steps, 16 chains (default 0: the IW estimate)")
-    cmp.add_argument("--refine-size", type=_positive_int, default=100, help="test datapoints refined (default 100)")
-    _add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
+    cmp.add_argument("--refine-size", type=positive_int, default=100, help="test datapoints refined (default 100)")
+    add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     add_config_flags(cmp, [f for f in MODEL_FLAGS if f.name != "guide"])
     add_config_flags(cmp, GUIDE_FLAGS)  # each family gets the options it takes
     add_config_flags(cmp, [f for f in TRAIN_FLAGS if f.name in COMPARE_TRAIN_OPTIONS])
@@ -207,45 +83,45 @@ def _build_parser():
         "(logsumexp_k log w_k - log K), with its standard error, the ELBO, the gap between them, "
         "active units and KL; prints a table and writes RUN_DIR/eval.json."))
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
-    ev.add_argument("--num-samples", type=_positive_int, default=5000, help="importance samples K per datapoint (default 5000)")
+    ev.add_argument("--num-samples", type=positive_int, default=5000, help="importance samples K per datapoint (default 5000)")
     ev.add_argument("--split", default="test", help="test (default), valid, train")
-    ev.add_argument("--chunk-size", type=_positive_int, default=None, help="samples drawn per pass (default: about 20000 / batch size)")
-    ev.add_argument("--batch-size", type=_positive_int, default=100, help="datapoints per pass (default 100)")
-    ev.add_argument("--max-datapoints", type=_positive_int, default=None, help="evaluate only the first N datapoints")
+    ev.add_argument("--chunk-size", type=positive_int, default=None, help="samples drawn per pass (default: about 20000 / batch size)")
+    ev.add_argument("--batch-size", type=positive_int, default=100, help="datapoints per pass (default 100)")
+    ev.add_argument("--max-datapoints", type=positive_int, default=None, help="evaluate only the first N datapoints")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    ev.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default 0)")
+    ev.add_argument("--seed", type=seed_type, default=0, help="seeds the importance samples (default 0)")
     ev.add_argument("--ais", action="store_true", help="also estimate log p(x) by annealed importance sampling from the guide (pyvae.ais)")
-    ev.add_argument("--ais-steps", type=_positive_int, default=1000, help="AIS annealing steps (default 1000)")
-    ev.add_argument("--ais-chains", type=_positive_int, default=16, help="AIS chains per datapoint (default 16)")
-    _add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
+    ev.add_argument("--ais-steps", type=positive_int, default=1000, help="AIS annealing steps (default 1000)")
+    ev.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per datapoint (default 16)")
+    add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
 
     snr = sub.add_parser("snr", help="signal-to-noise ratio of a run's gradients against k", description=(
         "Mean per-parameter SNR |E g| / std g of the encoder's and decoder's gradients on one fixed "
         "batch, for each k and estimator; prints a table, writes RUN_DIR/snr.json and a plot."))
     snr.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
-    snr.add_argument("--k", type=_int_list, default=[1, 5, 50], help="particles per bound (default 1,5,50)")
+    snr.add_argument("--k", type=int_list_type, default=[1, 5, 50], help="particles per bound (default 1,5,50)")
     snr.add_argument("--estimator", default="reparam,dreg", help="comma-separated estimators (default reparam,dreg)")
     snr.add_argument("--loss", default="iwae", help="iwae (default), miwae, ciwae or piwae")
     add_config_flags(snr, SNR_FLAGS)
-    snr.add_argument("--repeats", type=_positive_int, default=100, help="gradient draws per setting (default 100)")
-    snr.add_argument("--batch-size", type=_positive_int, default=100, help="datapoints in the fixed batch (default 100)")
+    snr.add_argument("--repeats", type=positive_int, default=100, help="gradient draws per setting (default 100)")
+    snr.add_argument("--batch-size", type=positive_int, default=100, help="datapoints in the fixed batch (default 100)")
     snr.add_argument("--split", default="test", help="where the batch comes from: test (default), valid, train")
     snr.add_argument("--plot", default=None, help="figure path (default RUN_DIR/figures/snr.png)")
-    snr.add_argument("--seed", type=int, default=0, help="seeds the draws (default 0)")
-    _add_runtime_flags(snr, "device", "threads", "data-dir", "no-download", "debug")
+    snr.add_argument("--seed", type=seed_type, default=0, help="seeds the draws (default 0)")
+    add_runtime_flags(snr, "device", "threads", "data-dir", "no-download", "debug")
     snr.set_defaults(func=cmd_snr)
     bd = sub.add_parser("bdmc", help="sandwich log p(x) on data simulated from a run's model (BDMC)", description=(
         "Bidirectional Monte Carlo: simulate datapoints from the run's model, bound log p(x) from "
         "below by forward AIS and from above by reverse AIS from the exact latents; the gap between "
         "the bounds says how far AIS with these settings can be from log p(x). Writes RUN_DIR/bdmc.json."))
     bd.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
-    bd.add_argument("--num-datapoints", type=_positive_int, default=10, help="datapoints simulated (default 10)")
-    bd.add_argument("--steps", type=_int_list, default=[1000], help="AIS steps, one run each, e.g. 100,1000 (default 1000)")
-    bd.add_argument("--chains", type=_positive_int, default=16, help="chains per datapoint (default 16)")
-    bd.add_argument("--seed", type=int, default=0, help="seeds the simulation and the chains (default 0)")
+    bd.add_argument("--num-datapoints", type=positive_int, default=10, help="datapoints simulated (default 10)")
+    bd.add_argument("--steps", type=int_list_type, default=[1000], help="AIS steps, one run each, e.g. 100,1000 (default 1000)")
+    bd.add_argument("--chains", type=positive_int, default=16, help="chains per datapoint (default 16)")
+    bd.add_argument("--seed", type=seed_type, default=0, help="seeds the simulation and the chains (default 0)")
     bd.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    _add_runtime_flags(bd, "device", "threads", "no-progress", "debug")
+    add_runtime_flags(bd, "device", "threads", "no-progress", "debug")
     bd.set_defaults(func=cmd_bdmc)
     return parser
 
@@ -284,32 +160,33 @@ def _binary_data(likelihood) -> bool:
 
 
 def _train(args, ddp=None) -> int:
+    from .cli_support import absolute_data_paths, check_resume_flags, epoch_line
     from .data import load_split, load_train_valid
     from .models.vae import VAE
+    from .training.callbacks import as_callback
+    from .training.rundir import check_new
     from .training.trainer import Trainer
 
-    given = {**_given(args, MODEL_FLAGS), **_given(args, GUIDE_FLAGS), **_given(args, TRAIN_FLAGS),
-             **_given(args, DATA_FLAGS)}
+    given = {**given_flags(args, MODEL_FLAGS), **given_flags(args, GUIDE_FLAGS), **given_flags(args, TRAIN_FLAGS),
+             **given_flags(args, DATA_FLAGS)}
     if args.resume:
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise ConfigError("give either --out or --resume, not both")
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
                                  progress=not args.no_progress, num_threads=args.threads,
                                  distributed=args.distributed, tensorboard=args.tensorboard)
-        stored = {**(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
-        for dest, value in given.items():
-            if dest in stored and stored[dest] != value:
-                raise ConfigError(
-                    f"config mismatch on resume: --{dest.replace('_', '-')} {value} but the run has {stored[dest]}")
+        check_resume_flags(args.resume, trainer, given)
         data_cfg = trainer.extra_config
     else:
         if not args.out:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
-        model = ModelConfig.from_dict({**_given(args, MODEL_FLAGS), **_given(args, GUIDE_FLAGS)})
-        training = TrainConfig(**_given(args, TRAIN_FLAGS), num_threads=args.threads,
+        check_new(args.out, args.overwrite)  # before the data are loaded
+        model = ModelConfig.from_dict({**given_flags(args, MODEL_FLAGS), **given_flags(args, GUIDE_FLAGS)})
+        training = TrainConfig(**given_flags(args, TRAIN_FLAGS), num_threads=args.threads,
                                **({} if args.epochs is None else {"epochs": args.epochs}))
-        data = DataConfig(**_given(args, DATA_FLAGS), seed=training.seed)
-        data_cfg = data.completed(_binary_data(model.likelihood)).to_dict()
+        data = DataConfig(**given_flags(args, DATA_FLAGS), seed=training.seed)
+        data_cfg = absolute_data_paths(data.completed(_binary_data(model.likelihood)).to_dict(),
+                                       args.data_dir)
         import pyro
 
         pyro.set_rng_seed(training.seed)  # the initial weights, too, follow --seed
@@ -322,17 +199,11 @@ def _train(args, ddp=None) -> int:
                           extra_config=data_cfg, distributed=args.distributed,
                           tensorboard=args.tensorboard)
     train, valid = load_train_valid(data_cfg, args.data_dir, not args.no_download)
+    if ddp is None or ddp.is_main:  # with --distributed, rank 0 reports
+        trainer.callbacks.append(as_callback(epoch_line))
     history = trainer.fit(train, valid)
-    if history and (ddp is None or ddp.is_main):  # with --distributed, rank 0 reports
-        last = history[-1]
-        valid_text = "" if last["valid_elbo"] is None else f", valid ELBO {last['valid_elbo']:.2f}"
-        bits_text = ""
-        if last["valid_elbo"] is not None and getattr(trainer.vae.likelihood, "discrete", False):
-            from .models.likelihoods import bits_per_dim  # a code length: p(x|z) is a mass function
-
-            bits_text = f" ({bits_per_dim(-last['valid_elbo'], trainer.vae.x_dim):.4f} bits/dim)"
-        print(f"epoch {last['epoch']}: train {last.get('train_objective', 'ELBO')} {last['train_elbo']:.2f}{valid_text} nats"
-              f"{bits_text}; run in {trainer.out}")
+    if history and (ddp is None or ddp.is_main):
+        print(f"run in {trainer.out} ({history[-1]['epoch']} epochs)")
     return 0
 
 
@@ -352,21 +223,31 @@ def cmd_evaluate(args) -> int:
 
     import torch
 
-    from .run import EVAL, Run
+    from .run import Run
+    from .training.rundir import RunDir
 
     run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run.evaluate(args.split, args.num_samples, args.max_datapoints, args.data_dir,
-                          args.seed, args.device, chunk_size=args.chunk_size,
-                          batch_size=args.batch_size, progress=not args.no_progress,
-                          download=not args.no_download,
-                          ais_steps=args.ais_steps if args.ais else None,
-                          ais_chains=args.ais_chains)
+    with RunDir(args.run_dir, resume=True):  # one writer: not while it trains
+        result = run.evaluate(args.split, args.num_samples, args.max_datapoints, args.data_dir,
+                              args.seed, args.device, chunk_size=args.chunk_size,
+                              batch_size=args.batch_size, progress=not args.no_progress,
+                              download=not args.no_download,
+                              ais_steps=args.ais_steps if args.ais else None,
+                              ais_chains=args.ais_chains, write=False, resumable=True,
+                              log=lambda line: print(line, file=sys.stderr))
+        if args.json:  # printed first: a disk too full for eval.json does not lose the numbers
+            print(json.dumps(result, indent=2, sort_keys=True), flush=True)
+            run.write_evaluation(result)
+            return 0
+        _print_eval_table(args, result)
+        print(f"written to {run.write_evaluation(result)}")
+    return 0
+
+
+def _print_eval_table(args, result) -> None:
     n, seconds = result["num_datapoints"], result["seconds"]
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-        return 0
     rows = [
         ("split", f"{args.split} ({n} datapoints)"),
         (f"log p(x), K={args.num_samples}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f} nats"),
@@ -388,8 +269,6 @@ def cmd_evaluate(args) -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(f"written to {run.file(EVAL)}")
-    return 0
 
 
 def cmd_snr(args) -> int:
@@ -398,7 +277,7 @@ def cmd_snr(args) -> int:
     from .infer.diagnostics import snr_table
     from .run import SNR, Run
 
-    run, options = Run(args.run_dir), TrainConfig(**_given(args, SNR_FLAGS))
+    run, options = Run(args.run_dir), TrainConfig(**given_flags(args, SNR_FLAGS))
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run.snr(args.k, [e.strip() for e in args.estimator.split(",") if e.strip()], args.loss,
@@ -451,23 +330,26 @@ def cmd_compare(args) -> int:
 
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
     model_flags = [f for f in MODEL_FLAGS if f.name != "guide"]
-    training = TrainConfig(**_given(args, [f for f in TRAIN_FLAGS if f.name in COMPARE_TRAIN_OPTIONS]))
-    model = ModelConfig(**_given(args, model_flags))
-    data_cfg = DataConfig(**_given(args, DATA_FLAGS)).to_dict()
+    training = TrainConfig(**given_flags(args, [f for f in TRAIN_FLAGS if f.name in COMPARE_TRAIN_OPTIONS]))
+    model = ModelConfig(**given_flags(args, model_flags))
+    data_cfg = DataConfig(**given_flags(args, DATA_FLAGS)).to_dict()
     if args.shared_decoder:
         from .run import Run
 
-        given = _given(args, model_flags)
+        given = given_flags(args, model_flags)
         if given:
             raise ConfigError(f"--shared-decoder takes the model from its run; drop "
                               f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         run_cfg = Run(args.shared_decoder).config
         # the run's data unless data flags are given
-        data_cfg = {**run_cfg.data.to_dict(), **_given(args, DATA_FLAGS)}
+        data_cfg = {**run_cfg.data.to_dict(), **given_flags(args, DATA_FLAGS)}
         model = run_cfg.model
     data_cfg["seed"] = training.seed
     download = not args.no_download
-    data_cfg = DataConfig(**data_cfg).completed(_binary_data(model.likelihood)).to_dict()
+    from .cli_support import absolute_data_paths
+
+    data_cfg = absolute_data_paths(
+        DataConfig(**data_cfg).completed(_binary_data(model.likelihood)).to_dict(), args.data_dir)
     train, valid = load_train_valid(data_cfg, args.data_dir, download)
     test = load_split(data_cfg, "test", args.data_dir, download)
     given = " ".join(
@@ -479,7 +361,7 @@ def cmd_compare(args) -> int:
     command = f"pyvae compare --guides {','.join(guides)} {given}"
     compare(guides, train, test, valid, epochs=args.epochs, num_samples=args.num_samples,
             iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
-            shared_decoder=args.shared_decoder, common_guide_options=_given(args, GUIDE_FLAGS),
+            shared_decoder=args.shared_decoder, common_guide_options=given_flags(args, GUIDE_FLAGS),
             refine_steps=args.refine_steps, refine_size=args.refine_size, ais_steps=args.ais_steps,
             num_threads=args.threads, device=args.device, progress=not args.no_progress,
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,
@@ -508,3 +390,14 @@ def main(argv=None) -> int:
             raise
         print(f"pyvae {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before training (or evaluation) took over the signal
+        if debug:
+            raise
+        print(f"pyvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, permissions, a path under a file, ...
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pyvae {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2

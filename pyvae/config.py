@@ -242,6 +242,15 @@ class ModelConfig(_Config):
         if options is None or isinstance(options, dict):
             self.guide_options = options_for(self.guide, options or {})
         super().__post_init__()
+        from .limits import check_at_most, check_net_sizes  # sane sizes, before any allocation
+
+        check_net_sizes(self.x_dim or 1, self.z_dim, self.hidden)
+        check_at_most("prior_components", self.prior_components)
+        opts = self.guide_options.to_dict()
+        for name in ("flow_length", "rank"):
+            check_at_most(name, opts.get(name))
+        for h in opts.get("flow_hidden") or ():
+            check_at_most("flow_hidden", h)
 
     def to_dict(self) -> dict:
         """The "vae" entry of config.json: the guide family's options sit beside the others, and
@@ -265,9 +274,9 @@ class ModelConfig(_Config):
 
 
 def options_for(guide, options: dict, strict: bool = True) -> _Config:
-    """The options dataclass of ``guide`` from a dict: None means the default; an option of
-    another family is dropped (one set of options can serve a comparison); a name no family
-    takes is an error when ``strict``."""
+    """The options dataclass of ``guide`` from a dict: None means the default; with ``strict``
+    an option the family does not take is an error, without it an option of another family is
+    dropped (one set of options can serve a comparison)."""
     options = {k: v for k, v in options.items() if v is not None}
     known = guide_option_fields()
     unknown = sorted(set(options) - set(known))
@@ -276,6 +285,10 @@ def options_for(guide, options: dict, strict: bool = True) -> _Config:
                           f"{', '.join(sorted(known))}")
     cls = guide_options_class(guide)
     taken = {f.name for f in fields(cls)}
+    foreign = sorted(set(options) - taken)
+    if foreign and strict and isinstance(guide, str):
+        raise ConfigError(f"the {guide} guide takes no {', '.join(foreign)} (its options: "
+                          f"{', '.join(sorted(taken)) or 'none'})")
     return cls(**{k: v for k, v in options.items() if k in taken})
 
 
@@ -315,9 +328,12 @@ class TrainConfig(_Config):
     jit: bool = option(False, "compile the objective with Pyro's JIT (faster steps)")
 
     def __post_init__(self):
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        from .limits import check_at_most, check_seed
+
+        check_seed(self.seed)
         super().__post_init__()
+        for name in ("epochs", "batch_size", "particles"):
+            check_at_most(name, getattr(self, name))
         self.jit = bool(self.jit)
         from .infer.objectives import make_objective
 
@@ -337,6 +353,13 @@ class DataConfig(_Config):
     valid_size: Optional[int] = option(None, "held out from train (default 10000; a tenth of a "
                                        "--data-file)")
     seed: int = option(0, cli=False)
+    data_dir: Optional[str] = option(None, cli=False)       # where the data set was found
+    fingerprint: Optional[dict] = option(None, cli=False)   # sha256 of the data, checked on resume
+
+    def to_dict(self) -> dict:
+        """data_dir and fingerprint only when set (as configs without them were written)."""
+        d = super().to_dict()
+        return {k: v for k, v in d.items() if v is not None or k not in ("data_dir", "fingerprint")}
 
     def completed(self, binary_data=True) -> "DataConfig":
         """The defaults that depend on the likelihood filled in (binarize) or on the source."""

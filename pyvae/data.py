@@ -49,23 +49,30 @@ class TensorData:
                  name: str = "data"):
         if binarize not in BINARIZE:
             raise ConfigError(f"unknown binarize {binarize!r}; choose one of: {', '.join(BINARIZE)}")
-        x = torch.as_tensor(x)
-        if not torch.is_floating_point(x):
-            x = x.float()
+        x = as_real_tensor(x, name)
         if x.dim() < 2:
             raise ConfigError(f"{name}: expected data of shape (N, x_dim), got {tuple(x.shape)}")
         if x.shape[0] == 0:
             raise ConfigError(f"{name}: the data set is empty")
+        if any(d == 0 for d in x.shape[1:]):
+            raise ConfigError(f"{name}: datapoints have no values (shape {tuple(x.shape)})")
         self.image_shape = tuple(x.shape[1:]) if x.dim() > 2 else None
         x = x.reshape(x.shape[0], -1)
         if not torch.isfinite(x).all():
             raise ConfigError(f"{name}: data contain NaN or Inf values")
         if labels is not None:
-            labels = torch.as_tensor(labels)
+            try:
+                labels = torch.as_tensor(labels)
+            except (TypeError, ValueError, RuntimeError):
+                raise ConfigError(f"{name}: labels must be numbers") from None
+            if labels.layout != torch.strided or labels.is_complex() or labels.dim() != 1:
+                raise ConfigError(f"{name}: labels must be a 1-D tensor of numbers, got "
+                                  f"shape {tuple(labels.shape)}")
             if labels.shape[0] != x.shape[0]:
                 raise ConfigError(f"{name}: {labels.shape[0]} labels for {x.shape[0]} datapoints")
         self.name = name
         self.binarize = binarize
+        self.source = None  # how to load these data again (set by load_dataset / load_array)
         if binarize != "none":
             self._check_unit_interval(x)
         if binarize == "fixed":
@@ -124,6 +131,57 @@ class TensorData:
             )
 
 
+def as_real_tensor(x, name: str = "data") -> torch.Tensor:
+    """x as a dense float tensor: float64/16/bfloat16 become the default dtype (float32), ints and
+    bools too; complex, sparse and non-numeric data are refused."""
+    if isinstance(x, torch.Tensor) and x.layout != torch.strided:
+        raise ConfigError(f"{name}: sparse tensors are not supported; pass x.to_dense()")
+    try:
+        x = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"{name}: data must be an array of numbers ({str(e).splitlines()[0]})") from None
+    if x.is_complex():
+        raise ConfigError(f"{name}: complex data are not supported; pass x.real or x.abs()")
+    if x.dtype != torch.get_default_dtype():
+        x = x.to(torch.get_default_dtype())
+    return x
+
+
+def data_fingerprint(train: TensorData, valid: Optional[TensorData] = None) -> dict:
+    """sha256 of the data's values and shape, to tell on resume whether they changed."""
+    import hashlib
+
+    def digest(data):
+        if data is None:
+            return None
+        h = hashlib.sha256(str(tuple(data.x.shape)).encode())
+        h.update(data.x.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    return {"train": digest(train), "valid": digest(valid)}
+
+
+def recorded_data_config(data_cfg: dict, train: TensorData, valid: Optional[TensorData],
+                         resuming: bool, out: Optional[str]) -> dict:
+    """A run's data config: the data's source filled in when the config names none (data from
+    ``load_dataset``/``load_array``), and, for a run with a directory, their fingerprint. On resume
+    (``resuming``), data that differ from the stored fingerprint are refused."""
+    cfg = dict(data_cfg)
+    source = getattr(train, "source", None)
+    if source is not None and not ("dataset" in cfg or "data_file" in cfg):
+        cfg = {**source, **cfg}
+    if out is None:
+        return cfg
+    fingerprint, stored = data_fingerprint(train, valid), cfg.get("fingerprint")
+    if resuming and stored is not None and any(  # (a run may resume without validation data)
+            stored.get(k) is not None and fingerprint[k] is not None and stored[k] != fingerprint[k]
+            for k in ("train", "valid")):
+        raise ConfigError(f"{out}: the training data differ from the data the run was trained "
+                          "on (their sha256 fingerprints differ); resume with the run's data")
+    cfg["fingerprint"] = fingerprint
+    return cfg
+
+
 def as_data(data, name: str = "data") -> TensorData:
     """Accept a ``TensorData`` or a tensor/array (used as is, no binarization)."""
     if isinstance(data, TensorData):
@@ -161,6 +219,9 @@ def load_array(path: str, split: str = "train", valid_size: Optional[int] = None
         raise ConfigError(f"cannot read data file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    x = as_real_tensor(x, os.path.basename(path))
+    if labels is not None and labels.dim() != 1:
+        raise ConfigError(f"{path}: labels must be a 1-D array, got shape {tuple(labels.shape)}")
     n = x.shape[0] if x.dim() else 0
     if valid_size is None:
         valid_size = n // 10
@@ -171,10 +232,14 @@ def load_array(path: str, split: str = "train", valid_size: Optional[int] = None
           "train+valid": slice(0, n)}[split]
     if labels is not None:
         labels = labels[sl]
+    source_binarize = binarize
     if binarize == "dynamic" and split in ("valid", "test"):
         binarize = "fixed"
-    return TensorData(x[sl] if n else x, labels, binarize=binarize, seed=seed,
+    data = TensorData(x[sl] if n else x, labels, binarize=binarize, seed=seed,
                       name=f"{os.path.basename(path)}/{split}")
+    data.source = dict(dataset=None, data_file=os.path.abspath(path), binarize=source_binarize,
+                       valid_size=valid_size, seed=seed)
+    return data
 
 
 def _torchvision_dataset(name: str):
@@ -227,24 +292,38 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir: Optional[s
     if binarize not in BINARIZE:
         raise ConfigError(f"unknown binarize {binarize!r}; choose one of: {', '.join(BINARIZE)}")
     if name == "linear-gaussian":
-        return load_linear_gaussian(split, valid_size=valid_size, binarize=binarize, **options)
+        data = load_linear_gaussian(split, valid_size=valid_size, binarize=binarize, **options)
+        if not options:  # the defaults: a run can load them again by name
+            data.source = dict(dataset=name, data_file=None, binarize=binarize,
+                               valid_size=valid_size, seed=seed)
+        return data
     if options:
         raise ConfigError(f"dataset {name!r} takes no options, got {', '.join(sorted(options))}")
     root = os.path.expanduser(data_dir) if data_dir else default_data_dir()
     cls, kwargs = _torchvision_dataset(name)
+    layout = (f"the files under {os.path.join(root, cls.__name__, 'raw')}"
+              if name != "cifar10" else f"cifar-10-batches-py under {root}")
     try:
         ds = cls(root, train=(split != "test"), download=download, **kwargs)
     except RuntimeError as e:  # torchvision: "Dataset not found. You can use download=True ..."
         hint = "" if download else " (download disabled: drop --no-download, or put the files there)"
-        raise ConfigError(f"{name} not found under {root}{hint}: {e}") from None
-    except OSError as e:  # download failed: no network, disk full, ...
-        raise ConfigError(f"could not download {name} to {root}: {e}") from None
+        raise ConfigError(f"{name} not found under {root}{hint}: expected {layout}; "
+                          f"--data-dir DIR names another place: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # download failed: no network, disk full, a damaged file, ...
+        raise ConfigError(f"could not download {name} to {root} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                          f"offline, fetch the files elsewhere and put {layout}, or point "
+                          "--data-dir at a copy, and pass --no-download") from None
     images, labels = _images_and_labels(name, ds)
     images = images.float().div_(255.0)
     images, labels = _split(images, labels, split, valid_size)
+    source = dict(dataset=name, data_file=None, binarize=binarize,
+                  valid_size=None if valid_size == 10000 else valid_size, seed=seed,
+                  data_dir=os.path.abspath(root))
     if binarize == "dynamic" and split in ("valid", "test"):
         binarize = "fixed"
-    return TensorData(images, labels, binarize=binarize, seed=seed, name=f"{name}/{split}")
+    data = TensorData(images, labels, binarize=binarize, seed=seed, name=f"{name}/{split}")
+    data.source = source
+    return data
 
 
 def complete_data_config(data_cfg: dict, binary_data=True) -> dict:
@@ -265,21 +344,28 @@ def complete_data_config(data_cfg: dict, binary_data=True) -> dict:
 
 def load_split(data_cfg: dict, split: str, data_dir: Optional[str] = None,
                download: bool = True) -> TensorData:
-    """One split of the data a run's ``config["data"]`` names (a data set or a ``data_file``)."""
+    """One split of the data a run's ``config["data"]`` names (a data set or a ``data_file``).
+
+    ``data_dir`` defaults to the one the run recorded (``data_cfg["data_dir"]``)."""
+    if not data_cfg or not (data_cfg.get("data_file") or data_cfg.get("dataset")):
+        raise ConfigError("the run does not record its data (it was trained on tensors from "
+                          "Python): evaluate it from Python, or train on data from "
+                          "pyvae.load_dataset or a --data-file")
+    data_dir = data_dir or data_cfg.get("data_dir")
     if data_cfg.get("data_file"):
-        return load_array(data_cfg["data_file"], split, data_cfg["valid_size"],
-                          data_cfg["binarize"], data_cfg["seed"])
-    valid_size = 10000 if data_cfg["valid_size"] is None else data_cfg["valid_size"]
+        return load_array(data_cfg["data_file"], split, data_cfg.get("valid_size"),
+                          data_cfg.get("binarize") or "none", data_cfg.get("seed", 0))
+    valid_size = 10000 if data_cfg.get("valid_size") is None else data_cfg["valid_size"]
     return load_dataset(data_cfg["dataset"], split, data_dir=data_dir, download=download,
-                        binarize=data_cfg["binarize"], valid_size=valid_size,
-                        seed=data_cfg["seed"])
+                        binarize=data_cfg.get("binarize"), valid_size=valid_size,
+                        seed=data_cfg.get("seed", 0))
 
 
 def load_train_valid(data_cfg: dict, data_dir: Optional[str] = None, download: bool = True):
     """(train, valid) of a run's data; valid is None when ``valid_size`` is 0."""
     train = load_split(data_cfg, "train", data_dir, download)
     valid = (load_split(data_cfg, "valid", data_dir, download)
-             if data_cfg["valid_size"] != 0 else None)
+             if data_cfg.get("valid_size") != 0 else None)
     return train, valid
 
 

@@ -80,7 +80,15 @@ class Run:
         if not os.path.isfile(path):
             return []
         with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            lines = [line for line in f if line.strip()]
+        try:
+            records = [json.loads(line) for line in lines]
+        except ValueError as e:
+            raise ConfigError(f"{path} is damaged (not one JSON record per line): {e}") from None
+        if not good_records(records):
+            raise ConfigError(f"{path} is damaged: every line must be a record with an epoch "
+                              "and a train_elbo")
+        return records
 
     def load_vae(self, device="cpu"):
         """The trained VAE, rebuilt from the config and loaded with the checkpoint's weights."""
@@ -90,10 +98,13 @@ class Run:
         if payload.get("vae_config") is None:
             raise ConfigError(f"{self.path}: the run used custom components; rebuild the VAE "
                               "in Python and load run.checkpoint['model_state'] into it")
-        vae = VAE.from_config(payload["vae_config"])
+        try:
+            vae = VAE.from_config(payload["vae_config"])
+        except (TypeError, KeyError) as e:
+            raise ConfigError(f"{self.path}: the checkpoint's model config is damaged: {e}") from None
         try:
             vae.load_state_dict(payload["model_state"])
-        except RuntimeError as e:
+        except (RuntimeError, KeyError, TypeError) as e:
             raise ConfigError(f"{self.path}: checkpoint does not fit the model: "
                               f"{str(e).splitlines()[0]}") from None
         return vae.to(resolve_device(device)).eval()
@@ -102,18 +113,28 @@ class Run:
         """The run's data split as ``TensorData`` (from its data config)."""
         from .data import load_split
 
-        return load_split(self.config.data.to_dict(), split, data_dir, download)
+        # as the trainer recorded them: a run on bare tensors records no source, and says so
+        return load_split(self.checkpoint.get("extra_config") or {}, split, data_dir, download)
 
     def evaluate(self, split: str = "test", num_samples: int = 5000,
                  max_datapoints: Optional[int] = None, data_dir: Optional[str] = None,
                  seed: int = 0, device="cpu", chunk_size: Optional[int] = None,
                  batch_size: int = 100, progress: bool = False, download: bool = True,
                  write: bool = True, ais_steps: Optional[int] = None,
-                 ais_chains: int = 16) -> dict:
+                 ais_chains: int = 16, resumable: bool = False, log=print) -> dict:
         """Importance-weighted log p(x) of the first ``max_datapoints`` of ``split`` (all by
         default), with the ELBO, the gap, ESS, Pareto k, active units and KL (and log p(x) by
         AIS with ``ais_steps``): the keys of eval.json, which is written unless
-        ``write=False``. See ``evaluate_vae``."""
+        ``write=False``. See ``evaluate_vae``.
+
+        With ``resumable``, the per-datapoint results are saved after every batch to
+        ``eval-progress.pt`` in the run directory, SIGINT/SIGTERM stop after the current batch
+        (``TrainingInterrupted``), and the same call continues where it stopped, to the numbers
+        of an uninterrupted evaluation (``pyvae.training.evalrun``; ``log`` says so)."""
+        from .limits import check_at_most, check_seed
+
+        check_seed(seed)
+        check_at_most("num_samples", num_samples)
         device = resolve_device(device)
         vae = self.load_vae(device)
         data = self.data(split, data_dir, download)
@@ -123,12 +144,30 @@ class Run:
         # the held-out splits are binarized once when loaded; "train" with dynamic binarization
         # is drawn here, seeded, so that the numbers repeat
         x = data.batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(seed))
+        estimate = None
+        if resumable:
+            from .training.evalrun import log_likelihood_resumable
+
+            key = {"split": split, "num_samples": int(num_samples), "seed": int(seed), "n": n,
+                   "batch_size": int(batch_size), "chunk_size": chunk_size,
+                   "epoch": self.checkpoint["epoch"], "step": self.checkpoint.get("step")}
+
+            def estimate():
+                return log_likelihood_resumable(self.path, vae, x, key, num_samples, seed,
+                                                batch_size, chunk_size, progress, log)[0]
         result = {"split": split, "epoch": self.checkpoint["epoch"],
                   **evaluate_vae(vae, x, num_samples, seed, chunk_size, batch_size, progress,
-                                 ais_steps, ais_chains)}
+                                 ais_steps, ais_chains, estimate)}
         if write:
-            write_json(self.file(EVAL), result)
+            self.write_evaluation(result)
         return result
+
+    def write_evaluation(self, result: dict) -> str:
+        """Write ``result`` to eval.json (and drop an evaluation's progress file); a full disk
+        is one ConfigError line that says where the per-datapoint results are kept."""
+        from .training.evalrun import write_result
+
+        return write_result(self.path, result)
 
     def snr(self, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",
             groups: int = 1, ciwae_beta: float = 0.5, repeats: int = 100, batch_size: int = 100,
@@ -164,10 +203,19 @@ class Run:
         return rows
 
 
+def good_records(records) -> bool:
+    """Whether ``records`` are epoch records: dicts with an int epoch and a numeric train_elbo."""
+    number = (int, float)
+    return isinstance(records, list) and all(
+        isinstance(r, dict) and isinstance(r.get("epoch"), int)
+        and isinstance(r.get("train_elbo"), number)
+        and isinstance(r.get("valid_elbo"), (*number, type(None))) for r in records)
+
+
 def evaluate_vae(vae, x: torch.Tensor, num_samples: int = 5000, seed: int = 0,
                  chunk_size: Optional[int] = None, batch_size: int = 100,
                  progress: bool = False, ais_steps: Optional[int] = None,
-                 ais_chains: int = 16) -> dict:
+                 ais_chains: int = 16, estimate=None) -> dict:
     """The evaluation of a VAE on data x, as ``pyvae evaluate`` reports it.
 
     log p^(x) = logsumexp_k log w_k - log K with K = ``num_samples`` draws from the guide (and
@@ -177,12 +225,18 @@ def evaluate_vae(vae, x: torch.Tensor, num_samples: int = 5000, seed: int = 0,
     With ``ais_steps``, also log p^(x) by AIS from the guide (``ais_chains`` chains, seeded with
     ``seed``): ``ais_log_px``, its stderr, ``ais_minus_iw`` (mean per-datapoint difference),
     the acceptance rate and the time. Nats per datapoint; bits/dim = -log p^(x) / (x_dim log 2).
+    ``estimate``: a function returning the ``LogLikelihood`` in place of the plain seeded
+    ``evaluate.log_likelihood`` (how ``Run.evaluate`` resumes).
     """
     pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
     started = time.perf_counter()
-    ll = _evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=num_samples,
-                                  chunk_size=chunk_size, batch_size=batch_size, progress=progress)
+    if estimate is not None:
+        ll = estimate()
+    else:
+        pyro.set_rng_seed(seed)
+        ll = _evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=num_samples,
+                                      chunk_size=chunk_size, batch_size=batch_size,
+                                      progress=progress)
     seconds = time.perf_counter() - started
     extra = {}
     if ais_steps:

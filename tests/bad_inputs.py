@@ -34,6 +34,30 @@ def _raw_pickle(path):
         pickle.dump(_RunsCode(path), f)
 
 
+def _user_dir(path):
+    """A directory of someone's files that happen to share a run's file names."""
+    import os
+
+    os.makedirs(path + ".d")
+    with open(os.path.join(path + ".d", "config.json"), "w") as f:
+        f.write("my own notes\n")
+
+
+def _damaged_comparison(path):
+    import os
+
+    os.makedirs(path + ".d")
+    with open(os.path.join(path + ".d", "compare.json"), "w") as f:
+        f.write('{"rows": [{"guide": "diagonal", "elbo": ')
+
+
+def _npz_text_labels(path):
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez(f, x=np.zeros((50, 12), dtype=np.float32), labels=np.array(["a"] * 50))
+
+
 def _text(path):
     with open(path, "w") as f:
         f.write("not a tensor\n")
@@ -79,4 +103,37 @@ CASES = [
     ("crafted-checkpoint", _crafted_checkpoint, ["train", "--resume", "{tmpdir_with_checkpoint}"], "refused to load"),
     ("truncated-checkpoint", "truncated", ["train", "--resume", "{tmpdir_with_checkpoint}"], "not a readable checkpoint"),
     ("foreign-checkpoint", _tensor({"weights": torch.zeros(3)}), ["train", "--resume", "{tmpdir_with_checkpoint}"], "not a pyvae checkpoint"),
+    ("checkpoint-missing-keys", _tensor({"format": "pyvae-checkpoint", "version": 1, "epoch": 1}), ["train", "--resume", "{tmpdir_with_checkpoint}"], "damaged checkpoint: missing vae_config"),
+    ("evaluate-checkpoint-missing-keys", _tensor({"format": "pyvae-checkpoint", "version": 1}), ["evaluate", "{tmpdir_with_checkpoint}"], "damaged checkpoint: missing"),
+    # data of the wrong kind
+    ("complex-data", _tensor(torch.zeros(50, 12, dtype=torch.complex64)), ["train", "--data-file", "{file}", "--out", "{tmp}/r", "--valid-size", "10"], "complex data are not supported"),
+    ("sparse-data", _tensor(torch.eye(50, 12).to_sparse()), ["train", "--data-file", "{file}", "--out", "{tmp}/r", "--valid-size", "10"], "sparse tensors are not supported"),
+    ("zero-columns", _tensor(torch.zeros(50, 0)), ["train", "--data-file", "{file}", "--out", "{tmp}/r", "--valid-size", "10"], "datapoints have no values"),
+    ("scalar-data", _tensor(torch.tensor(3.0)), ["train", "--data-file", "{file}", "--out", "{tmp}/r"], "expected data of shape (N, x_dim)"),
+    ("0-d-labels", _tensor({"x": torch.zeros(50, 12), "labels": torch.tensor(3)}), ["train", "--data-file", "{file}", "--out", "{tmp}/r", "--valid-size", "10"], "labels must be a 1-D"),
+    ("text-labels", _npz_text_labels, ["train", "--data-file", "{file}", "--out", "{tmp}/r", "--valid-size", "10"], "cannot read data file"),
+    # numbers out of range, checked before anything is allocated
+    ("seed-negative", None, ["train", "--data-file", "{good}", "--seed", "-1", "--out", "{tmp}/r"], "in [0, 4294967295]"),
+    ("seed-too-large", None, ["train", "--data-file", "{good}", "--seed", "4294967296", "--out", "{tmp}/r"], "in [0, 4294967295]"),
+    ("evaluate-seed-negative", None, ["evaluate", "{run}", "--seed", "-1"], "in [0, 4294967295]"),
+    ("hidden-huge", None, ["train", "--data-file", "{good}", "--hidden", "100000000000", "--out", "{tmp}/r"], "hidden 100000000000 is larger than the limit"),
+    ("hidden-too-many-weights", None, ["train", "--data-file", "{good}", "--hidden", "1000000,1000000", "--out", "{tmp}/r"], "more than the limit"),
+    ("particles-huge", None, ["train", "--data-file", "{good}", "--particles", "1000000000000", "--out", "{tmp}/r"], "particles 1000000000000 is larger than the limit"),
+    ("flow-length-huge", None, ["train", "--data-file", "{good}", "--guide", "planar", "--flow-length", "100000000", "--out", "{tmp}/r"], "flow length 100000000 is larger than the limit"),
+    ("epochs-huge", None, ["train", "--data-file", "{good}", "--epochs", "1000000000000", "--out", "{tmp}/r"], "epochs 1000000000000 is larger than the limit"),
+    ("num-samples-huge", None, ["evaluate", "{run}", "--num-samples", "1000000000000"], "num samples 1000000000000 is larger than the limit"),
+    # flags that do not apply
+    ("rank-with-diagonal", None, ["train", "--data-file", "{good}", "--rank", "3", "--out", "{tmp}/r"], "the diagonal guide takes no rank"),
+    ("components-with-normal-prior", None, ["train", "--data-file", "{good}", "--prior-components", "5", "--out", "{tmp}/r"], "prior 'normal' takes no option"),
+    ("compare-option-no-family-takes", None, ["compare", "--guides", "diagonal", "--rank", "3", "--data-file", "{good}", "--out", "{tmp}/c"], "no family in diagonal takes rank"),
+    # resume
+    ("resume-flag-not-recorded", None, ["train", "--resume", "{run}", "--rank", "3"], "--rank is not recorded in"),
+    ("resume-config-mismatch-arch", None, ["train", "--resume", "{run}", "--arch", "conv"], "config mismatch on resume: --arch conv"),
+    ("resume-finished-run", None, ["train", "--resume", "{run}"], "has already trained 1 of 1 epochs"),
+    ("resume-epochs-not-above-done", None, ["train", "--resume", "{run}", "--epochs", "1"], "pass --epochs N with N > 1"),
+    # directories
+    ("out-holds-user-files", _user_dir, ["train", "--data-file", "{good}", "--out", "{file}.d"], "is not empty and is not a pyvae run"),
+    ("out-under-a-file", _text, ["train", "--data-file", "{good}", "--out", "{file}/run"], "is not a directory"),
+    ("plot-damaged-comparison", _damaged_comparison, ["plot", "{file}.d"], "is damaged or not a comparison"),
+    ("offline-download", None, ["train", "--dataset", "mnist", "--data-dir", "{tmp}/empty", "--no-download", "--out", "{tmp}/r"], "--data-dir DIR names another place"),
 ]

@@ -110,6 +110,7 @@ def test_cli_defaults_are_the_dataclass_defaults(data_file, tmp_path):
         stored = json.load(f)
     assert stored["trainer"] == TrainConfig(epochs=1).to_dict()
     assert stored["vae"] == ModelConfig(x_dim=12).to_dict()
+    assert len(stored["data"].pop("fingerprint")["train"]) == 64  # sha256 of the training data
     assert stored["data"] == DataConfig(data_file=data_file, binarize="dynamic",
                                         valid_size=20).to_dict()
 

@@ -228,9 +228,14 @@ def _chunks(total: int, chunk: int):
         done += size
 
 
-def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc, per_batch):
-    """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it."""
-    _check_x(x)
+def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc, per_batch,
+            batch_hook=None):
+    """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it.
+
+    ``batch_hook(start, None)`` is called before each batch (a true result skips it) and
+    ``batch_hook(start, result)`` after it: how a long evaluation saves progress and resumes.
+    """
+    x = _check_x(x)
     _check_counts(num_samples, chunk_size, batch_size)
     batch_size = min(batch_size, x.shape[0])
     if chunk_size is None:
@@ -243,11 +248,16 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
         with bar:
             for start in range(0, x.shape[0], batch_size):
                 xb = x[start:start + batch_size]
+                if batch_hook is not None and batch_hook(start, None):  # skip: done before
+                    bar.update(xb.shape[0])
+                    continue
 
                 def draw(particles, xb=xb):
                     return log_weights(model, guide, xb, particles, nesting)[0]
 
                 results.append(per_batch(draw, xb.shape[0], xb.device, chunk_size))
+                if batch_hook is not None:
+                    batch_hook(start, results[-1])
                 bar.update(xb.shape[0])
     return results
 
@@ -255,7 +265,7 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
 # ------------------------------------------------------------------------------ estimators
 def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
                    chunk_size: Optional[int] = None, batch_size: int = 100,
-                   progress: bool = True) -> LogLikelihood:
+                   progress: bool = True, batch_hook: Optional[Callable] = None) -> LogLikelihood:
     """Importance-weighted estimate of log p(x) per datapoint, with standard error and ESS.
 
         log p^(x) = logsumexp_{k<=K} [log p(x, z_k) - log q(z_k|x)] - log K,   z_k ~ q(z|x)
@@ -287,7 +297,7 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
         return value, stderr, ess, elbo_mean, elbo_se, khat
 
     parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
-                    f"log p(x), K={num_samples}", per_batch)
+                    f"log p(x), K={num_samples}", per_batch, batch_hook)
     value, stderr, ess, elbo_mean, elbo_se, khat = (torch.cat(p) for p in zip(*parts))
     return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se,
                          khat=khat)

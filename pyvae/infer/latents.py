@@ -50,7 +50,7 @@ def active_units(guide: Callable, x: torch.Tensor, threshold: float = 0.01, site
     Returns a dict: ``num_active`` (int), ``variance`` ((z_dim,) tensor of Var_x E_q[z_j|x]),
     ``active`` ((z_dim,) bool tensor).
     """
-    _check_x(x)
+    x = _check_x(x)
     means = []
     with torch.no_grad(), poutine.block():
         for start in range(0, x.shape[0], batch_size):
@@ -73,7 +73,7 @@ def kl_per_dimension(guide: Callable, x: torch.Tensor, prior=None, model: Option
     Monte-Carlo average of log q(z_j|x) - log p(z_j) over ``num_samples`` draws. Both q and p must
     factorize over dimensions (the KL of a joint q does not split into per-dimension terms).
     """
-    _check_x(x)
+    x = _check_x(x)
     if (prior is None) == (model is None):
         raise ConfigError("give exactly one of prior= (a distribution) or model= (a Pyro model)")
     total, count = None, 0
@@ -108,7 +108,7 @@ def kl_to_prior(guide: Callable, x: torch.Tensor, model: Callable, site: str = "
     nothing but parameters is scored exactly). ``num_samples`` draws per datapoint, vectorised.
     Returns a scalar float64 tensor (nats per datapoint).
     """
-    _check_x(x)
+    x = _check_x(x)
     total, count = torch.zeros((), dtype=torch.float64), 0
     with torch.no_grad(), poutine.block():
         for start in range(0, x.shape[0], batch_size):

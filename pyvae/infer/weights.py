@@ -33,6 +33,14 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
     with torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    for name, site in model_trace.nodes.items():  # e.g. grey pixels under a Bernoulli
+        if site["type"] == "sample" and site["is_observed"]:
+            if not bool(torch.as_tensor(site["fn"].support.check(site["value"])).all()):
+                base = getattr(site["fn"], "base_dist", site["fn"])
+                kind = next(c.__name__ for c in type(base).__mro__ if not c.__name__.startswith("_"))
+                raise ConfigError(f"the observed site {name!r} has values outside the support of "
+                                  f"its {kind} distribution ({site['fn'].support}); e.g. "
+                                  "binarize the data for a Bernoulli likelihood")
     dims = [0]
     for trace in (prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)):
         for name, site in trace.nodes.items():
@@ -139,8 +147,15 @@ def site_log_density(name: str, site: dict, log_prob: torch.Tensor, particles: i
     return _per_datapoint(lp.to(torch.float64), -(nesting + 1), frame.dim, particles), data_scale
 
 
-def check_x(x) -> None:
-    """x must hold one datapoint per row (ConfigError otherwise)."""
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
-        raise ConfigError(f"x must be a tensor with datapoints along its first dimension, got "
+def check_x(x) -> torch.Tensor:
+    """x as (N, ...) real data, one datapoint per row: ints and bools become floats; complex,
+    1-D and empty x are refused (ConfigError)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
+        raise ConfigError(f"x must be a tensor of shape (N, x_dim) with datapoints along its first "
+                          f"dimension (one datapoint: x[None]), got "
                           f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}")
+    if x.is_complex():
+        raise ConfigError("x is complex; pass x.real or x.abs()")
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    return x

@@ -23,6 +23,12 @@ from .nets import ARCHS, MLP, ConvDecoder, ConvEncoder, check_input_dim, image_s
 from .priors import make_prior
 
 
+def _ALL_GUIDE_OPTIONS():
+    from .guides import GUIDES, guide_options
+
+    return {o for name in GUIDES for o in guide_options(name)}
+
+
 class VAE(nn.Module):
     """A VAE with MLP or conv nets and swappable prior, likelihood and variational family.
 
@@ -50,6 +56,10 @@ class VAE(nn.Module):
                  image_shape=None, prior_components=None, *, config: Optional[ModelConfig] = None,
                  **guide_options):
         super().__init__()
+        if config is None and (isinstance(hidden, (str, bytes)) or not all(
+                hasattr(h, "__index__") and not isinstance(h, bool)
+                for h in (hidden if hasattr(hidden, "__iter__") else [hidden]))):
+            raise ConfigError(f"hidden must be a sequence of integers such as (200, 200), got {hidden!r}")
         if config is None:
             config = ModelConfig(x_dim=x_dim, z_dim=z_dim, hidden=hidden, activation=activation,
                                  likelihood=likelihood, guide=guide, prior=prior, arch=arch,
@@ -68,6 +78,15 @@ class VAE(nn.Module):
                              if v is not None}
         self.x_dim, self.z_dim = int(x_dim), int(z_dim)
         hidden = tuple(int(h) for h in hidden)
+        if isinstance(guide, str):  # an option no family takes is an error in make_guide
+            from .guides import GUIDES, guide_options as options_of
+
+            foreign = [k for k, v in guide_options.items()
+                       if v is not None and guide in GUIDES and k in _ALL_GUIDE_OPTIONS()
+                       and k not in options_of(guide)]
+            if foreign:
+                raise ConfigError(f"the {guide} guide takes no {', '.join(foreign)} "
+                                  f"(its options: {', '.join(options_of(guide)) or 'none'})")
         if arch not in ARCHS:
             raise ConfigError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
         self.likelihood = make_likelihood(likelihood, self.x_dim)
@@ -114,6 +133,7 @@ class VAE(nn.Module):
         pyro.module("decoder", self.decoder)
         pyro.module("prior", self.prior)
         pyro.module("likelihood", self.likelihood)
+        x = self._as_input(x)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
@@ -121,10 +141,16 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor) -> None:
         """q(z|x): x has shape (batch, x_dim)."""
         check_input_dim(x, self.x_dim)
+        x = self._as_input(x)
         pyro.module("encoder_body", self.encoder_body)
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.encode(x))
+
+    def _as_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x in the dtype of the nets' weights (data of any real dtype: float64, ints, bools)."""
+        dtype = next(self.decoder.parameters()).dtype
+        return x if x.dtype == dtype else x.to(dtype)
 
     def encode(self, x: torch.Tensor):
         """q(z|x) as a distribution: the guide family applied to the encoder body's features."""

@@ -151,6 +151,15 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         raise ConfigError(f"epochs must be >= 1 (or 0 with a shared decoder), got {epochs}")
     if out is not None and os.path.isfile(os.path.join(out, "compare.json")) and not overwrite:
         raise ConfigError(f"{out} already holds a comparison; pass overwrite=True (--overwrite)")
+    if out is not None and int(epochs) > 0:
+        from ..training.rundir import check_new
+
+        for family in guides:  # each family's run directory, before anything is trained
+            check_new(os.path.join(out, family), overwrite)
+    unused = [k for k, v in (common_guide_options or {}).items()
+              if v is not None and not any(k in options_of(g) for g in guides)]
+    if unused:
+        raise ConfigError(f"no family in {','.join(guides)} takes {', '.join(unused)}")
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     from ..training.checkpoint import resolve_device
@@ -191,7 +200,10 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         pyro.set_rng_seed(seed)
         vae = VAE(x_dim=train.x_dim, guide=family, **model_cfg, **opts)
         if decoder_state is not None:
-            missing, unexpected = vae.load_state_dict(decoder_state, strict=False)
+            try:
+                missing, unexpected = vae.load_state_dict(decoder_state, strict=False)
+            except RuntimeError:
+                missing, unexpected = [], ["(a tensor of another shape)"]
             if unexpected or any(not _is_guide_key(k) for k in missing):
                 raise ConfigError(f"{shared_decoder}: the decoder does not fit the {family} VAE")
             # frozen: pyro.module skips parameters that do not require grad, so SVI never
@@ -201,7 +213,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
                 part.eval()
         run_dir = None if out is None else os.path.join(out, family)
         trainer = Trainer(vae, epochs=int(epochs), lr=lr, batch_size=min(batch_size, len(train)),
-                          seed=seed, device=device, out=run_dir, overwrite=True, progress=progress,
+                          seed=seed, device=device, out=run_dir, overwrite=overwrite, progress=progress,
                           extra_config=data_config)
         started = time.perf_counter()
         history = trainer.fit(train, valid)  # 0 epochs: only the run directory is written

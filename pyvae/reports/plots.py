@@ -184,6 +184,12 @@ def read_metrics(run_dir: str) -> List[dict]:
     return run.metrics()
 
 
+def _good_records(records) -> bool:
+    from ..run import good_records
+
+    return good_records(records)
+
+
 def training_curves(history, path: str, title: Optional[str] = None) -> str:
     """Train and validation ELBO per epoch, from a run directory or a list of history records.
 
@@ -314,6 +320,20 @@ def load_run(run_dir: str, device="cpu"):
     return run.load_vae(device), run.config.to_dict()
 
 
+def _read_report(path: str) -> dict:
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        for family, r in gap_results(report).items():
+            if not all(isinstance(r[k], (int, float)) for k in ("elbo", "log_px")):
+                raise ValueError(f"{family}: elbo and log_px must be numbers")
+        if not all(_good_records(r.get("history") or []) for r in report["rows"]):
+            raise ValueError("a family's history is not a list of epoch records")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path} is damaged or not a comparison ({type(e).__name__}: {e})") from None
+    return report
+
+
 def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: str = "test",
              data_dir=None, download: bool = True, num_points: int = 2000, seed: int = 0,
              figures: Optional[Sequence[str]] = None) -> List[str]:
@@ -333,8 +353,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     out = out or os.path.join(run_dir, FIGURES)
     written = []
     if os.path.isfile(os.path.join(run_dir, "compare.json")):
-        with open(os.path.join(run_dir, "compare.json")) as f:
-            report = json.load(f)
+        report = _read_report(os.path.join(run_dir, "compare.json"))
         written.append(gap_plot(gap_results(report), os.path.join(out, f"gap.{fmt}"),
                                 title=report.get("title")))
         histories = {r["guide"]: r.get("history") or [] for r in report["rows"]}

@@ -164,10 +164,25 @@ class ProgressBar(Callback):
 
 
 class RunWriter(Callback):
-    """After every epoch, the run directory's checkpoint.pt and metrics.jsonl (atomically)."""
+    """The run directory: locked for the fit (``pyvae.training.rundir.RunDir``; a new run in a
+    temp sibling until its first checkpoint), and after every epoch its config.json,
+    metrics.jsonl and checkpoint.pt (atomically)."""
+
+    def on_fit_start(self, trainer):
+        from .rundir import RunDir
+
+        resuming = trainer.resumed
+        trainer.run_dir = RunDir(trainer.out, overwrite=trainer.overwrite, resume=resuming)
+        if resuming:  # metrics.jsonl as the checkpoint has them (a kill may have cut between)
+            trainer.run_dir.write_metrics(trainer.history)
 
     def on_epoch_end(self, trainer, record):
         trainer.save(record["epoch"], 0)
+
+    def on_fit_end(self, trainer):
+        if getattr(trainer, "run_dir", None) is not None:
+            trainer.run_dir.close()
+            trainer.run_dir = None
 
 
 class TensorBoard(Callback):
@@ -179,15 +194,14 @@ class TensorBoard(Callback):
         self.log_dir = log_dir
         self.writer = None
 
-    def on_fit_start(self, trainer):
-        from torch.utils.tensorboard import SummaryWriter
-
-        from .checkpoint import TENSORBOARD
-
-        log_dir = self.log_dir or (os.path.join(trainer.out, TENSORBOARD) if trainer.out else None)
-        self.writer = SummaryWriter(log_dir=log_dir)
-
     def on_epoch_end(self, trainer, record):
+        if self.writer is None:  # opened after the first checkpoint: a new run's directory
+            from torch.utils.tensorboard import SummaryWriter  # takes its name only then
+
+            from .checkpoint import TENSORBOARD
+
+            log_dir = self.log_dir or (os.path.join(trainer.out, TENSORBOARD) if trainer.out else None)
+            self.writer = SummaryWriter(log_dir=log_dir)
         for key in ("train_elbo", "valid_elbo", "lr", "beta"):
             if record.get(key) is not None:
                 self.writer.add_scalar(key, record[key], record["epoch"])

@@ -12,9 +12,13 @@ import tempfile
 import torch
 
 from ..errors import ConfigError
+from .rundir import file_mode
 
 FORMAT = "pyvae-checkpoint"
 VERSION = 1
+#: what every checkpoint holds; a file without one of them is refused when loaded
+REQUIRED_KEYS = ("vae_config", "trainer_config", "extra_config", "model_state", "optim_state",
+                 "history", "epoch", "step", "rng")
 
 # The files of a run directory (``pyvae.Run`` reads them, ``pyvae.Trainer`` writes them)
 CHECKPOINT = "checkpoint.pt"    # weights, optimizer and random states, history: resume from here
@@ -24,6 +28,7 @@ EVAL = "eval.json"              # the last ``pyvae evaluate`` / ``Run.evaluate``
 SNR = "snr.json"                # the last ``pyvae snr`` / ``Run.snr``
 TENSORBOARD = "tensorboard"     # event files of ``pyvae train --tensorboard``
 FIGURES = "figures"             # ``pyvae plot``'s default output
+EVAL_PROGRESS = "eval-progress.pt"  # per-datapoint results of an unfinished evaluation
 
 
 def atomic_write(path: str, write) -> None:
@@ -34,6 +39,7 @@ def atomic_write(path: str, write) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; a run's files get the umask's mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -51,6 +57,22 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def check_finite_result(module, history, epoch: int) -> None:
+    """Raise ``TrainingDiverged`` if a parameter or the last epoch's train/valid ELBO is NaN/Inf:
+    such a state is never written as a checkpoint."""
+    import math
+
+    from ..errors import TrainingDiverged
+
+    bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+    last = history[-1] if history else {}
+    if bad or any(v is not None and not math.isfinite(v)
+                  for v in (last.get("train_elbo"), last.get("valid_elbo"))):
+        where = f"parameter {bad[0]}" if bad else "the ELBO"
+        raise TrainingDiverged(f"{where} became NaN or Inf at epoch {epoch}; no checkpoint "
+                               "written, the last good one is kept (try a lower --lr or --clip-norm)")
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
@@ -79,6 +101,11 @@ def load_checkpoint(path: str, map_location=None) -> dict:
             f"{path}: checkpoint format version {payload.get('version')} is not supported "
             f"(this pyvae reads version {VERSION})"
         )
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise ConfigError(f"{path}: damaged checkpoint: missing {', '.join(missing)}")
+    if not isinstance(payload["model_state"], dict) or not isinstance(payload["history"], list):
+        raise ConfigError(f"{path}: damaged checkpoint: model_state or history has the wrong type")
     return payload
 
 

@@ -24,14 +24,15 @@ import pyro
 from pyro.infer import Trace_ELBO
 
 from ..config import TrainConfig
-from .checkpoint import (CHECKPOINT, CONFIG, METRICS, atomic_write_text, is_run_dir, resolve_device, get_rng_state, load_checkpoint, save_checkpoint,
-                         set_rng_state, write_json)
+from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir, resolve_device,
+                         get_rng_state, load_checkpoint, set_rng_state)
 from . import distributed as _distributed
-from ..data import TensorData, as_data
+from ..data import TensorData, as_data, recorded_data_config
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..infer.objectives import JIT_OBJECTIVES, bound_name, make_objective
 from .callbacks import (JitCompile, KLWeight, ProgressBar, RunWriter, TensorBoard,
                         as_callback)
+from .rundir import check_new
 from .signals import SignalGuard
 from .optim import (clip_each, load_named_state, make_torch_optimizer, named_state,
                     refuse_non_finite)
@@ -120,6 +121,7 @@ class Trainer:
         self.config = config.to_dict()  # the "trainer" entry of config.json
         self.history: List[dict] = []
         self._resume_payload = None
+        self.resumed, self.run_dir = False, None  # RunWriter: lock and write the run directory
         self._stop_signal = None
 
     # ----------------------------------------------------------------- resume
@@ -174,6 +176,8 @@ class Trainer:
         if self.distributed:
             self._dist = _distributed.setup(self.device)
             self._dist.check_batches(len(train), cfg["batch_size"])
+        self.extra_config = recorded_data_config(self.extra_config, train, valid,
+                                                 self._resume_payload is not None, self.out)
         self._prepare_out_dir()
         if cfg["num_threads"] is not None:
             torch.set_num_threads(cfg["num_threads"])
@@ -191,7 +195,7 @@ class Trainer:
             load_named_state(self.optimizer, self.param_names, p["optim_state"])
             set_rng_state(p["rng"])
             start_epoch, start_step, partial = p["epoch"], p["step"], p.get("partial")
-            self._resume_payload = None
+            self._resume_payload, self.resumed = None, True
         else:
             pyro.set_rng_seed(cfg["seed"])
             self.history = []
@@ -391,16 +395,10 @@ class Trainer:
         return make_torch_optimizer(OPTIMIZERS[cfg["optimizer"]], params, args)
 
     def _prepare_out_dir(self):
-        if self.out is None:
-            return
-        if self._resume_payload is None and is_run_dir(self.out) and not self.overwrite:
-            raise ConfigError(f"{self.out} already holds a run; resume it (--resume) or pass --overwrite")
-        if os.path.exists(self.out) and not os.path.isdir(self.out):
-            raise ConfigError(f"{self.out} exists and is not a directory")
-        if self._dist is not None and not self._dist.is_main:
-            return  # rank 0 alone writes the run directory
-        os.makedirs(self.out, exist_ok=True)
-        write_json(os.path.join(self.out, CONFIG), self.run_config())
+        """Refuse a run directory that may not be written, before training (``RunWriter`` then
+        locks it; a new run lives in a temp sibling until its first checkpoint)."""
+        if self.out is not None and self._resume_payload is None:
+            check_new(self.out, self.overwrite)
 
     def run_config(self) -> dict:
         return {"vae": self.vae.config, "trainer": self.config, "data": self.extra_config}
@@ -409,7 +407,8 @@ class Trainer:
         """Write checkpoint.pt and metrics.jsonl (rank 0 only; nothing without ``out``)."""
         if self.out is None or (self._dist is not None and not self._dist.is_main):
             return
-        save_checkpoint(os.path.join(self.out, CHECKPOINT), {
+        check_finite_result(self.vae, self.history, epoch + (step > 0))  # never a NaN checkpoint
+        self.run_dir.write(self.run_config(), self.history, {
             "vae_config": self.vae.config,
             "trainer_config": self.config,
             "extra_config": self.extra_config,
@@ -421,8 +420,6 @@ class Trainer:
             "partial": partial,
             "rng": get_rng_state(),
         })
-        lines = "".join(_json_line(r) for r in self.history)
-        atomic_write_text(os.path.join(self.out, METRICS), lines)
 
     def _signal_guard(self):
         return SignalGuard(self)

@@ -1,0 +1,140 @@
+"""Flags of the ``pyvae`` command, generated from the config dataclasses (``pyvae.config``):
+each field gives a flag's type, check, help and default, so a default and its check live in one
+place; plus the runtime flags (device, threads, data location, progress, tracebacks)."""
+import argparse
+import typing
+from typing import List
+
+from .config import (DataConfig, ModelConfig, TrainConfig, flag_fields, guide_option_fields,
+                     int_list)
+from .errors import ConfigError
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line: ``pyvae train: error: ...`` and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def int_list_type(text: str):
+    try:
+        return list(int_list(text, "sizes"))
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def seed_type(text: str) -> int:
+    from .limits import check_seed
+
+    try:
+        return check_seed(int(text))
+    except (ValueError, ConfigError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _flag_type(f):
+    """argparse's ``type=`` for a config field: parse the text, then run the field's check, so
+    that a bad number is refused with the same message as in Python before anything runs.
+    Names chosen from a registry are checked when the config is built (``--debug`` then shows
+    the traceback); their help lists the registry."""
+    check = f.metadata.get("check")
+    kind = f.type
+    if typing.get_origin(kind) is typing.Union:  # Optional[X] -> X
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if check is int_list:
+        parse = str
+    elif kind is bool:
+        return None
+    elif kind in (int, float):
+        parse = kind
+    else:
+        return str
+    if check is None or hasattr(check, "choices"):
+        return parse
+
+    def convert(text):
+        value = parse(text)  # a ValueError here reads "invalid int value: 'x'"
+        try:
+            value = check(value, f.metadata.get("name") or f.name)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return list(value) if isinstance(value, tuple) else value
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _help(f) -> str:
+    text = f.metadata.get("help", "")
+    check = f.metadata.get("check")
+    if hasattr(check, "choices"):
+        text += "; one of: " + ", ".join(check.choices())
+    if f.default is not None and f.default is not False:
+        default = f.default
+        text += " (default " + (",".join(map(str, default)) if isinstance(default, tuple)
+                                else str(default)) + ")"
+    return text.replace("%", "%%")
+
+
+def add_config_flags(parser, config_fields) -> List[str]:
+    """One flag per config field, its type, check and help from the field. The default stays
+    None, so that a command can tell the flags given from those left out (``--resume`` needs
+    that); the field's own default applies when the dataclass is built."""
+    dests = []
+    for f in config_fields:
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        kwargs = dict(dest=f.name, default=None, help=_help(f))
+        if f.metadata.get("metavar"):
+            kwargs["metavar"] = f.metadata["metavar"]
+        kind = _flag_type(f)
+        if f.metadata.get("choices"):
+            kwargs["choices"] = list(f.metadata["check"].choices())
+        if kind is None:
+            kwargs.update(action="store_true")
+        else:
+            kwargs["type"] = kind
+        parser.add_argument(flag, **kwargs)
+        dests.append(f.name)
+    return dests
+
+
+MODEL_FLAGS = flag_fields(ModelConfig)
+GUIDE_FLAGS = list(guide_option_fields().values())
+TRAIN_FLAGS = [f for f in flag_fields(TrainConfig) if f.name != "epochs"]
+DATA_FLAGS = flag_fields(DataConfig)
+SNR_FLAGS = [f for f in TRAIN_FLAGS if f.name in ("groups", "ciwae_beta")]
+
+
+def given_flags(args, config_fields) -> dict:
+    """The flags of ``config_fields`` given on the command line."""
+    out = {}
+    for f in config_fields:
+        value = getattr(args, f.name, None)
+        if value is not None and value is not False:
+            out[f.name] = value
+    return out
+
+
+def add_runtime_flags(parser, *names: str) -> None:
+    """Flags about where and how a command runs, the same for every command that takes them."""
+    flags = {
+        "device": dict(default="cpu", help="cpu (default), cuda, cuda:N"),
+        "threads": dict(type=positive_int, default=None, help="torch CPU threads"),
+        "data-dir": dict(default=None, help="where the dataset lives (default $PYVAE_DATA or "
+                                            "~/.cache/pyvae-data)"),
+        "no-download": dict(action="store_true", help="never download the dataset"),
+        "no-progress": dict(action="store_true", help="no progress bars"),
+        "debug": dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks"),
+    }
+    for name in names:
+        parser.add_argument("--" + name, **flags[name])
