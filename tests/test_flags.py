@@ -436,6 +436,10 @@ def test_evaluate_flags_reach_eval_json(run_dir, capsys, one_thread):
     _eval(run_dir, "--json", "--seed", "4")
     printed = json.loads(capsys.readouterr().out)
     assert printed == read_json(os.path.join(run_dir, "eval.json")) and printed["seed"] == 4
+    assert "ais_log_px" not in base
+    ais = _eval(run_dir, "--ais", "--ais-steps", "3", "--ais-chains", "2", "--max-datapoints", "4")
+    assert (ais["ais_steps"], ais["ais_chains"]) == (3, 2) and math.isfinite(ais["ais_log_px"])
+    assert _eval(run_dir, "--ais-steps", "3").get("ais_log_px") is None  # only with --ais
     before = torch.get_num_threads()
     _eval(run_dir, "--threads", "2")
     assert torch.get_num_threads() == 2
@@ -472,7 +476,7 @@ def test_compare_flags_reach_compare_json_and_each_family_run(data, tmp_path, on
     out = str(tmp_path / "cmp")
     assert cli("compare", "--data-file", data["binary"], "--out", out, "--no-progress",
                "--guides", "diagonal,planar", "--epochs", "2", "--num-samples", "30",
-               "--iwae-k", "3,7", "--test-size", "9", "--refine-steps", "5", "--refine-size", "4",
+               "--iwae-k", "3,7", "--test-size", "9", "--refine-steps", "5", "--refine-size", "4", "--ais-steps", "3",
                "--z-dim", "3", "--hidden", "6", "--activation", "relu", "--prior", "mixture",
                "--prior-components", "2", "--flow-length", "1", "--lr", "0.003",
                "--batch-size", "15", "--seed", "4", "--valid-size", "20", "--threads", "1",
@@ -504,7 +508,9 @@ def test_compare_flags_reach_compare_json_and_each_family_run(data, tmp_path, on
     assert rows["planar"]["options"] == {"flow_length": 1}
     assert config(os.path.join(out, "planar"))["vae"]["flow_length"] == 1
     assert rows["diagonal"]["refine_size"] == 4 and rows["diagonal"]["refine_steps"] == 5
-    assert rows["diagonal"]["approximation_gap"] is not None and rows["planar"]["approximation_gap"] is None
+    assert rows["diagonal"]["approximation_gap"] is not None and rows["planar"]["approximation_gap"] is not None
+    assert rows["diagonal"]["ais_steps"] == 3 and rows["diagonal"]["ais_start"] == "guide"
+    assert rows["planar"]["ais_start"] == "prior"  # planar cannot score z: AIS starts at p(z)
 
 
 # ---------------------------------------------------------------------------------- coverage
@@ -515,9 +521,10 @@ COVERED = {
         "--no-download", "--backend", "--device", "--debug", "--epochs", "--batch-size",
         "--valid-size", "--z-dim", "--hidden"},
     "evaluate": {"--num-samples", "--split", "--max-datapoints", "--seed", "--json", "--threads",
+                 "--ais", "--ais-steps", "--ais-chains",
                  "--no-progress", "--device", "--debug", "--batch-size", "--chunk-size"},
     "compare": {"--data-file", "--out", "--no-progress", "--guides", "--epochs", "--num-samples",
-                "--iwae-k", "--test-size", "--refine-steps", "--refine-size", "--z-dim", "--hidden",
+                "--iwae-k", "--test-size", "--refine-steps", "--refine-size", "--ais-steps", "--z-dim", "--hidden",
                 "--activation", "--prior", "--prior-components", "--flow-length", "--lr",
                 "--batch-size", "--seed", "--valid-size", "--threads", "--binarize", "--likelihood"},
 }

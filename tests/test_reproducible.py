@@ -91,7 +91,7 @@ def test_evaluate_does_not_depend_on_batch_or_chunk_size(run_dir, one_thread):
             assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), (flags, key)
 
 
-def _per_datapoint(run_dir, data_file, n=None, batch_size=10, chunk_size=None, seed=0):
+def per_datapoint(run_dir, data_file, n=None, batch_size=10, chunk_size=None, seed=0):
     vae = load_vae(run_dir)
     x = torch.load(data_file, weights_only=True)["x"][-30:]
     x = x if n is None else x[:n]
@@ -103,11 +103,11 @@ def _per_datapoint(run_dir, data_file, n=None, batch_size=10, chunk_size=None, s
 def test_first_rows_equal_the_full_run_when_batches_align(run_dir, data_file, one_thread):
     """--max-datapoints N evaluates the first N rows: with N a multiple of the batch size, their
     numbers are those of the full evaluation, row by row."""
-    full = _per_datapoint(run_dir, data_file)
-    first = _per_datapoint(run_dir, data_file, n=20)
+    full = per_datapoint(run_dir, data_file)
+    first = per_datapoint(run_dir, data_file, n=20)
     for field in ("value", "stderr", "ess", "elbo", "elbo_stderr"):
         assert torch.equal(getattr(first, field), getattr(full, field)[:20]), field
-    other = _per_datapoint(run_dir, data_file, n=20, seed=1)
+    other = per_datapoint(run_dir, data_file, n=20, seed=1)
     assert not torch.equal(other.value, first.value)
 
 
@@ -117,7 +117,7 @@ def test_first_rows_equal_the_full_run_when_batches_align(run_dir, data_file, on
     "size, and a different batch size gives different numbers"))
 @pytest.mark.parametrize("n, batch_size", [(15, 10), (None, 7)])
 def test_per_datapoint_results_do_not_depend_on_the_batch(run_dir, data_file, n, batch_size, one_thread):
-    full = _per_datapoint(run_dir, data_file)
-    other = _per_datapoint(run_dir, data_file, n=n, batch_size=batch_size)
+    full = per_datapoint(run_dir, data_file)
+    other = per_datapoint(run_dir, data_file, n=n, batch_size=batch_size)
     rows = len(other.value)
     assert torch.allclose(other.value, full.value[:rows], rtol=0, atol=1e-9)

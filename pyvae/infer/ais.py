@@ -42,14 +42,12 @@ from torch.distributions import biject_to
 
 from ..errors import ConfigError
 from .evaluate import Estimate
-from .weights import _data_frame, _per_datapoint, check_x as _check_x, max_plate_nesting
+from .hmc import HMC
+from .weights import data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule"]
 
 CHAIN_PLATE = "_ais_chains"
-TARGET_ACCEPTANCE = 0.65
-ADAPT_UP, ADAPT_DOWN = 1.02, 0.98
-ACCEPTANCE_SMOOTHING = 0.9  # running acceptance rate: r <- 0.9 r + 0.1 (mean acceptance now)
 
 
 @dataclass
@@ -130,6 +128,25 @@ def prior_guide(model: Callable) -> Callable:
 
 
 # ------------------------------------------------------------------------------ densities
+
+class GuideCannotScore(ConfigError):
+    """The start guide's q(z|x) has no density at points it did not draw itself (a flow
+    without an inverse); AIS needs log q0 everywhere."""
+
+
+def _bijection(name, support):
+    """biject_to(support); a mixture's support is its components' (torch registers no bijection
+    for the mixture's own constraint)."""
+    try:
+        return biject_to(support)
+    except NotImplementedError:
+        base = getattr(support, "base_constraint", None)
+        if base is None:
+            raise ConfigError(f"latent site {name!r}: no bijection to the reals for its support "
+                              f"{type(support).__name__}") from None
+        return _bijection(name, base)
+
+
 class _Target:
     """log p(x, z), log q0(z) and log|det dz/du| per (chain, datapoint), from Pyro traces.
 
@@ -152,9 +169,9 @@ class _Target:
                 raise ConfigError(f"latent site {name!r} is discrete; AIS needs continuous latents")
             if name not in start.nodes:
                 raise ConfigError(f"the guide has no sample site {name!r}; the model needs it")
-            self.sites[name] = biject_to(site["fn"].support)
+            self.sites[name] = _bijection(name, site["fn"].support)
             # (data plate dim, event dims of the unconstrained value)
-            self.layout[name] = (_data_frame(name, site).dim, self.sites[name].domain.event_dim)
+            self.layout[name] = (data_frame(name, site).dim, self.sites[name].domain.event_dim)
         if not self.sites:
             raise ConfigError("the model has no latent sample sites")
         self.start = {name: start.nodes[name]["value"].detach() for name in self.sites}
@@ -174,9 +191,9 @@ class _Target:
             if site["type"] != "sample" or (skip_observed and site["is_observed"]
                                             and name not in self.sites):
                 continue
-            frame = _data_frame(name, site)
+            frame = data_frame(name, site)
             lp = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-            total = total + _per_datapoint(lp, self.chain_dim, frame.dim, self.chains)
+            total = total + per_datapoint(lp, self.chain_dim, frame.dim, self.chains)
         return total
 
     def per_cn(self, name, value):
@@ -184,7 +201,7 @@ class _Target:
         data_dim, event_dim = self.layout[name]
         if event_dim:
             value = value.sum(list(range(-event_dim, 0)))
-        return _per_datapoint(value, self.chain_dim, data_dim, self.chains)
+        return per_datapoint(value, self.chain_dim, data_dim, self.chains)
 
     def broadcast(self, name, per_cn, like):
         """A (C, N) tensor reshaped to broadcast against site ``name``'s value ``like``."""
@@ -208,13 +225,13 @@ class _Target:
                 z[name] = t(u[name])
                 ld = t.log_abs_det_jacobian(u[name], z[name])
                 ld = ld.expand(u[name].shape[:u[name].dim() - self.layout[name][1]])
-                log_det = log_det + _per_datapoint(ld, self.chain_dim, self.layout[name][0],
+                log_det = log_det + per_datapoint(ld, self.chain_dim, self.layout[name][0],
                                                    self.chains)
             log_p = self._sum(self._run(self.model, z), skip_observed=False)
             try:
                 log_q = self._sum(self._run(self.guide, z), skip_observed=True)
             except (NotImplementedError, KeyError):  # (Pyro's planar/radial raise KeyError)
-                raise ConfigError("the guide's q(z|x) cannot score arbitrary z (a flow without an "
+                raise GuideCannotScore("the guide's q(z|x) cannot score arbitrary z (a flow without an "
                                   "inverse: planar, radial, sylvester); start AIS from another "
                                   "guide, e.g. pyvae.infer.ais.prior_guide(model)") from None
             inputs = list(u.values())
@@ -229,76 +246,6 @@ class _Target:
         log_det = torch.as_tensor(log_det, dtype=torch.float64).expand_as(log_p) \
             if not torch.is_tensor(log_det) else log_det
         return (log_p.detach(), log_q.detach(), log_det.detach(), *grads)
-
-
-# ------------------------------------------------------------------------------ HMC
-class _HMC:
-    """Vectorised HMC over (chains, datapoints) with per-datapoint step sizes.
-
-    The state carries log p, log q0, log det and their gradients separately, so the target
-    log f_beta = (1 - beta) log q0 + beta log p + log det and its gradient are available for
-    any beta without evaluating the model again.
-    """
-
-    def __init__(self, target: _Target, n: int, step_size: float, leapfrog_steps: int, device):
-        self.target, self.leapfrog = target, leapfrog_steps
-        kw = dict(dtype=torch.float64, device=device)
-        self.step = torch.full((n,), step_size, **kw)
-        self.rate = torch.full((n,), TARGET_ACCEPTANCE, **kw)
-        self.accept_sum = torch.zeros(n, **kw)
-        self.transitions = 0
-
-    @staticmethod
-    def log_f(state, beta):
-        lp, lq, ld = state[:3]
-        return (1 - beta) * lq.double() + beta * lp.double() + ld.double()
-
-    @staticmethod
-    def grad(state, beta):
-        gp, gq, gd = state[3:]
-        return {k: (1 - beta) * gq[k] + beta * gp[k] + gd[k] for k in gp}
-
-    def transition(self, u, state, beta):
-        """One HMC transition leaving f_beta invariant; returns the new (u, state)."""
-        t = self.target
-        c = state[0].shape[0]
-        eps = {k: t.broadcast(k, self.step.expand(c, -1), v).to(v.dtype) for k, v in u.items()}
-
-        def energy(st, mom):
-            kinetic = sum(t.per_cn(k, 0.5 * m.double().pow(2)) for k, m in mom.items())
-            return -self.log_f(st, beta) + kinetic
-
-        momentum = {k: torch.randn_like(v) for k, v in u.items()}
-        h0 = energy(state, momentum)
-        g = self.grad(state, beta)
-        mom = {k: momentum[k] + 0.5 * eps[k] * g[k] for k in u}
-        new_u, new = u, state
-        for i in range(self.leapfrog):
-            new_u = {k: v + eps[k] * mom[k] for k, v in new_u.items()}
-            new = t.evaluate(new_u)
-            g = self.grad(new, beta)
-            half = 0.5 if i == self.leapfrog - 1 else 1.0
-            mom = {k: m + half * eps[k] * g[k] for k, m in mom.items()}
-        h1 = energy(new, mom)
-        prob = torch.exp(torch.clamp(h0 - h1, max=0.0))
-        prob = torch.where(torch.isfinite(prob), prob, torch.zeros_like(prob))
-        accept = torch.rand_like(prob) < prob
-
-        def pick(a, b, name=None):
-            mask = accept if name is None else t.broadcast(name, accept, a)
-            return torch.where(mask, a, b)
-
-        u = {k: pick(new_u[k], v, k) for k, v in u.items()}
-        state = tuple(pick(a, b) for a, b in zip(new[:3], state[:3])) + tuple(
-            {k: pick(ga[k], gb[k], k) for k in ga} for ga, gb in zip(new[3:], state[3:]))
-        # per-datapoint adaptation towards TARGET_ACCEPTANCE
-        now = prob.mean(0)
-        self.rate = ACCEPTANCE_SMOOTHING * self.rate + (1 - ACCEPTANCE_SMOOTHING) * now
-        self.step = torch.where(self.rate > TARGET_ACCEPTANCE, self.step * ADAPT_UP,
-                                self.step * ADAPT_DOWN)
-        self.accept_sum += now
-        self.transitions += 1
-        return u, state
 
 
 # ------------------------------------------------------------------------------ AIS
@@ -369,7 +316,7 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
             else:
                 z = target.start
             u = target.to_unconstrained(z)
-            hmc = _HMC(target, xb.shape[0], 0.01 if step_size is None else float(step_size),
+            hmc = HMC(target, xb.shape[0], 0.01 if step_size is None else float(step_size),
                        leapfrog_steps, x.device)
             log_w = _anneal(target, u, betas, hmc, reverse, bar)
             value, stderr, ess = _log_mean_exp(log_w)

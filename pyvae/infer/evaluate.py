@@ -122,6 +122,7 @@ class Gaps:
     elbo: Estimate
     elbo_refined: Optional[Estimate] = None
     log_px_iw: Optional[Estimate] = None  # the IW estimate, when log_px is another (AIS)
+    ais_start: Optional[str] = None  # with AIS: "guide", or "prior" for a guide that cannot score z
 
     @property
     def total(self) -> torch.Tensor:
@@ -368,7 +369,8 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
 
     With ``ais_steps``, log p(x) is instead the AIS estimate from the guide (``ais_chains``
     chains, ``seed``), which stays close to log p(x) where the IW estimate's ESS collapses; the
-    IW estimate is then kept in ``Gaps.log_px_iw``.
+    IW estimate is then kept in ``Gaps.log_px_iw``. A guide that cannot score arbitrary z (a
+    flow without an inverse) cannot start AIS; the prior starts it then (``Gaps.ais_start``).
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
     amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)
@@ -376,11 +378,18 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
     if refined_guide is not None:
         refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
     if ais_steps:
+        from .ais import GuideCannotScore, prior_guide
         from .ais import ais as run_ais
 
-        log_px = run_ais(model, guide, x, num_steps=ais_steps, num_chains=ais_chains,
-                         progress=progress, seed=seed, batch_size=batch_size)
-        return Gaps(log_px, amortized, refined, log_px_iw=ll)
+        start, start_name = guide, "guide"
+        try:
+            log_px = run_ais(model, start, x, num_steps=ais_steps, num_chains=ais_chains,
+                             progress=progress, seed=seed, batch_size=batch_size)
+        except GuideCannotScore:
+            start, start_name = prior_guide(model), "prior"
+            log_px = run_ais(model, start, x, num_steps=ais_steps, num_chains=ais_chains,
+                             progress=progress, seed=seed, batch_size=batch_size)
+        return Gaps(log_px, amortized, refined, log_px_iw=ll, ais_start=start_name)
     return Gaps(ll, amortized, refined)
 
 

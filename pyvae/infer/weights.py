@@ -45,12 +45,12 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
     for trace in (prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)):
         for name, site in trace.nodes.items():
             if site["type"] == "sample":
-                _data_frame(name, site)  # every site must be per datapoint
+                data_frame(name, site)  # every site must be per datapoint
                 dims += [-frame.dim for frame in site["cond_indep_stack"] if frame.vectorized]
     return max(dims)
 
 
-def _data_frame(name, site):
+def data_frame(name, site):
     for frame in site["cond_indep_stack"]:
         if frame.name == DATA_PLATE:
             if not frame.vectorized:
@@ -62,7 +62,7 @@ def _data_frame(name, site):
         f"need every sample site of the model and guide inside pyro.plate({DATA_PLATE!r}, ...)")
 
 
-def _per_datapoint(log_prob: torch.Tensor, particle_dim: int, data_dim: int,
+def per_datapoint(log_prob: torch.Tensor, particle_dim: int, data_dim: int,
                    particles: int) -> torch.Tensor:
     """Sum a site's log-density over every batch dimension except the particle and data plates.
 
@@ -140,11 +140,11 @@ def site_log_density(name: str, site: dict, log_prob: torch.Tensor, particles: i
     Returns:
         ``(value, data_scale)``: float64 of shape (particles, batch), and ``size / subsample_size``.
     """
-    frame = _data_frame(name, site)
+    frame = data_frame(name, site)
     data_scale = frame.full_size / frame.size if frame.full_size else 1.0
     factor = site["scale"] / data_scale if scaled else 1.0
     lp = scale_and_mask(log_prob, factor, site["mask"])
-    return _per_datapoint(lp.to(torch.float64), -(nesting + 1), frame.dim, particles), data_scale
+    return per_datapoint(lp.to(torch.float64), -(nesting + 1), frame.dim, particles), data_scale
 
 
 def check_x(x) -> torch.Tensor:

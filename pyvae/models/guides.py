@@ -114,7 +114,7 @@ class LowRank(GuideFamily):
 
     F has shape (z_dim, rank); cost O(z_dim rank^2) per datapoint instead of O(z_dim^3).
 
-    Args:
+    Options (fields of ``Options``, given as keyword arguments):
         rank: number of columns of F (1 <= rank <= z_dim).
     """
 
@@ -158,7 +158,7 @@ class Flow(GuideFamily):
     output h(x) is the context of both the base q0(z0|x) and every transform (with no hidden
     layers, h(x) = x). Subclasses name the transforms in ``make_transform``.
 
-    Args:
+    Options (fields of ``Options``, given as keyword arguments):
         flow_length: K, the number of transforms.
         flow_hidden: hidden sizes of each transform's parameter network (default: one layer of
             10 * z_dim units; for Sylvester none, i.e. linear maps of h(x)).
@@ -247,7 +247,7 @@ class Spline(Flow):
     quadratic spline on [-bound, bound] (identity outside) whose knots depend on z_{<i} and h(x)
     (Pyro's ``conditional_spline_autoregressive``, linear order).
 
-    Args:
+    Options (fields of ``Options``, given as keyword arguments):
         count_bins: spline segments per dimension.
         bound: half-width of the spline's box.
     """
@@ -274,7 +274,7 @@ class Sylvester(Flow):
     orthogonal and R, R~ upper triangular, all linear maps of h(x) by default (``flow_hidden``
     adds hidden layers); see ``pyvae.flows``. No inverse.
 
-    Args:
+    Options (fields of ``Options``, given as keyword arguments):
         sylvester_kind: "orthogonal" (default), "householder" or "triangular": how Q is built.
         householders: reflections per layer for the "householder" kind.
     """

@@ -93,11 +93,13 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         guide_options: per-family constructor options, e.g. ``{"iaf": {"flow_length": 4}}``.
         common_guide_options: options given to every family that takes them, e.g.
             ``{"flow_length": 4}`` for all flows (``pyvae.guides.guide_options`` lists them).
-        refine_steps, refine_size: refine per-datapoint members of each family (``pyvae.refine``)
-            on the first ``refine_size`` test points for ``refine_steps`` SVI steps and split the
-            gap there into approximation and amortization gaps.
+        refine_steps: refine per-datapoint members of each family (``pyvae.refine``) for this
+            many SVI steps and split the gap into approximation and amortization gaps (0: no
+            split).
+        refine_size: how many of the first test points are refined.
         ais_steps: with refinement, take log p(x) of the split from AIS with this many steps
-            (16 chains) instead of the IW estimate (0: IW).
+            (16 chains; from the prior for a family that cannot score z) instead of the IW
+            estimate (0: IW).
         num_threads: ``torch.set_num_threads`` for the whole comparison.
         out: directory for compare.md/.csv/.json, figures and per-family runs (None: write nothing).
         data_config: the data options stored with each family's run (as ``pyvae train`` stores
@@ -268,12 +270,13 @@ def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, re
                          family=family, steps=int(refine_steps), seed=seed)
         split = evaluate.gaps(vae.model, vae.guide, xr, num_samples, elbo_samples=100,
                               refined_guide=refined, batch_size=len(xr), progress=progress,
-                              ais_steps=ais_steps or None, seed=seed).summary()
+                              ais_steps=ais_steps or None, seed=seed)
+        ais_start, split = split.ais_start, split.summary()
         row.update(approximation_gap=split["approximation_gap"],
                    amortization_gap=split["amortization_gap"], refine_size=len(xr),
                    refine_steps=int(refine_steps))
         if ais_steps:
-            row.update(ais_log_px=split["log_px"], ais_steps=int(ais_steps))
+            row.update(ais_log_px=split["log_px"], ais_steps=int(ais_steps), ais_start=ais_start)
     return row
 
 
