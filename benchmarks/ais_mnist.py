@@ -16,12 +16,8 @@ import time
 import pyro
 import torch
 
-from pyvae import evaluate
+from pyvae import Run, evaluate
 from pyvae.infer.ais import ais
-from pyvae.checkpoint import load_checkpoint
-from pyvae.data import load_split
-from pyvae.train import CHECKPOINT
-from pyvae.vae import VAE
 
 
 def main():
@@ -37,13 +33,11 @@ def main():
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    payload = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT), map_location="cpu")
-    vae = VAE.from_config(payload["vae_config"])
-    vae.load_state_dict(payload["model_state"])
-    vae.eval()
-    data = load_split(payload["extra_config"], "test", args.data_dir, False)
+    run = Run(args.run_dir)
+    vae, epoch = run.load_vae(), run.checkpoint["epoch"]
+    data = run.data("test", args.data_dir, download=False)
     x = data.batch(torch.arange(args.num), torch.Generator().manual_seed(0))
-    out = {"run_dir": args.run_dir, "epoch": payload["epoch"], "num": args.num,
+    out = {"run_dir": args.run_dir, "epoch": epoch, "num": args.num,
            "threads": args.threads, "machine": platform.processor() or platform.machine()}
     pyro.clear_param_store()
     pyro.set_rng_seed(0)

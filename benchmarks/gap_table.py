@@ -18,12 +18,8 @@ import time
 import pyro
 import torch
 
-from pyvae import evaluate
-from pyvae.checkpoint import load_checkpoint
-from pyvae.data import load_split
+from pyvae import Run, evaluate
 from pyvae.refine import refine
-from pyvae.train import CHECKPOINT
-from pyvae.vae import VAE
 
 
 def main():
@@ -38,16 +34,14 @@ def main():
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    payload = load_checkpoint(os.path.join(args.run_dir, CHECKPOINT), map_location="cpu")
-    vae = VAE.from_config(payload["vae_config"])
-    vae.load_state_dict(payload["model_state"])
-    vae.eval()
-    x = load_split(payload["extra_config"], "test", args.data_dir, False).batch(
+    run = Run(args.run_dir)
+    vae, epoch = run.load_vae(), run.checkpoint["epoch"]
+    x = run.data("test", args.data_dir, download=False).batch(
         torch.arange(args.num), torch.Generator().manual_seed(0))
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     ll = evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=5000, progress=False)
-    out = {"num": args.num, "refine_steps": args.refine_steps, "epoch": payload["epoch"],
+    out = {"num": args.num, "refine_steps": args.refine_steps, "epoch": epoch,
            "iw_log_px": ll.mean, "L_q": float(ll.elbo.mean()),
            "khat_over_0.7": int((ll.khat > 0.7).sum()), "refined": {}, "seconds": {}}
     families = [vae.config["guide"]] + [f for f in args.flows.split(",") if f]

@@ -152,9 +152,10 @@ class Run:
                    "batch_size": int(batch_size), "chunk_size": chunk_size,
                    "epoch": self.checkpoint["epoch"], "step": self.checkpoint.get("step")}
 
-            def estimate():
+            def resumed():
                 return log_likelihood_resumable(self.path, vae, x, key, num_samples, seed,
                                                 batch_size, chunk_size, progress, log)[0]
+            estimate = resumed
         result = {"split": split, "epoch": self.checkpoint["epoch"],
                   **evaluate_vae(vae, x, num_samples, seed, chunk_size, batch_size, progress,
                                  ais_steps, ais_chains, estimate)}
