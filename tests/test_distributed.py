@@ -268,6 +268,14 @@ def test_bad_distributed_setups(tmp_path, capsys):
             progress=False).fit(torch.bernoulli(_data()[:40]))
     assert main(["evaluate", str(run), "--backend", "gloo"]) == 2
     assert capsys.readouterr().err.strip() == "pyvae evaluate: error: --backend goes with --distributed"
+    env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                          "MASTER_PORT") if k in os.environ}
+    try:
+        assert main(["evaluate", str(run), "--distributed"]) == 2
+    finally:
+        os.environ.update(env)
+    err = capsys.readouterr().err
+    assert "needs the environment torchrun sets up" in err and err.count("\n") == 1
     with pytest.raises(SystemExit) as e:
         main(["train", "--distributed", "--backend", "mpi", "--out", str(tmp_path / "r")])
     assert e.value.code == 2

@@ -145,7 +145,9 @@ class Distributed:
         rank order, on every rank (``all_gather_object``: the CPU copies are pickled)."""
         parts = [None] * self.world_size
         dist.all_gather_object(parts, [t.detach().cpu() for t in tensors])
-        return [torch.cat([p[i] for p in parts]) for i in range(len(tensors))]
+        # a rank without rows adds nothing, not even its empty tensor's dtype
+        return [torch.cat([p[i] for p in parts if p[i].numel()] or [parts[0][i]])
+                for i in range(len(tensors))]
 
     def check_batches(self, n: int, batch_size: int) -> None:
         """Every global batch must give each rank at least one datapoint (a Pyro plate of size 0
