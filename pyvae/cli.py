@@ -93,6 +93,11 @@ def _build_parser():
     ev.add_argument("--ais", action="store_true", help="also estimate log p(x) by annealed importance sampling from the guide (pyvae.ais)")
     ev.add_argument("--ais-steps", type=positive_int, default=1000, help="AIS annealing steps (default 1000)")
     ev.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per datapoint (default 16)")
+    ev.add_argument("--distributed", action="store_true", help=(
+        "under torchrun (`torchrun ... -m pyvae evaluate RUN_DIR` and this flag): share the "
+        "batches over its processes, with the numbers of one process and no progress file"))
+    ev.add_argument("--backend", choices=("gloo", "nccl"), default=None, help=(
+        "with --distributed: gloo (default on the CPU) or nccl (default with --device cuda)"))
     add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -224,19 +229,24 @@ def cmd_evaluate(args) -> int:
     import torch
 
     from .run import Run
-    from .training.rundir import RunDir
+    from .training.distributed import joined
+    from .training.evalrun import locked
 
     run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    with RunDir(args.run_dir, resume=True):  # one writer: not while it trains
+    with joined(args.distributed, args.device, args.backend) as ddp, locked(args.run_dir, ddp):
+        main = ddp is None or ddp.is_main  # with --distributed, rank 0 reports and writes
         result = run.evaluate(args.split, args.num_samples, args.max_datapoints, args.data_dir,
-                              args.seed, args.device, chunk_size=args.chunk_size,
-                              batch_size=args.batch_size, progress=not args.no_progress,
+                              args.seed, args.device if ddp is None else ddp.device,
+                              chunk_size=args.chunk_size, batch_size=args.batch_size,
+                              progress=main and not args.no_progress,
                               download=not args.no_download,
                               ais_steps=args.ais_steps if args.ais else None,
-                              ais_chains=args.ais_chains, write=False, resumable=True,
-                              log=lambda line: print(line, file=sys.stderr))
+                              ais_chains=args.ais_chains, write=False, resumable=ddp is None,
+                              log=lambda line: print(line, file=sys.stderr), distributed=ddp)
+        if not main:
+            return 0
         if args.json:  # printed first: a disk too full for eval.json does not lose the numbers
             print(json.dumps(result, indent=2, sort_keys=True), flush=True)
             run.write_evaluation(result)

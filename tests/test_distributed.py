@@ -198,6 +198,46 @@ def test_cli_distributed_train(tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory):
+    from pyvae.cli import main
+
+    tmp = tmp_path_factory.mktemp("ddp-eval")
+    np.save(tmp / "data.npy", _data().numpy())
+    run = tmp / "run"
+    assert main(["train", "--data-file", str(tmp / "data.npy"), "--out", str(run), "--epochs", "1",
+                 "--batch-size", "40", "--hidden", "8", "--z-dim", "2", "--threads", "1",
+                 "--no-progress"]) == 0
+    return run
+
+
+def test_distributed_evaluate_equals_one_process(eval_run):
+    """2 processes share 5 batches (3 and 2, the last one short): eval.json and the printed JSON
+    are those of one process, number for number, AIS included."""
+    args = ["-m", "pyvae", "evaluate", str(eval_run), "--num-samples", "64", "--batch-size", "10",
+            "--max-datapoints", "45", "--ais", "--ais-steps", "4", "--ais-chains", "3", "--json",
+            "--threads", "1", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    one = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-3000:]
+    single = json.loads((eval_run / "eval.json").read_text())
+    assert json.loads(one.stdout) == single
+    (eval_run / "eval.json").unlink()
+    two = _torchrun(2, *args, "--distributed")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count('"log_px"') == 1  # rank 0 alone prints
+    spread = json.loads((eval_run / "eval.json").read_text())
+    assert json.loads(two.stdout) == spread
+    assert spread["log_px"] == single["log_px"] and spread["elbo"] == single["elbo"]
+    assert spread["ais_log_px"] == single["ais_log_px"]
+    for key in ("khat_max", "ess_mean", "ess_min", "log_px_stderr", "ais_minus_iw", "kl"):
+        assert spread[key] == pytest.approx(single[key], rel=0, abs=1e-12), key
+    assert {k: v for k, v in spread.items() if "seconds" not in k} == \
+        {k: v for k, v in single.items() if "seconds" not in k}
+    assert not (eval_run / "eval-progress.pt").exists()
+
+
 def test_bad_distributed_setups(tmp_path, capsys):
     from pyvae import ConfigError, VAE, Trainer
     from pyvae.distributed import Distributed
@@ -223,6 +263,19 @@ def test_bad_distributed_setups(tmp_path, capsys):
         two.check_batches(200, 1)
     assert main(["train", "--backend", "gloo", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == "pyvae train: error: --backend goes with --distributed"
+    run = tmp_path / "run"
+    Trainer(VAE(D, 2, hidden=(8,)), batch_size=40, epochs=1, out=str(run),
+            progress=False).fit(torch.bernoulli(_data()[:40]))
+    assert main(["evaluate", str(run), "--backend", "gloo"]) == 2
+    assert capsys.readouterr().err.strip() == "pyvae evaluate: error: --backend goes with --distributed"
+    env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                          "MASTER_PORT") if k in os.environ}
+    try:
+        assert main(["evaluate", str(run), "--distributed"]) == 2
+    finally:
+        os.environ.update(env)
+    err = capsys.readouterr().err
+    assert "needs the environment torchrun sets up" in err and err.count("\n") == 1
     with pytest.raises(SystemExit) as e:
         main(["train", "--distributed", "--backend", "mpi", "--out", str(tmp_path / "r")])
     assert e.value.code == 2

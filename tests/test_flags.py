@@ -530,7 +530,8 @@ COVERED = {
 }
 ELSEWHERE = {
     "train": {"--distributed": "test_distributed.py"},
-    "evaluate": {"--data-dir": "named data sets only (train's case)",
+    "evaluate": {"--distributed": "test_distributed.py", "--backend": "test_distributed.py",
+                 "--data-dir": "named data sets only (train's case)",
                  "--no-download": "named data sets only (train's case)"},
     "compare": {"--overwrite": "test_compare_check.py", "--shared-decoder": "test_compare_check.py",
                 "--arch": "passed from the model flags table train uses",

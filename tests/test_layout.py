@@ -49,6 +49,21 @@ def test_old_run_evaluates_to_the_numbers_it_gave(old_run, capsys):
     result = json.loads(capsys.readouterr().out)
     for key, value in expected["evaluate_valid_K50_seed0"].items():
         assert result[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    # the numbers pyvae 0.1 printed, from one random stream seeded once (before evaluation
+    # seeded each batch): the same weights, data and estimator
+    import pyro
+    import torch
+
+    import pyvae
+
+    old = pyvae.Run(str(run))
+    vae = old.load_vae()
+    x = old.data("valid").batch(torch.arange(result["num_datapoints"]), torch.Generator().manual_seed(0))
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    ll = pyvae.log_likelihood(vae.model, vae.guide, x, num_samples=50, progress=False).summary()
+    for key, value in expected["log_likelihood_valid_K50_one_stream_seed0"].items():
+        assert ll[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
 def test_old_run_resumes_to_the_numbers_it_gave(old_run):

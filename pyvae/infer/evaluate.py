@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional
 
+import numpy as np
+import pyro
 import torch
 from tqdm.auto import tqdm
 
@@ -36,7 +38,7 @@ ROWS_PER_CHUNK = 20_000
 
 __all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "elbo", "iwae_bound", "gaps",
            "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting", "ais", "bdmc",
-           "AISEstimate", "BDMCResult"]
+           "AISEstimate", "BDMCResult", "batch_seed"]
 
 
 # ------------------------------------------------------------------------------ results
@@ -229,12 +231,22 @@ def _chunks(total: int, chunk: int):
         done += size
 
 
+def batch_seed(seed: int, start: int) -> int:
+    """The seed of the batch of datapoints that starts at row ``start``, from the evaluation's
+    ``seed``: a mix of the two numbers (numpy's ``SeedSequence``), 32 bits as
+    ``pyro.set_rng_seed`` takes. Distinct batches get unrelated streams."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFF_FFFF, int(start)])
+               .generate_state(1, np.uint32)[0])
+
+
 def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc, per_batch,
-            batch_hook=None):
+            batch_hook=None, seed=None):
     """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it.
 
     ``batch_hook(start, None)`` is called before each batch (a true result skips it) and
     ``batch_hook(start, result)`` after it: how a long evaluation saves progress and resumes.
+    With an int ``seed``, the global random streams are seeded with ``batch_seed(seed, start)``
+    before the batch starting at row ``start``: its draws depend on nothing that ran before.
     """
     x = _check_x(x)
     _check_counts(num_samples, chunk_size, batch_size)
@@ -252,6 +264,8 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
                 if batch_hook is not None and batch_hook(start, None):  # skip: done before
                     bar.update(xb.shape[0])
                     continue
+                if seed is not None:
+                    pyro.set_rng_seed(batch_seed(seed, start))
 
                 def draw(particles, xb=xb):
                     return log_weights(model, guide, xb, particles, nesting)[0]
@@ -266,7 +280,8 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
 # ------------------------------------------------------------------------------ estimators
 def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
                    chunk_size: Optional[int] = None, batch_size: int = 100,
-                   progress: bool = True, batch_hook: Optional[Callable] = None) -> LogLikelihood:
+                   progress: bool = True, batch_hook: Optional[Callable] = None,
+                   seed: Optional[int] = None) -> LogLikelihood:
     """Importance-weighted estimate of log p(x) per datapoint, with standard error and ESS.
 
         log p^(x) = logsumexp_{k<=K} [log p(x, z_k) - log q(z_k|x)] - log K,   z_k ~ q(z|x)
@@ -283,6 +298,12 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
         x: (N, ...) data.
         num_samples: K, importance samples per datapoint.
         progress: show a tqdm bar over datapoints.
+        batch_hook: called as ``batch_hook(start, None)`` before the batch at row ``start`` (a
+            true result skips it) and ``batch_hook(start, result)`` after it.
+        seed: None draws from the global random streams as they stand, one stream through all
+            batches; an int seeds each batch from ``(seed, start)`` (``batch_seed``), so a
+            batch's numbers depend only on the seed, its first row, ``batch_size`` and
+            ``chunk_size``: not on what ran before, nor on which batches were skipped.
 
     Returns:
         a ``LogLikelihood`` (per-datapoint value, stderr, ess, the K-sample ELBO, and the
@@ -298,7 +319,7 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
         return value, stderr, ess, elbo_mean, elbo_se, khat
 
     parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
-                    f"log p(x), K={num_samples}", per_batch, batch_hook)
+                    f"log p(x), K={num_samples}", per_batch, batch_hook, seed)
     value, stderr, ess, elbo_mean, elbo_se, khat = (torch.cat(p) for p in zip(*parts))
     return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se,
                          khat=khat)

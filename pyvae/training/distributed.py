@@ -133,6 +133,22 @@ class Distributed:
         lo = self.rank * base + min(self.rank, extra)
         return lo, lo + base + (1 if self.rank < extra else 0)
 
+    def batch_shard(self, n: int, batch_size: int) -> Tuple[int, int]:
+        """Rows [lo, hi) of n that this rank evaluates: a contiguous run of whole batches of
+        ``batch_size`` (the batches split as ``shard`` splits rows), so every batch starts at
+        the row it starts at in one process; empty where there are fewer batches than ranks."""
+        lo, hi = self.shard(-(-int(n) // int(batch_size)))
+        return min(lo * batch_size, n), min(hi * batch_size, n)
+
+    def gather_rows(self, tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Each of ``tensors`` (this rank's rows, first dimension) concatenated over the ranks in
+        rank order, on every rank (``all_gather_object``: the CPU copies are pickled)."""
+        parts = [None] * self.world_size
+        dist.all_gather_object(parts, [t.detach().cpu() for t in tensors])
+        # a rank without rows adds nothing, not even its empty tensor's dtype
+        return [torch.cat([p[i] for p in parts if p[i].numel()] or [parts[0][i]])
+                for i in range(len(tensors))]
+
     def check_batches(self, n: int, batch_size: int) -> None:
         """Every global batch must give each rank at least one datapoint (a Pyro plate of size 0
         is an error, and every rank must take part in every gradient all-reduce)."""
@@ -192,7 +208,7 @@ def setup(device="cpu", backend: Optional[str] = None, timeout_s: Optional[float
         raise ConfigError("this PyTorch build has no torch.distributed")
     if not launched_by_torchrun():
         raise ConfigError("--distributed needs the environment torchrun sets up: run "
-                          "`torchrun --nproc_per_node N -m pyvae train ... --distributed`")
+                          "`torchrun --nproc_per_node N -m pyvae train|evaluate ... --distributed`")
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     if backend == "nccl" and device.type != "cuda":
         raise ConfigError("the nccl backend needs --device cuda; use gloo on the CPU")
@@ -207,6 +223,23 @@ def setup(device="cpu", backend: Optional[str] = None, timeout_s: Optional[float
         kwargs["device_id"] = device  # binds the group to this GPU (eager nccl init)
     dist.init_process_group(backend=backend, **kwargs)
     return Distributed(dist.get_rank(), dist.get_world_size(), device, backend, owns_group=True)
+
+
+@contextlib.contextmanager
+def joined(distributed: bool, device="cpu", backend: Optional[str] = None):
+    """``with joined(args.distributed, args.device, args.backend) as ctx``: ``ctx`` is None
+    without ``distributed`` (where a ``backend`` is refused), else this process's
+    ``Distributed`` from ``setup``, closed on the way out."""
+    if not distributed:
+        if backend:
+            raise ConfigError("--backend goes with --distributed")
+        yield None
+        return
+    ctx = setup(device, backend)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
 
 
 def _sum_allreduce(process_group, bucket):

@@ -1,21 +1,27 @@
 """Evaluating a run directory (``Run.evaluate``, ``pyvae evaluate``): resumable, interruptible,
 nothing lost.
 
-log p(x) is estimated batch by batch (``batch_size`` datapoints at a time). After every batch
-the per-datapoint results so far, and the random state, go to ``RUN_DIR/eval-progress.pt``
+log p(x) is estimated batch by batch (``batch_size`` datapoints at a time), each batch seeded
+from (seed, its first row) (``evaluate.batch_seed``), so its numbers depend on nothing that ran
+before. After every batch the per-datapoint results so far go to ``RUN_DIR/eval-progress.pt``
 (atomically); SIGINT or SIGTERM stops at the end of the current batch, and running the same
 command again continues where it stopped, to the numbers an uninterrupted run gives.
+
+With ``--distributed`` (``evaluate_sharded``, ``ais_sharded``) each process evaluates a
+contiguous run of whole batches, with the same per-batch seeds, and the per-datapoint results
+are gathered: the numbers of one process. No progress file is kept then; rank 0 alone holds the
+run directory's lock (``locked``) and writes eval.json.
 """
+import contextlib
 import os
 import signal
 import threading
 
-import pyro
 import torch
 
 from ..errors import ConfigError, TrainingInterrupted
 from ..infer import evaluate
-from .checkpoint import EVAL, EVAL_PROGRESS, atomic_write, get_rng_state, set_rng_state, write_json
+from .checkpoint import EVAL, EVAL_PROGRESS, atomic_write, write_json
 
 PROGRESS, RESULT = EVAL_PROGRESS, EVAL
 FIELDS = ("value", "stderr", "ess", "elbo", "elbo_stderr", "khat")
@@ -51,7 +57,7 @@ def _load_progress(path: str, key: dict):
         return None  # damaged: start again
     if not isinstance(saved, dict) or saved.get("key") != key:
         return None  # another evaluation's: start again
-    if any(not isinstance(saved.get(f), torch.Tensor) for f in FIELDS) or "rng" not in saved:
+    if any(not isinstance(saved.get(f), torch.Tensor) for f in FIELDS):
         return None
     return saved
 
@@ -61,9 +67,9 @@ def log_likelihood_resumable(run_dir, vae, x, key, num_samples, seed, batch_size
     """Per-datapoint log p(x) of ``x``, continuing from ``RUN_DIR/eval-progress.pt`` if it
     matches ``key``; returns a ``LogLikelihood`` and whether every progress save succeeded.
 
-    One random stream, seeded once, runs through the batches as in an uninterrupted
-    ``evaluate.log_likelihood``; the progress file keeps its state after each batch, so a
-    continued evaluation gives the same numbers as one that was never stopped.
+    Each batch is seeded from (``seed``, its first row), as in ``evaluate.log_likelihood`` with
+    that seed, so a continued evaluation skips the finished batches and gives the same numbers
+    as one that was never stopped; no random state needs keeping.
     """
     path = os.path.join(run_dir, PROGRESS)
     saved = _load_progress(path, key)
@@ -74,16 +80,12 @@ def log_likelihood_resumable(run_dir, vae, x, key, num_samples, seed, batch_size
     status = {"saved_ok": True}
 
     def hook(start, result):
-        if result is None:  # before a batch: skip the finished ones, restore the stream after them
-            if start < done:
-                return True
-            if start == done and saved is not None:
-                set_rng_state(saved["rng"])
-            return False
+        if result is None:  # before a batch: skip the finished ones
+            return start < done
         for f, t in zip(FIELDS, result):
             parts[f].append(t.detach().cpu())
         end = min(len(x), start + batch_size)
-        state = {"key": key, "rng": get_rng_state(), **{f: torch.cat(parts[f]) for f in FIELDS}}
+        state = {"key": key, **{f: torch.cat(parts[f]) for f in FIELDS}}
         try:
             atomic_write(path, lambda fh: torch.save(state, fh))
         except OSError as e:
@@ -97,17 +99,73 @@ def log_likelihood_resumable(run_dir, vae, x, key, num_samples, seed, batch_size
                 "run the same command again to continue"))
         return False
 
-    pyro.set_rng_seed(seed)
-    if done == len(x):  # all done before: the stream as it was after the last batch
-        set_rng_state(saved["rng"])
-    else:
+    if done < len(x):
         with _Stop() as stop:  # noqa: F841 (read by hook)
             evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=num_samples,
                                     chunk_size=chunk_size, batch_size=batch_size,
-                                    progress=progress, batch_hook=hook)
+                                    progress=progress, batch_hook=hook, seed=seed)
     value, stderr, ess, elbo, elbo_se, khat = (torch.cat(parts[f]) for f in FIELDS)
     return evaluate.LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo,
                                   elbo_stderr=elbo_se, khat=khat), status["saved_ok"]
+
+
+def evaluate_sharded(ctx, vae, x, num_samples, seed, batch_size, chunk_size, progress=False):
+    """``evaluate.log_likelihood(..., seed=seed)`` of all of x, this process computing its
+    ``ctx.batch_shard`` of whole batches (the others skipped), the rows gathered on every rank."""
+    lo, hi = ctx.batch_shard(len(x), batch_size)
+    fields = [torch.empty(0, dtype=torch.float64) for _ in FIELDS]
+    if lo < hi:
+        ll = evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=num_samples,
+                                     chunk_size=chunk_size, batch_size=batch_size,
+                                     progress=progress, seed=seed,
+                                     batch_hook=lambda start, result: not lo <= start < hi)
+        fields = [ll.value, ll.stderr, ll.ess, ll.elbo, ll.elbo_stderr, ll.khat]
+    value, stderr, ess, elbo, elbo_se, khat = ctx.gather_rows(fields)
+    return evaluate.LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo,
+                                  elbo_stderr=elbo_se, khat=khat)
+
+
+def ais_sharded(ctx, vae, x, num_steps, num_chains, seed, batch_size, progress=False):
+    """``evaluate.ais`` of all of x with ``seed`` (batch i seeded with seed + i), this process
+    running its ``ctx.batch_shard`` of whole batches; the per-datapoint fields gathered (not
+    the chains' log-weights)."""
+    lo, hi = ctx.batch_shard(len(x), batch_size)
+    fields = [torch.empty(0, dtype=torch.float64) for _ in range(5)]
+    if lo < hi:
+        est = evaluate.ais(vae.model, vae.guide, x[lo:hi], num_steps=num_steps,
+                           num_chains=num_chains, seed=seed + lo // batch_size,
+                           batch_size=batch_size, progress=progress)
+        fields = [est.value, est.stderr, est.ess, est.acceptance, est.step_size]
+    value, stderr, ess, acceptance, step = ctx.gather_rows(fields)
+    return evaluate.AISEstimate(value, stderr, num_chains, ess=ess, acceptance=acceptance,
+                                step_size=step, num_steps=num_steps)
+
+
+@contextlib.contextmanager
+def locked(run_dir: str, ctx=None):
+    """The run directory's writer lock for an evaluation (not while it trains); with ``ctx``
+    rank 0 alone takes it and the others learn whether it did (its error, on every rank)."""
+    from .rundir import RunDir
+
+    if ctx is None:
+        with RunDir(run_dir, resume=True):
+            yield
+        return
+    handle, error = None, None
+    if ctx.is_main:
+        try:
+            handle = RunDir(run_dir, resume=True)
+        except ConfigError as e:
+            error = str(e)
+    errors = [None] * ctx.world_size
+    torch.distributed.all_gather_object(errors, error)
+    if errors[0] is not None:
+        raise ConfigError(errors[0])
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 def write_result(run_dir: str, result: dict) -> str:
