@@ -14,38 +14,16 @@ run directory's lock (``locked``) and writes eval.json.
 """
 import contextlib
 import os
-import signal
-import threading
 
 import torch
 
 from ..errors import ConfigError, TrainingInterrupted
 from ..infer import evaluate
 from .checkpoint import EVAL, EVAL_PROGRESS, atomic_write, write_json
+from .signals import StopSignals
 
 PROGRESS, RESULT = EVAL_PROGRESS, EVAL
 FIELDS = ("value", "stderr", "ess", "elbo", "elbo_stderr", "khat")
-
-
-class _Stop:
-    """SIGINT/SIGTERM set a flag (in the main thread); the loop stops at the end of a block."""
-
-    def __init__(self):
-        self.signum, self.previous = None, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signal.Signals(signum)
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        return False
 
 
 def _load_progress(path: str, key: dict):
@@ -100,7 +78,7 @@ def log_likelihood_resumable(run_dir, vae, x, key, num_samples, seed, batch_size
         return False
 
     if done < len(x):
-        with _Stop() as stop:  # noqa: F841 (read by hook)
+        with StopSignals() as stop:  # noqa: F841 (read by hook)
             evaluate.log_likelihood(vae.model, vae.guide, x, num_samples=num_samples,
                                     chunk_size=chunk_size, batch_size=batch_size,
                                     progress=progress, batch_hook=hook, seed=seed)

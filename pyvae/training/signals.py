@@ -1,27 +1,29 @@
-"""SIGINT/SIGTERM during training: the loop finishes its step, checkpoints and stops."""
+"""SIGINT/SIGTERM as a request to stop: the loop finishes its unit of work, saves, and stops."""
 import signal
 import threading
 
 
-class SignalGuard:
-    """While training with a run directory, SIGINT/SIGTERM ask the loop to checkpoint and stop."""
+class StopSignals:
+    """While entered (in the main thread, and when ``active``), SIGINT and SIGTERM set ``signum``
+    instead of interrupting; the loop that reads it stops at the end of its step or batch. Used
+    by training (checkpoint, then stop) and by resumable evaluation (save progress, then stop)."""
 
-    def __init__(self, trainer):
-        self.trainer = trainer
-        self.previous = {}
+    def __init__(self, active: bool = True):
+        self.active, self.signum, self.previous = active, None, {}
 
     def __enter__(self):
-        self.trainer._stop_signal = None
-        if self.trainer.out is None or threading.current_thread() is not threading.main_thread():
+        self.signum = None
+        if not self.active or threading.current_thread() is not threading.main_thread():
             return self
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        self.trainer._stop_signal = signal.Signals(signum)
+        self.signum = signal.Signals(signum)
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        self.previous = {}
         return False

@@ -33,7 +33,7 @@ from ..infer.objectives import JIT_OBJECTIVES, bound_name, make_objective
 from .callbacks import (JitCompile, KLWeight, ProgressBar, RunWriter, TensorBoard,
                         as_callback)
 from .rundir import check_new
-from .signals import SignalGuard
+from .signals import StopSignals
 from .optim import (clip_each, load_named_state, make_torch_optimizer, named_state,
                     refuse_non_finite)
 from .schedules import OPTIMIZERS, SCHEDULES
@@ -122,7 +122,7 @@ class Trainer:
         self.history: List[dict] = []
         self._resume_payload = None
         self.resumed, self.run_dir = False, None  # RunWriter: lock and write the run directory
-        self._stop_signal = None
+        self._stops = StopSignals(active=False)  # SIGINT/SIGTERM while fitting a run directory
 
     # ----------------------------------------------------------------- resume
     @classmethod
@@ -284,7 +284,7 @@ class Trainer:
             for callback in callbacks:
                 callback.on_step_start(self, epoch, step, steps)
             try:
-                loss, stop = self._step(x, batch_size), self._stop_signal
+                loss, stop = self._step(x, batch_size), self._stops.signum
                 synced = ddp is not None and _distributed.is_sync_step(step, start_step, steps)
                 if ddp is not None:  # the ranks act on the global loss and stop together
                     loss, stop = self._agree(loss, synced)
@@ -336,7 +336,7 @@ class Trainer:
         self._pending += loss
         if not synced:
             return 0.0, None
-        sig = self._stop_signal
+        sig = self._stops.signum
         total, n_int, n_term = self._dist.all_reduce_sum(
             [self._pending, sig == signal.SIGINT, sig == signal.SIGTERM])
         self._pending = 0.0
@@ -422,7 +422,8 @@ class Trainer:
         })
 
     def _signal_guard(self):
-        return SignalGuard(self)
+        self._stops = StopSignals(active=self.out is not None)
+        return self._stops
 
 
 def _json_line(record: dict) -> str:
