@@ -300,26 +300,15 @@ def cmd_snr(args) -> int:
 def cmd_bdmc(args) -> int:
     import json
 
-    import pyro
     import torch
 
-    from .infer.ais import bdmc
-    from .run import Run
-    from .training.checkpoint import resolve_device, write_json
+    from .run import BDMC, Run
 
     run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    vae = run.load_vae(device)
-    pyro.clear_param_store()
-    template = torch.zeros(args.num_datapoints, vae.x_dim, device=device)
-    runs = []
-    for steps in args.steps:
-        r = bdmc(vae.model, vae.guide, template, num_steps=steps, num_chains=args.chains,
-                 seed=args.seed, progress=not args.no_progress)
-        runs.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
-    write_json(run.file("bdmc.json"), {"runs": runs, "seed": args.seed})
+    runs = run.bdmc(args.steps, args.chains, args.num_datapoints, args.seed, args.device,
+                    progress=not args.no_progress)
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
@@ -328,7 +317,7 @@ def cmd_bdmc(args) -> int:
     for r in runs:
         print(f"{r['num_steps']:>7}  {r['lower']:>10.3f}  {r['upper']:>10.3f}  "
               f"{r['mean_width']:>7.3f} ± {r['width_stderr']:.3f}  {r['acceptance']:.2f}")
-    print(f"written to {run.file('bdmc.json')}")
+    print(f"written to {run.file(BDMC)}")
     return 0
 
 

@@ -22,11 +22,11 @@ import torch
 from .config import RunConfig
 from .errors import ConfigError
 from .infer import evaluate as _evaluate
-from .training.checkpoint import (CHECKPOINT, CONFIG, EVAL, FIGURES, METRICS, SNR, TENSORBOARD,
+from .training.checkpoint import (BDMC, CHECKPOINT, CONFIG, EVAL, FIGURES, METRICS, SNR, TENSORBOARD,
                                   load_checkpoint, write_json)
 from .training.checkpoint import is_run_dir, resolve_device
 
-__all__ = ["Run", "evaluate_vae", "CHECKPOINT", "CONFIG", "METRICS", "EVAL", "SNR", "TENSORBOARD",
+__all__ = ["Run", "evaluate_vae", "CHECKPOINT", "CONFIG", "METRICS", "EVAL", "SNR", "BDMC", "TENSORBOARD",
            "FIGURES"]
 
 
@@ -181,6 +181,25 @@ class Run:
         from .training.evalrun import write_result
 
         return write_result(self.path, result)
+
+    def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
+             device="cpu", progress: bool = False) -> List[dict]:
+        """BDMC (``pyvae.bdmc``) on ``num_datapoints`` datapoints simulated from the run's model,
+        once per number of AIS steps in ``steps``: one row per run (lower, upper, mean width and
+        its standard error, acceptance), written to bdmc.json."""
+        from .infer.ais import bdmc
+
+        device = resolve_device(device)
+        vae = self.load_vae(device)
+        pyro.clear_param_store()
+        template = torch.zeros(num_datapoints, vae.x_dim, device=device)  # x is only a template
+        rows = []
+        for num_steps in steps:
+            r = bdmc(vae.model, vae.guide, template, num_steps=num_steps, num_chains=num_chains,
+                     seed=seed, progress=progress)
+            rows.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
+        write_json(self.file(BDMC), {"runs": rows, "seed": seed})
+        return rows
 
     def snr(self, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",
             groups: int = 1, ciwae_beta: float = 0.5, repeats: int = 100, batch_size: int = 100,

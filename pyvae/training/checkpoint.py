@@ -26,6 +26,7 @@ CONFIG = "config.json"          # pyvae.config.RunConfig.to_dict()
 METRICS = "metrics.jsonl"       # one JSON record per epoch
 EVAL = "eval.json"              # the last ``pyvae evaluate`` / ``Run.evaluate``
 SNR = "snr.json"                # the last ``pyvae snr`` / ``Run.snr``
+BDMC = "bdmc.json"              # the last ``pyvae bdmc`` / ``Run.bdmc``
 TENSORBOARD = "tensorboard"     # event files of ``pyvae train --tensorboard``
 FIGURES = "figures"             # ``pyvae plot``'s default output
 EVAL_PROGRESS = "eval-progress.pt"  # per-datapoint results of an unfinished evaluation
