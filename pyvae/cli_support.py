@@ -2,6 +2,7 @@
 data paths stored absolute, and one line per finished epoch."""
 import os
 
+from .config import ModelConfig
 from .errors import ConfigError
 
 
@@ -19,7 +20,9 @@ def absolute_data_paths(data_cfg: dict, data_dir=None) -> dict:
 def check_resume_flags(run_dir: str, trainer, given: dict) -> None:
     """Flags given with --resume must match the run's: a different value, or a flag the run does
     not record, is an error naming the flag; so are --epochs at or below the epochs done."""
-    stored = {"arch": "mlp", **(trainer.vae.config or {}), **trainer.extra_config, **trainer.config}
+    # a config written without "arch" had the default nets
+    stored = {"arch": ModelConfig.arch, **(trainer.vae.config or {}), **trainer.extra_config,
+              **trainer.config}
     for dest, value in given.items():
         flag = "--" + dest.replace("_", "-")
         if dest not in stored:

@@ -11,7 +11,6 @@
 The file names are those of ``pyvae.training.checkpoint`` (``CHECKPOINT``, ``CONFIG``, ...).
 """
 import json
-import math
 import os
 import time
 from typing import List, Optional
@@ -20,6 +19,7 @@ import pyro
 import torch
 
 from .config import RunConfig
+from .models.likelihoods import bits_per_dim
 from .errors import ConfigError
 from .infer import evaluate as _evaluate
 from .training.checkpoint import (BDMC, CHECKPOINT, CONFIG, EVAL, FIGURES, METRICS, SNR, TENSORBOARD,
@@ -304,7 +304,7 @@ def evaluate_vae(vae, x: torch.Tensor, num_samples: int = 5000, seed: int = 0,
     return {
         "num_datapoints": int(x.shape[0]), "num_samples": num_samples, "seed": seed,
         "log_px": s["log_px"], "log_px_stderr": s["log_px_stderr"], "nll": -s["log_px"],
-        "bits_per_dim": -s["log_px"] / (vae.x_dim * math.log(2)),
+        "bits_per_dim": bits_per_dim(-s["log_px"], vae.x_dim),
         "elbo": s["elbo"], "elbo_stderr": s["elbo_stderr"], "gap": s["log_px"] - s["elbo"],
         "ess_mean": s["ess_mean"], "ess_min": s["ess_min"],
         "khat_max": s["khat_max"], "khat_over_0.7": s["khat_over_0.7"],
