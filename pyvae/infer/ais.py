@@ -43,7 +43,7 @@ from torch.distributions import biject_to
 from ..errors import ConfigError
 from .evaluate import Estimate
 from .hmc import HMC
-from .weights import data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
+from .weights import check_count, data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule"]
 
@@ -252,8 +252,7 @@ class _Target:
 def _check_args(num_steps, num_chains, leapfrog_steps, step_size, batch_size):
     for name, value in (("num_steps", num_steps), ("num_chains", num_chains),
                         ("leapfrog_steps", leapfrog_steps), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_count(name, value)
     if step_size is not None and not (isinstance(step_size, (int, float)) and
                                       math.isfinite(step_size) and step_size > 0):
         raise ConfigError(f"step_size must be a positive number or None, got {step_size!r}")

@@ -28,10 +28,9 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
 from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
-from .weights import DATA_PLATE, PARTICLE_PLATE, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
+from .weights import DATA_PLATE, PARTICLE_PLATE, check_count, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given
 ROWS_PER_CHUNK = 20_000
@@ -215,12 +214,10 @@ class _Accumulator:
 
 
 def _check_counts(num_samples, chunk_size, batch_size):
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count("num_samples", num_samples)
+    if chunk_size is not None:
+        check_count("chunk_size", chunk_size)
+    check_count("batch_size", batch_size)
 
 
 def _chunks(total: int, chunk: int):
@@ -354,10 +351,8 @@ def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeat
     Each repeat uses k fresh samples; the standard error is the spread over repeats / sqrt(repeats)
     (NaN for one repeat). Chunks hold a whole number of k-groups.
     """
-    if not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"repeats must be a positive integer, got {repeats!r}")
+    check_count("k", k)
+    check_count("repeats", repeats)
 
     def per_batch(draw, n, device, chunk):
         groups_per_chunk = max(1, chunk // k)

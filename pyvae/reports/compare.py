@@ -32,6 +32,7 @@ import pyro
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import ConfigError
+from ..infer.weights import check_count
 
 DEFAULT_IWAE_K = (5, 50)
 DEFAULT_GUIDES = ("diagonal", "full-rank", "iaf", "planar", "sylvester")
@@ -139,8 +140,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         raise ConfigError(f"a guide family is named twice in {','.join(guides)}")
     if train is None or test is None:
         raise ConfigError("compare needs train and test data")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+    check_count("num_samples", num_samples)
     if iwae_k is None:
         iwae_k = [k for k in DEFAULT_IWAE_K if k < num_samples]
         if len(iwae_k) < len(DEFAULT_IWAE_K):
