@@ -28,7 +28,7 @@ def positive_int(text: str):
 
 def int_list_type(text: str):
     try:
-        return list(int_list(text, "sizes"))
+        return list(int_list(text, "every value", noun=None))  # counts: k, AIS steps
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

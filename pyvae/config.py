@@ -69,8 +69,10 @@ def unit_interval(value, name: str) -> float:
     return float(value)
 
 
-def int_list(value, name: str) -> Tuple[int, ...]:
-    """Sizes such as hidden layers: a sequence of positive integers (or "200,200" on the CLI)."""
+def int_list(value, name: str, noun: Optional[str] = "layer sizes") -> Tuple[int, ...]:
+    """Sizes such as hidden layers: a sequence of positive integers (or "200,200" on the CLI).
+    A non-positive entry is "NAME: NOUN must be positive" ("NAME must be positive" without a
+    noun)."""
     if isinstance(value, str):
         try:
             value = [int(v) for v in value.split(",") if v.strip()]
@@ -81,7 +83,8 @@ def int_list(value, name: str) -> Tuple[int, ...]:
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a list of integers, got {value!r}") from None
     if any(s <= 0 for s in sizes):
-        raise ConfigError(f"{name}: layer sizes must be positive, got {list(sizes)}")
+        what = f"{name}: {noun}" if noun else name
+        raise ConfigError(f"{what} must be positive, got {list(sizes)}")
     return sizes
 
 
