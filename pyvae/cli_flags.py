@@ -103,6 +103,8 @@ def add_config_flags(parser, config_fields) -> List[str]:
             kwargs.update(action="store_true")
         else:
             kwargs["type"] = kind
+        if f.metadata.get("bare") is not None:
+            kwargs.update(nargs="?", const=f.metadata["bare"])
         parser.add_argument(flag, **kwargs)
         dests.append(f.name)
     return dests

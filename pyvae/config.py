@@ -88,10 +88,11 @@ def int_list(value, name: str, noun: Optional[str] = "layer sizes") -> Tuple[int
     return sizes
 
 
-def one_of(choices: Callable[[], Sequence[str]]):
-    """A check that a name is one of ``choices()`` (a registry, looked up when called)."""
+def one_of(choices: Callable[[], Sequence[str]], names_only: bool = False):
+    """A check that a name is one of ``choices()`` (a registry, looked up when called); other
+    values pass (component objects) unless ``names_only``."""
     def check(value, name):
-        if isinstance(value, str) and value not in choices():
+        if (isinstance(value, str) or names_only) and value not in choices():
             raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(choices())}")
         return value
     check.choices = choices
@@ -106,16 +107,18 @@ def _registry(module: str, name: str) -> Callable[[], List[str]]:
 
 def option(default=None, help: str = "", check=None, name: Optional[str] = None,
            flag: Optional[str] = None, cli: bool = True, metavar: Optional[str] = None,
-           choices: bool = False):
+           choices: bool = False, bare=None):
     """A dataclass field with its check (``check(value, name) -> value``) and its CLI flag.
 
     ``name`` is how messages call the option (default: the field name); ``flag`` its command-line
     flag (default ``--field-name``); ``cli=False`` leaves it off the command line;
     ``choices=True`` has argparse refuse a value outside the check's registry (for fixed lists;
-    names from open registries are checked when the config is built).
+    names from open registries are checked when the config is built); ``bare`` is the value
+    the flag means when given without one.
     """
     return field(default=default, metadata=dict(help=help, check=check, name=name, flag=flag,
-                                                cli=cli, metavar=metavar, choices=choices))
+                                                cli=cli, metavar=metavar, choices=choices,
+                                                bare=bare))
 
 
 def _check_fields(obj) -> None:
@@ -296,6 +299,10 @@ def options_for(guide, options: dict, strict: bool = True) -> _Config:
 
 
 # --------------------------------------------------------------------------- training
+#: how ``TrainConfig.jit`` may be set
+JIT_MODES = ("auto", "on", "off")
+
+
 @dataclass
 class TrainConfig(_Config):
     """How the parameters are fitted (see ``pyvae.Trainer``)."""
@@ -328,16 +335,27 @@ class TrainConfig(_Config):
                          "validation always reports the ELBO)", nonnegative_float)
     kl_warmup: float = option(0.0, "raise the KL weight linearly from 0 to --beta over EPOCHS "
                               "(0: none)", nonnegative_float, metavar="EPOCHS")
-    jit: bool = option(False, "compile the objective with Pyro's JIT (faster steps)")
+    jit: str = option("auto", "compile the training step with torch.jit: auto (where the "
+                      "compiled step computes the same as the plain one; docs/training.md), "
+                      "on (also --jit alone; an error where it does not apply) or off",
+                      one_of(lambda: JIT_MODES, names_only=True), choices=True, bare="on")
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]):
+        """As ``_Config.from_dict``; a run written before ``jit`` existed trained uncompiled."""
+        d = dict(d or {})
+        d.setdefault("jit", "off")
+        return super().from_dict(d)
 
     def __post_init__(self):
         from .limits import check_at_most, check_seed
 
         check_seed(self.seed)
+        if self.jit is None or isinstance(self.jit, bool):  # runs written before "auto": bools
+            self.jit = {None: "auto", True: "on", False: "off"}[self.jit]
         super().__post_init__()
         for name in ("epochs", "batch_size", "particles"):
             check_at_most(name, getattr(self, name))
-        self.jit = bool(self.jit)
         from .infer.objectives import make_objective
 
         make_objective(self.loss, self.particles, self.estimator, self.groups, self.ciwae_beta)

@@ -181,7 +181,7 @@ def _seed(run, base_run):
 
 
 def _jit(run):
-    assert run["config"]["trainer"]["jit"] is True
+    assert run["config"]["trainer"]["jit"] == "off"
 
 
 def _beta(run):
@@ -284,7 +284,7 @@ TRAIN_CASES = [  # (id, data, flags, check)
     ("schedule", "binary", ["--schedule", "cosine", "--epochs", "2"], _cosine),
     ("clip-norm", "binary", ["--clip-norm", "0.5"], _clip_norm),
     ("seed", "binary", ["--seed", "7"], _seed),
-    ("jit", "binary", ["--jit"], _jit),
+    ("jit", "binary", ["--jit", "off"], _jit),
     ("beta", "binary", ["--beta", "0.5"], _beta),
     ("kl-warmup", "binary", ["--kl-warmup", "2"], _warmup),
     ("binarize", "grey", ["--binarize", "fixed"], _binarize_fixed),

@@ -138,3 +138,15 @@ def test_vamp_copies_point_at_their_own_encoder():
         assert other.prior._encode.__self__ is other
         z = torch.randn(5, 3)
         assert torch.allclose(other.prior().log_prob(z), vae.prior().log_prob(z))
+
+
+def test_standard_normal_scores_as_normal_does():
+    prior = make_prior("normal", 4)()
+    z = torch.randn(3, 5, 4, requires_grad=True)
+    reference = torch.distributions.Independent(
+        torch.distributions.Normal(torch.zeros(4), torch.ones(4)), 1)
+    torch.testing.assert_close(prior.log_prob(z), reference.log_prob(z))
+    grad, = torch.autograd.grad(prior.log_prob(z).sum(), z)
+    torch.testing.assert_close(grad, -z)
+    assert prior.log_prob(torch.zeros(4)).shape == ()
+    assert prior.expand([5]).log_prob(torch.zeros(4)).shape == (5,)  # broadcast to batch shape

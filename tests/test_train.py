@@ -226,4 +226,6 @@ def test_jit_training_matches_and_resumes_exactly(binary_data, tmp_path):
 
 def test_jit_needs_a_compilable_loss():
     with pytest.raises(ConfigError, match="--jit works with the losses"):
-        Trainer(small_vae(), loss="iwae", particles=5, jit=True)
+        Trainer(small_vae(), loss="piwae", particles=5, groups=2, jit="on")
+    with pytest.raises(ConfigError, match="--jit works with the losses"):
+        Trainer(small_vae(), loss="iwae", particles=5, estimator="dreg", jit="on")

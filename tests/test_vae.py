@@ -100,3 +100,49 @@ def test_custom_components_are_accepted_as_objects():
     guide = pyvae.guides.Diagonal(12, 2, hidden=(5,))
     vae = pyvae.VAE(x_dim=12, z_dim=2, hidden=(4,), guide=guide)
     assert vae.encoder is guide and vae.config is None
+
+
+def _weights_both_ways(vae, x, particles=6, seed=0):
+    """(VAE.log_weights as evaluation takes it, the Pyro path through traced model and guide)."""
+    from pyvae.infer import weights
+
+    assert weights.own_vae(vae.model, vae.guide) is vae
+    pyro.set_rng_seed(seed)
+    fast, scale = weights.log_weights(vae.model, vae.guide, x, particles)
+    assert scale == 1.0
+    pyro.set_rng_seed(seed)
+    with pyro.poutine.block(hide=[]):  # a handler around them: the generic, traced path
+        assert weights.own_vae(vae.model, vae.guide) is None
+        traced, _ = weights.log_weights(vae.model, vae.guide, x, particles)
+    return fast, traced
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(guide="diagonal"), dict(guide="iaf"), dict(guide="planar"), dict(guide="sylvester"),
+    dict(guide="full-rank"), dict(guide="low-rank"), dict(guide="spline"),
+    dict(prior="mixture", prior_components=3), dict(prior="vamp", prior_components=3),
+    dict(likelihood="gaussian"), dict(likelihood="discretized_logistic"),
+])
+def test_vae_log_weights_are_the_traced_model_and_guides(kwargs):
+    likelihood = kwargs.get("likelihood", "bernoulli")
+    g = torch.Generator().manual_seed(2)
+    x = (torch.bernoulli(torch.full((5, 12), 0.4), generator=g) if likelihood == "bernoulli"
+         else torch.randint(0, 256, (5, 12), generator=g).float() / 255)
+    fast, traced = _weights_both_ways(pyvae.VAE(12, 3, hidden=(8,), **kwargs), x)
+    assert fast.dtype == torch.float64 and fast.shape == (6, 5)
+    torch.testing.assert_close(fast, traced, rtol=0, atol=1e-9)
+
+
+def test_vae_log_weights_of_a_conv_vae_and_of_a_subclass():
+    x = torch.bernoulli(torch.full((3, 784), 0.3))
+    fast, traced = _weights_both_ways(pyvae.VAE(784, 2, hidden=(16,), arch="conv"), x, particles=2)
+    torch.testing.assert_close(fast, traced, rtol=0, atol=1e-9)
+
+    class Custom(pyvae.VAE):  # a subclass may change model or guide: it keeps the traced path
+        pass
+    from pyvae.infer import weights
+
+    custom = Custom(12, 2, hidden=(8,))
+    assert weights.own_vae(custom.model, custom.guide) is None
+    other = pyvae.VAE(12, 2, hidden=(8,))
+    assert weights.own_vae(other.model, custom.guide) is None

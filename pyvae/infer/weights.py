@@ -103,6 +103,9 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
     """
     if nesting is None:
         nesting = max_plate_nesting(model, guide, x)
+    vae = own_vae(model, guide)
+    if vae is not None:  # no subsampled plate, no poutine.scale: the data scale is 1
+        return vae.log_weights(x, particles), 1.0
     particle_dim = -(nesting + 1)
     with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
         guide_trace = poutine.trace(guide).get_trace(x)
@@ -124,6 +127,17 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
     if data_scale is None:
         raise ConfigError("the model and guide have no sample sites")
     return log_w, data_scale
+
+
+def own_vae(model: Callable, guide: Callable):
+    """The ``pyvae.VAE`` whose own model and guide these are, called with no Pyro handler
+    around them, or None: then ``VAE.log_weights`` computes their weights without tracing."""
+    from ..models.vae import VAE
+
+    vae = getattr(model, "__self__", None)
+    if type(vae) is not VAE or model != vae.model or guide != vae.guide:
+        return None
+    return None if poutine.runtime.am_i_wrapped() else vae
 
 
 def site_log_density(name: str, site: dict, log_prob: torch.Tensor, particles: int,

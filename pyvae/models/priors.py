@@ -6,6 +6,7 @@ Learned priors keep their parameters as module parameters; ``VAE.model`` registe
 ``pyro.module("prior", ...)`` so that SVI trains them.
 """
 import inspect
+import math
 from typing import Callable, Optional
 
 import torch
@@ -15,6 +16,8 @@ from torch import nn
 import pyro.distributions as dist
 
 from ..errors import ConfigError
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class Prior(nn.Module):
@@ -40,7 +43,20 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(self.z_dim))
 
     def forward(self):
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return _UnitNormal(self.loc, self.scale).to_event(1)
+
+
+class _UnitNormal(dist.Normal):
+    """N(0, 1) (``StandardNormal``'s buffers, which carry only its device and dtype), with the
+    log-density written for those values: log p(z) = -z^2 / 2 - log(2 pi) / 2, fewer operations
+    than ``Normal.log_prob``'s (z - loc)^2 / (2 scale^2) + log scale + log(2 pi) / 2."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        log_p = -0.5 * value.square() - HALF_LOG_2PI
+        shape = torch.broadcast_shapes(log_p.shape, self.batch_shape)
+        return log_p if shape == log_p.shape else log_p.expand(shape)
 
 
 class MixtureOfGaussians(Prior):

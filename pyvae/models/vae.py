@@ -147,6 +147,24 @@ class VAE(nn.Module):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.encode(x))
 
+    def log_weights(self, x: torch.Tensor, particles: int) -> torch.Tensor:
+        """log w = log p(z) + log p(x|z) - log q(z|x) for ``particles`` draws z ~ q(z|x), shape
+        (particles, batch), float64: the model and guide above, written out.
+
+        The same draws and the same value as ``pyvae.infer.weights.log_weights(self.model,
+        self.guide, x, particles)`` without Pyro's tracing of the two functions, which
+        importance-weighted estimates (``pyvae.evaluate``, the IWAE objectives) take for an
+        unwrapped VAE.
+        """
+        check_input_dim(x, self.x_dim)
+        x = self._as_input(x)
+        q = self.encode(x)
+        z = q.rsample((particles,))  # (particles, batch, z_dim), as under a particle plate
+        log_q = q.log_prob(z)
+        log_pz = self.prior().log_prob(z)
+        log_px = self.likelihood(self.decoder(z)).log_prob(x)
+        return log_pz.double() + log_px.double() - log_q.double()
+
     def _as_input(self, x: torch.Tensor) -> torch.Tensor:
         """x in the dtype of the nets' weights (data of any real dtype: float64, ints, bools)."""
         dtype = next(self.decoder.parameters()).dtype

@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..infer.beta import SiteScale, kl_weight, scale_site
-from ..infer.objectives import JIT_OBJECTIVES
+from ..infer.objectives import compile_refusal, compiled_objective
+from ..models.vae import VAE
 
 
 class Callback:
@@ -98,20 +99,44 @@ class KLWeight(Callback):
 
 
 class JitCompile(Callback):
-    """Train full batches with Pyro's JIT-compiled objective (``JitTrace_ELBO``): the model and
-    guide are traced once, which removes most of Pyro's per-step Python overhead. A smaller last
-    batch keeps the plain objective (Pyro's compiled function is keyed on the number of
-    arguments, not their shapes)."""
+    """Train full batches with a compiled objective (``pyvae.infer.objectives.compiled_objective``:
+    Pyro's ``JitTrace_ELBO``, or the traced importance-weighted bound): the model and guide are
+    traced once, which removes most of Pyro's per-step Python overhead. A smaller last batch
+    keeps the plain objective (a trace is specific to its shapes)."""
 
     def __init__(self, loss: str, particles: int, batch_size: int):
-        self.compiled = JIT_OBJECTIVES[loss](num_particles=particles,
-                                             vectorize_particles=particles > 1,
-                                             ignore_jit_warnings=True)
+        self.loss, self.particles = loss, particles
         self.batch_size = batch_size
-        self.plain, self.trainer, self.warm = None, None, False
+        self.compiled, self.plain, self.trainer, self.warm = None, None, None, False
+
+    @staticmethod
+    def refusal(trainer) -> Optional[str]:
+        """Why ``trainer``'s step cannot be compiled to the same computation (None: it can).
+
+        Tracing records one step's operations and replays them, so it needs a step whose
+        operations do not change between steps and code it can trust to be traceable."""
+        cfg, vae = trainer.train_config, trainer.vae
+        why = compile_refusal(cfg.loss, cfg.estimator)
+        if why:
+            return why
+        if cfg.beta != 1 or cfg.kl_warmup:  # the traced graph would freeze the KL weight
+            return "--jit cannot be combined with --beta or --kl-warmup"
+        if trainer.distributed:  # a DDP forward (and its gradient hooks) cannot be traced
+            return "--jit cannot be combined with --distributed"
+        if trainer.validate:  # Pyro's argument checks would run once, when tracing
+            return "--jit cannot be combined with validate=True"
+        if any(type(c).wrap is not Callback.wrap for c in trainer.callbacks):
+            return "--jit cannot be combined with a callback that wraps the model or guide"
+        if type(vae) is not VAE or vae.config is None:
+            return ("--jit traces only pyvae's own VAE built from named components (custom "
+                    "code may branch on tensor values, which a trace would freeze)")
+        if not vae.encoder.traceable:
+            return f"--jit does not apply to the {type(vae.encoder).__name__} guide family"
+        return None
 
     def on_fit_start(self, trainer):
         self.plain, self.trainer = trainer.objective, trainer
+        self.compiled = compiled_objective(self.plain, self.loss, self.particles)
         trainer.objective = self
 
     def on_fit_end(self, trainer):

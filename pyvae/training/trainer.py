@@ -29,7 +29,7 @@ from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir, resolve_de
 from . import distributed as _distributed
 from ..data import TensorData, as_data, recorded_data_config
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from ..infer.objectives import JIT_OBJECTIVES, bound_name, make_objective
+from ..infer.objectives import bound_name, make_objective
 from .callbacks import (JitCompile, KLWeight, ProgressBar, RunWriter, TensorBoard,
                         as_callback)
 from .rundir import check_new
@@ -80,7 +80,7 @@ class Trainer:
                  device="cpu", out: Optional[str] = None, overwrite: bool = False,
                  callbacks: Iterable[Callable] = (), progress: bool = True,
                  validate: bool = False, num_threads: Optional[int] = TrainConfig.num_threads,
-                 jit: bool = TrainConfig.jit, extra_config: Optional[dict] = None,
+                 jit: str = TrainConfig.jit, extra_config: Optional[dict] = None,
                  beta: float = TrainConfig.beta, kl_warmup: float = TrainConfig.kl_warmup,
                  distributed: bool = False, *, config: Optional[TrainConfig] = None,
                  tensorboard: bool = False, estimator: str = TrainConfig.estimator,
@@ -96,16 +96,6 @@ class Trainer:
         elif not isinstance(config, TrainConfig):
             raise ConfigError(f"config must be a pyvae.config.TrainConfig, got {type(config).__name__}")
         self.train_config = config
-        loss, particles, jit = config.loss, config.particles, config.jit
-        beta, kl_warmup = config.beta, config.kl_warmup
-        if jit and (loss not in JIT_OBJECTIVES or config.estimator != "reparam"):
-            raise ConfigError(f"--jit works with the losses {', '.join(JIT_OBJECTIVES)} and the reparam estimator, not {loss!r} with {config.estimator!r}")
-        if jit and (beta != 1 or kl_warmup):
-            # the traced graph would freeze the KL weight at its first value
-            raise ConfigError("--jit cannot be combined with --beta or --kl-warmup")
-        if distributed and jit:
-            # a DDP forward (and its gradient hooks) cannot be traced by torch.jit
-            raise ConfigError("--jit cannot be combined with --distributed")
         self.vae = vae
         # not part of the stored config: a run may resume with another number of processes
         self.distributed = bool(distributed)
@@ -123,6 +113,11 @@ class Trainer:
         self._resume_payload = None
         self.resumed, self.run_dir = False, None  # RunWriter: lock and write the run directory
         self._stops = StopSignals(active=False)  # SIGINT/SIGTERM while fitting a run directory
+        refusal = JitCompile.refusal(self)
+        if config.jit == "on" and refusal:
+            raise ConfigError(refusal)
+        #: whether full batches train with the compiled objective (``TrainConfig.jit``)
+        self.compiled = config.jit == "on" or (config.jit == "auto" and refusal is None)
 
     # ----------------------------------------------------------------- resume
     @classmethod
@@ -249,7 +244,7 @@ class Trainer:
             own.append(ProgressBar())
         if self.out is not None and main:
             own.append(RunWriter())
-        if cfg["jit"]:
+        if self.compiled:
             own.append(JitCompile(cfg["loss"], cfg["particles"], cfg["batch_size"]))
         if self.tensorboard and main:
             own.append(TensorBoard())
