@@ -2,8 +2,8 @@
 
 A traced step replays one recorded pass of the model and guide, so every component that the
 default ("auto") compiles is checked here: the same loss and the same gradient as the plain
-objective, from the same random numbers, for every guide family, prior, likelihood and
-compilable objective; then which configurations "auto" compiles, and which "on" refuses.
+ELBO, from the same random numbers, for every guide family, prior and likelihood; then which
+configurations "auto" compiles, and which "on" refuses.
 """
 import pytest
 import torch
@@ -39,13 +39,14 @@ def _loss_and_grads(objective, vae, x, seed):
     return loss.detach(), {n: p.grad.clone() for n, p in vae.named_parameters() if p.grad is not None}
 
 
-def _compiled_equals_plain(vae, x, loss="trace_elbo", particles=1, **kwargs):
+def _compiled_equals_plain(vae, x, particles=1):
     pyro.clear_param_store()
-    plain = make_objective(loss, particles, **kwargs)
-    compiled = compiled_objective(plain, loss, particles)
+    plain = make_objective("trace_elbo", particles)
+    compiled = compiled_objective("trace_elbo", particles)
     model, guide = vae.model, vae.guide
-    with torch.random.fork_rng():  # tracing draws its own random numbers
-        compiled.differentiable_loss(model, guide, x)
+    with torch.random.fork_rng():  # tracing, and the plain ELBO's first count of the plates
+        compiled.differentiable_loss(model, guide, x)  # with particles > 1, draw on the side
+        plain.differentiable_loss(model, guide, x)
     for seed in (3, 4):  # the trace's first replays run the profiling executor, later ones not
         want, want_grads = _loss_and_grads(plain, vae, x, seed)
         pyro.set_rng_seed(seed)
@@ -61,11 +62,10 @@ def _compiled_equals_plain(vae, x, loss="trace_elbo", particles=1, **kwargs):
 
 
 @pytest.mark.parametrize("guide", [g for g in GUIDES if GUIDES[g].traceable])
-def test_every_traceable_family_compiles_to_the_plain_elbo_and_iwae(guide):
+def test_every_traceable_family_compiles_to_the_plain_elbo(guide):
     vae = VAE(D, Z, hidden=(8,), guide=guide)
-    x = _data("bernoulli")
-    _compiled_equals_plain(vae, x)
-    _compiled_equals_plain(vae, x, "iwae", 4)
+    _compiled_equals_plain(vae, _data("bernoulli"))
+    _compiled_equals_plain(vae, _data("bernoulli"), particles=3)  # vectorized particles
 
 
 @pytest.mark.parametrize("prior", sorted(PRIORS))
@@ -78,13 +78,6 @@ def test_every_prior_compiles(prior):
 @pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
 def test_every_likelihood_compiles(likelihood):
     _compiled_equals_plain(VAE(D, Z, hidden=(8,), likelihood=likelihood), _data(likelihood))
-
-
-@pytest.mark.parametrize("loss, kwargs", [("trace_elbo", {}),
-                                          ("miwae", {"groups": 2}), ("ciwae", {"ciwae_beta": 0.3})])
-def test_every_compilable_objective_compiles(loss, kwargs):
-    particles = 1 if "elbo" in loss else 3
-    _compiled_equals_plain(VAE(D, Z, hidden=(8,)), _data("bernoulli"), loss, particles, **kwargs)
 
 
 def test_the_diagonal_guide_scores_its_own_sample_as_normal_does():
@@ -117,6 +110,7 @@ class _Wrapping(Callback):
 
 
 @pytest.mark.parametrize("kwargs, reason", [
+    (dict(loss="iwae", particles=2), "losses"),
     (dict(loss="piwae", particles=2, groups=2), "losses"),
     (dict(loss="tracemeanfield_elbo"), "losses"),
     (dict(loss="iwae", particles=2, estimator="stl"), "losses"),
@@ -134,7 +128,6 @@ def test_auto_leaves_uncompiled_what_on_refuses(kwargs, reason):
 
 def test_auto_compiles_pyvae_components_only():
     assert Trainer(VAE(D, Z, hidden=(8,)), progress=False).compiled
-    assert Trainer(VAE(D, Z, hidden=(8,)), loss="iwae", particles=3, progress=False).compiled
     assert not Trainer(VAE(D, Z, hidden=(8,)), jit="off", progress=False).compiled
     for family in ("spline", "low-rank"):
         assert not Trainer(VAE(D, Z, hidden=(8,), guide=family), progress=False).compiled
@@ -146,13 +139,16 @@ def test_auto_compiles_pyvae_components_only():
         Trainer(custom, jit="on", progress=False)
 
 
-def test_an_auto_compiled_iwae_run_matches_the_plain_run(binary_data):
-    def run(jit):
+def test_an_iwae_run_resumes_exactly(binary_data, tmp_path):
+    """The bound's one-off checks (plate count, reparameterised sites) leave the random state
+    alone, so a resumed run draws what the uninterrupted one drew."""
+    def trainer(out, epochs):
         pyro.set_rng_seed(0)
-        vae = VAE(12, 2, hidden=(8,))
-        trainer = Trainer(vae, loss="iwae", particles=3, epochs=2, batch_size=64, jit=jit,
-                          progress=False)
-        assert trainer.compiled == (jit == "auto")
-        return trainer.fit(TensorData(binary_data, binarize="dynamic"))  # last batch of 24
-    for got, want in zip(run("auto"), run("off")):
-        assert got["train_elbo"] == pytest.approx(want["train_elbo"], abs=1e-4)
+        return Trainer(VAE(12, 2, hidden=(8,)), loss="iwae", particles=3, epochs=epochs,
+                       batch_size=64, out=str(tmp_path / out), progress=False)
+    data = lambda: TensorData(binary_data, binarize="dynamic")
+    full = trainer("a", 3).fit(data())
+    trainer("b", 1).fit(data())
+    resumed = Trainer.resume(str(tmp_path / "b"), epochs=3, progress=False).fit(data())
+    strip = lambda h: [{k: v for k, v in r.items() if "seconds" not in k} for r in h]
+    assert strip(resumed) == strip(full)

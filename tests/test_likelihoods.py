@@ -122,3 +122,19 @@ def test_likelihood_config_errors():
         make_likelihood("gaussian")
     with pytest.raises(ConfigError, match="min_scale"):
         make_likelihood("gaussian", 3, min_scale=0)
+
+
+def test_bernoulli_log_density_is_the_same_with_and_without_a_gradient():
+    """Written with logsigmoid where a gradient is taken, softplus where not: one value."""
+    logits = torch.randn(7, 784) * 30  # the tails of both forms included
+    x = torch.bernoulli(torch.full((7, 784), 0.3))
+    p = LIKELIHOODS["bernoulli"]()
+    with torch.no_grad():
+        plain = p(logits).log_prob(x)
+    leaf = logits.clone().requires_grad_()
+    graded = p(leaf).log_prob(x)
+    reference = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    torch.testing.assert_close(plain, reference, rtol=1e-6, atol=1e-3)
+    torch.testing.assert_close(graded.detach(), plain, rtol=1e-6, atol=1e-3)
+    grad, = torch.autograd.grad(graded.sum(), leaf)
+    torch.testing.assert_close(grad, x - torch.sigmoid(logits))

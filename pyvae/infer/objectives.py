@@ -34,7 +34,6 @@ import torch
 
 import pyro
 import pyro.infer
-import pyro.ops.jit
 import pyro.poutine as poutine
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import TransformedDistribution
@@ -156,8 +155,7 @@ class ImportanceWeighted(pyro.infer.ELBO):
                               "one argument x")
         if self._nesting is None:
             # these runs of model and guide check, they do not train: they leave the random
-            # state as they found it, so a run draws the same noise whether or not a compiled
-            # step (which prepares on the side) takes over
+            # state as they found it, so a resumed run draws what the uninterrupted one drew
             x = args[0]
             with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
                 self._nesting = max_plate_nesting(model, guide, x)
@@ -375,51 +373,22 @@ class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
         return loss.detach() + (surrogate - surrogate.detach())
 
 
-class Traced:
-    """An importance-weighted objective whose ``differentiable_loss(model, guide, x)`` is traced
-    once by ``torch.jit`` (through ``pyro.ops.jit.trace``, which feeds the param store's tensors
-    in) and replayed: the same operations and the same random draws, without Pyro's per-step
-    Python work. The trace is specific to the model, the guide and the number of arguments; the
-    plain objective's first call (``prepare``) must come before it, so that the checks and the
-    plate count it makes once are not traced."""
-
-    def __init__(self, objective: "ImportanceWeighted"):
-        self.objective = objective
-        self._traced = {}
-
-    def prepare(self, model, guide, x) -> None:
-        self.objective._prepare(model, guide, (x,), {})
-
-    def differentiable_loss(self, model, guide, *args):
-        key = (id(model), id(guide))
-        if key not in self._traced:
-            self.prepare(model, guide, *args)
-            objective = self.objective
-            self._traced[key] = pyro.ops.jit.trace(
-                lambda *a: objective.differentiable_loss(model, guide, *a), ignore_warnings=True)
-        return self._traced[key](*args)
-
-
 # Pyro's compiled (torch.jit-traced) ELBO. (Not its JitTraceMeanField_ELBO: from the same random
 # numbers it gives another loss than TraceMeanField_ELBO, tests/test_compiled.py.)
 JIT_OBJECTIVES = {"trace_elbo": JitTrace_ELBO}
-# importance-weighted objectives whose reparam surrogate is one traceable forward pass (PIWAE's
-# two gradient streams and the stl/dreg estimators call torch.autograd.grad inside the loss)
-TRACEABLE_IW = ("iwae", "miwae", "ciwae")
 
 
 def compile_refusal(loss: str, estimator: str) -> Optional[str]:
-    """Why the objective ``loss`` with ``estimator`` cannot be compiled (None: it can)."""
-    if estimator != "reparam" or loss not in (*JIT_OBJECTIVES, *TRACEABLE_IW):
-        return (f"--jit works with the losses {', '.join((*JIT_OBJECTIVES, *TRACEABLE_IW))} and "
-                f"the reparam estimator, not {loss!r} with {estimator!r}")
+    """Why the objective ``loss`` with ``estimator`` is not compiled (None: it is). The
+    importance-weighted bounds are not: for pyvae's own VAE their weights come from
+    ``VAE.log_weights``, untraced, which ran faster than a trace of them (benchmarks/README.md)."""
+    if estimator != "reparam" or loss not in JIT_OBJECTIVES:
+        return (f"--jit works with the losses {', '.join(JIT_OBJECTIVES)} and the reparam "
+                f"estimator, not {loss!r} with {estimator!r}")
     return None
 
 
-def compiled_objective(objective, loss: str, num_particles: int):
-    """The compiled form of ``objective`` (made by ``make_objective(loss, num_particles, ...)``
-    with the reparam estimator): Pyro's JIT ELBO, or the traced importance-weighted bound."""
-    if loss in JIT_OBJECTIVES:
-        return JIT_OBJECTIVES[loss](num_particles=num_particles,
-                                    vectorize_particles=num_particles > 1, ignore_jit_warnings=True)
-    return Traced(objective)
+def compiled_objective(loss: str, num_particles: int):
+    """The compiled form of the objective ``loss`` (one ``compile_refusal`` accepts)."""
+    return JIT_OBJECTIVES[loss](num_particles=num_particles,
+                                vectorize_particles=num_particles > 1, ignore_jit_warnings=True)

@@ -27,19 +27,22 @@ from ..errors import ConfigError
 class _BernoulliLogits(dist.Bernoulli):
     """Bernoulli with a cheaper log-density.
 
-    log p(x | logits) = x * logits + log sigmoid(-logits)  (= x * logits - softplus(logits)),
+    log p(x | logits) = x * logits - softplus(logits)  (= x * logits + log sigmoid(-logits)),
     summed later over pixels. Same value as ``-binary_cross_entropy_with_logits``, with fewer
     passes over the (particles x batch x pixels) tensor; on importance-sampling workloads this
-    elementwise work, not the decoder's matmuls, dominates the cost. ``logsigmoid`` rather than
-    ``softplus``: both cost the same eagerly, but torch.jit differentiates softplus with a
-    formula of several elementwise passes, where logsigmoid keeps its one backward kernel.
+    elementwise work, not the decoder's matmuls, dominates the cost. Where a gradient will be
+    taken it is written with ``logsigmoid``: torch.jit differentiates ``softplus`` with a formula
+    of several elementwise passes, where ``logsigmoid`` keeps its one backward kernel; without
+    one, ``softplus``, since ``logsigmoid`` also writes a buffer for its backward.
     """
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
         logits, value = torch.broadcast_tensors(self.logits, value)
-        return value * logits + F.logsigmoid(-logits)
+        if torch.is_grad_enabled() and logits.requires_grad:
+            return value * logits + F.logsigmoid(-logits)
+        return value * logits - F.softplus(logits)
 
 
 class Likelihood(nn.Module):

@@ -99,10 +99,10 @@ class KLWeight(Callback):
 
 
 class JitCompile(Callback):
-    """Train full batches with a compiled objective (``pyvae.infer.objectives.compiled_objective``:
-    Pyro's ``JitTrace_ELBO``, or the traced importance-weighted bound): the model and guide are
-    traced once, which removes most of Pyro's per-step Python overhead. A smaller last batch
-    keeps the plain objective (a trace is specific to its shapes)."""
+    """Train full batches with the compiled objective (Pyro's ``JitTrace_ELBO``,
+    ``pyvae.infer.objectives.compiled_objective``): the model and guide are traced once, which
+    removes most of Pyro's per-step Python overhead. A smaller last batch keeps the plain
+    objective (a trace is specific to its shapes)."""
 
     def __init__(self, loss: str, particles: int, batch_size: int):
         self.loss, self.particles = loss, particles
@@ -136,7 +136,7 @@ class JitCompile(Callback):
 
     def on_fit_start(self, trainer):
         self.plain, self.trainer = trainer.objective, trainer
-        self.compiled = compiled_objective(self.plain, self.loss, self.particles)
+        self.compiled = compiled_objective(self.loss, self.particles)
         trainer.objective = self
 
     def on_fit_end(self, trainer):
