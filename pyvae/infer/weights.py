@@ -20,6 +20,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 
 from ..errors import ConfigError
+from ..models.vae import VAE
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "_iw_particles"
@@ -132,8 +133,6 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
 def own_vae(model: Callable, guide: Callable):
     """The ``pyvae.VAE`` whose own model and guide these are, called with no Pyro handler
     around them, or None: then ``VAE.log_weights`` computes their weights without tracing."""
-    from ..models.vae import VAE
-
     vae = getattr(model, "__self__", None)
     if type(vae) is not VAE or model != vae.model or guide != vae.guide:
         return None

@@ -105,9 +105,9 @@ class JitCompile(Callback):
     objective (a trace is specific to its shapes)."""
 
     def __init__(self, loss: str, particles: int, batch_size: int):
-        self.loss, self.particles = loss, particles
+        self.compiled = compiled_objective(loss, particles)
         self.batch_size = batch_size
-        self.compiled, self.plain, self.trainer, self.warm = None, None, None, False
+        self.plain, self.trainer, self.warm = None, None, False
 
     @staticmethod
     def refusal(trainer) -> Optional[str]:
@@ -136,7 +136,6 @@ class JitCompile(Callback):
 
     def on_fit_start(self, trainer):
         self.plain, self.trainer = trainer.objective, trainer
-        self.compiled = compiled_objective(self.loss, self.particles)
         trainer.objective = self
 
     def on_fit_end(self, trainer):

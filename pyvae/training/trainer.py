@@ -117,7 +117,7 @@ class Trainer:
         if config.jit == "on" and refusal:
             raise ConfigError(refusal)
         #: whether full batches train with the compiled objective (``TrainConfig.jit``)
-        self.compiled = config.jit == "on" or (config.jit == "auto" and refusal is None)
+        self.compiled = config.jit != "off" and refusal is None
 
     # ----------------------------------------------------------------- resume
     @classmethod
