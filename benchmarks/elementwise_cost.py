@@ -2,14 +2,15 @@
 
 The importance-sampling estimator spends its time on the decoder's output layer (a GEMM) and on
 log p(x|z) = x * logits - softplus(logits) over (samples x pixels) logits. This times each on a
-tensor of the estimator's default chunk (20,000 samples x 784 pixels, float32), in nanoseconds
-per output element, one thread by default:
+tensor of the estimator's default chunk on the CPU (``pyvae.evaluate.ROWS_PER_CHUNK`` samples x
+784 pixels, float32; ``--rows`` for others), in nanoseconds per output element, one thread by
+default:
 
     python benchmarks/elementwise_cost.py
 
 It then adds up what one importance sample of Burda's decoder (50 -> 200 -> 200 -> 784, tanh)
 must cost at the least: its three matmuls at the estimator's shapes, tanh over its 400 hidden
-units and the log-density over its 784 logits, and divides the decoder's matmul FLOPs by that
+units and pyvae's log-density (``bernoulli_log_density``) over its 784 logits, and divides the decoder's matmul FLOPs by that
 time and by the rate of a 2048^3 matmul (``iw_loglik.gemm_flops``, the reference of that
 benchmark's "fraction of GEMM"). That is the
 highest "fraction of GEMM" any estimator built from these torch ops could reach here.
@@ -25,6 +26,8 @@ from torch.utils.benchmark import Timer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from iw_loglik import gemm_flops  # noqa: E402
+from pyvae.evaluate import ROWS_PER_CHUNK  # noqa: E402
+from pyvae.models.likelihoods import bernoulli_log_density  # noqa: E402
 
 
 def ns_per_element(fn, numel, repeats=2):
@@ -39,7 +42,7 @@ def ns_per_element(fn, numel, repeats=2):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=20000)
+    p.add_argument("--rows", type=int, default=ROWS_PER_CHUNK)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,6 +63,7 @@ def main():
         "x*l - softplus(l), summed over pixels": lambda: (x * logits - F.softplus(logits)).sum(-1),
         "max(l,0) + log(1+exp(-|l|)) (softplus by hand)":
             lambda: logits.clamp_min(0) + torch.log(1 + torch.exp(-logits.abs())),
+        "pyvae's bernoulli_log_density, summed over pixels": lambda: bernoulli_log_density(logits, x).sum(-1),
     }
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{args.rows} x 784 float32")
@@ -81,7 +85,7 @@ def main():
         print(f"  decoder layer {fan_in:>3} -> {fan_out:<3} (addmm)                     "
               f"{2 * fan_in * fan_out / ns:6.1f} GFLOP/s")
     tanh_ns = 400 * timings["tanh"]
-    density_ns = 784 * timings["x*l - softplus(l), summed over pixels"]
+    density_ns = 784 * timings["pyvae's bernoulli_log_density, summed over pixels"]
     print(f"  2048^3 matmul                                    {big_rate / 1e9:6.1f} GFLOP/s")
     print(f"  per sample: matmuls {matmul_ns / 1e3:.2f} us, tanh {tanh_ns / 1e3:.2f} us, "
           f"log-density {density_ns / 1e3:.2f} us")

@@ -23,10 +23,15 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 class TorchVAE(torch.nn.Module):
-    def __init__(self, x_dim=784, z_dim=50, hidden=(200, 200), activation="tanh"):
+    """``log_density(logits, x)``: the Bernoulli log-density per pixel; by default torch's
+    softplus form, as a PyTorch user writes it."""
+
+    def __init__(self, x_dim=784, z_dim=50, hidden=(200, 200), activation="tanh",
+                 log_density=None):
         super().__init__()
         self.encoder = MLP(x_dim, hidden, 2 * z_dim, activation)
         self.decoder = MLP(z_dim, tuple(hidden)[::-1], x_dim, activation)
+        self.log_density = log_density or (lambda logits, x: x * logits - F.softplus(logits))
 
     def elbo(self, x):
         """Per-datapoint single-sample ELBO estimate, shape (batch,)."""
@@ -34,7 +39,7 @@ class TorchVAE(torch.nn.Module):
         eps = torch.randn_like(loc)
         z = loc + log_scale.exp() * eps
         logits = self.decoder(z)
-        log_px_z = (x * logits - F.softplus(logits)).sum(-1)
+        log_px_z = self.log_density(logits, x).sum(-1)
         log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
         log_qz = -0.5 * (eps.pow(2) + LOG_2PI).sum(-1) - log_scale.sum(-1)
         return log_px_z + log_pz - log_qz

@@ -85,7 +85,7 @@ def _build_parser():
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
     ev.add_argument("--num-samples", type=positive_int, default=5000, help="importance samples K per datapoint (default 5000)")
     ev.add_argument("--split", default="test", help="test (default), valid, train")
-    ev.add_argument("--chunk-size", type=positive_int, default=None, help="samples drawn per pass (default: about 20000 / batch size)")
+    ev.add_argument("--chunk-size", type=positive_int, default=None, help="samples drawn per pass (default: about 4000 / batch size on the CPU, 20000 / batch size on CUDA)")
     ev.add_argument("--batch-size", type=positive_int, default=100, help="datapoints per pass (default 100)")
     ev.add_argument("--max-datapoints", type=positive_int, default=None, help="evaluate only the first N datapoints")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")

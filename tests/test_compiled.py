@@ -15,7 +15,7 @@ from pyvae.errors import ConfigError
 from pyvae.infer.objectives import compiled_objective, make_objective
 from pyvae.models.guides import GUIDES, SelfScoringNormal
 from pyvae.models.likelihoods import LIKELIHOODS
-from pyvae.models.priors import PRIORS
+from pyvae.models.priors import PRIORS, StandardNormal, SummedOverEvent
 from pyvae.training.callbacks import Callback
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,6 +102,33 @@ def test_the_diagonal_guide_scores_its_own_sample_as_normal_does():
     leaf = z.detach().requires_grad_()
     dz, = torch.autograd.grad(q.log_prob(leaf).sum(), leaf)
     torch.testing.assert_close(dz, -(leaf - loc) / log_scale.exp() ** 2)
+
+
+def test_log_densities_summed_over_the_event_equal_independent_ones():
+    """SummedOverEvent (the diagonal guide's and the unit-normal prior's event form) scores as
+    Independent(base, 1) does: its own sample, any other tensor, broadcast over particles, and
+    the derivatives in the guide's parameters."""
+    loc = torch.randn(5, 4, requires_grad=True)
+    log_scale = (0.5 * torch.randn(5, 4)).requires_grad_()
+    q = SelfScoringNormal(loc, log_scale.exp())
+    summed, independent = SummedOverEvent(q, 1), torch.distributions.Independent(q, 1)
+    z = summed.rsample((3,))
+    assert summed.batch_shape == (5,) and summed.event_shape == (4,)
+    for value in (z, z.detach().clone()):
+        ours, theirs = summed.log_prob(value), independent.log_prob(value)
+        assert ours.shape == (3, 5)
+        torch.testing.assert_close(ours, theirs)
+        grads = [torch.autograd.grad(v.sum(), [loc, log_scale], retain_graph=True, allow_unused=True)
+                 for v in (ours, theirs)]
+        for g_ours, g_theirs in zip(*grads):
+            assert (g_ours is None) == (g_theirs is None)
+            if g_ours is not None:
+                torch.testing.assert_close(g_ours, g_theirs)
+    prior = StandardNormal(4)().expand((5,))
+    reference = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(4), torch.ones(4)), 1)
+    for value in (z, torch.randn(4), torch.randn(2, 1, 4)):
+        expected = reference.log_prob(value).expand(torch.broadcast_shapes(value.shape[:-1], (5,)))
+        torch.testing.assert_close(prior.log_prob(value), expected)
 
 
 class _Wrapping(Callback):

@@ -9,6 +9,7 @@ from pyvae import ConfigError, Trainer, bits_per_dim
 from pyvae.data import TensorData
 from pyvae.likelihoods import (LIKELIHOODS, DiscretizedLogistic, DiscretizedLogisticDistribution,
                                Gaussian, GaussianPerImage, make_likelihood)
+from pyvae.models.likelihoods import bernoulli_log_density
 
 GRID = torch.arange(256, dtype=torch.float64) / 255
 
@@ -125,7 +126,7 @@ def test_likelihood_config_errors():
 
 
 def test_bernoulli_log_density_is_the_same_with_and_without_a_gradient():
-    """Written with logsigmoid where a gradient is taken, softplus where not: one value."""
+    """With a gradient (its derivative written out) and without: one value."""
     logits = torch.randn(7, 784) * 30  # the tails of both forms included
     x = torch.bernoulli(torch.full((7, 784), 0.3))
     p = LIKELIHOODS["bernoulli"]()
@@ -138,3 +139,28 @@ def test_bernoulli_log_density_is_the_same_with_and_without_a_gradient():
     torch.testing.assert_close(graded.detach(), plain, rtol=1e-6, atol=1e-3)
     grad, = torch.autograd.grad(graded.sum(), leaf)
     torch.testing.assert_close(grad, x - torch.sigmoid(logits))
+
+
+def test_bernoulli_log_density_is_float32_exact_per_pixel():
+    """softplus as max(l, 0) + log(1 + exp(-|l|)): within float32 rounding of the float64 value
+    (x*l - softplus(l) is a difference of terms up to |l| + 1, so a few ulps of that), tails
+    and zero included."""
+    logits = torch.cat([torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 6,
+                        torch.tensor([-100., -30., -17., -1e-3, -1e-7, 0., 1e-7, 1e-3, 17., 30., 100.])])
+    for fill in (0.0, 1.0, 0.3):
+        x = torch.full_like(logits, fill)
+        exact = x.double() * logits.double() - torch.nn.functional.softplus(logits.double())
+        for leaf in (logits, logits.clone().requires_grad_()):
+            ours = bernoulli_log_density(leaf, x).detach().double()
+            ulp = torch.finfo(torch.float32).eps * (logits.double().abs() + 1)
+            assert ((ours - exact).abs() <= 2 * ulp).all(), fill
+
+
+def test_bernoulli_log_density_gradients_in_logits_and_data():
+    logits = (torch.randn(5, 30) * 4).requires_grad_()
+    x = torch.rand(5, 30).requires_grad_()
+    weight = torch.randn(5, 30)
+    grad_l, grad_x = torch.autograd.grad((bernoulli_log_density(logits, x) * weight).sum(),
+                                         (logits, x))
+    torch.testing.assert_close(grad_l, weight * (x - torch.sigmoid(logits)))
+    torch.testing.assert_close(grad_x, weight * logits)

@@ -39,7 +39,7 @@ from ..config import (FlowOptions, LowRankOptions, NoOptions, SplineOptions, Syl
 from ..errors import ConfigError
 from .flows import ConditionalSylvester
 from .nets import MLP, activation_class
-from .priors import HALF_LOG_2PI
+from .priors import HALF_LOG_2PI, SummedOverEvent
 
 
 class SelfScoringNormal(dist.Normal):
@@ -68,6 +68,15 @@ class SelfScoringNormal(dist.Normal):
         if self._validate_args:
             self._validate_sample(value)
         return -0.5 * drawn[1].square() - self.scale.log() - HALF_LOG_2PI
+
+    def log_prob_summed(self, value):
+        """log q(z) summed over the last dimension (``SummedOverEvent``); for its own sample
+        -|eps|^2 / 2 - sum log scale - D log(2 pi) / 2."""
+        drawn = self.__dict__.get("_drawn")
+        if drawn is None or value is not drawn[0]:
+            return super().log_prob(value).sum(-1)
+        return (-0.5 * drawn[1].square().sum(-1) - self.scale.log().sum(-1)
+                - value.shape[-1] * HALF_LOG_2PI)
 
 
 class GuideFamily(nn.Module):
@@ -100,7 +109,7 @@ class Diagonal(GuideFamily):
         return loc, log_scale.exp()
 
     def forward(self, x):
-        return SelfScoringNormal(*self.loc_scale(x)).to_event(1)
+        return SummedOverEvent(SelfScoringNormal(*self.loc_scale(x)), 1)
 
 
 class FullRank(GuideFamily):
@@ -182,7 +191,7 @@ class _DiagonalBase(ConditionalDistribution, nn.Module):
 
     def condition(self, context):
         loc, log_scale = self.head(context).chunk(2, dim=-1)
-        return SelfScoringNormal(loc, log_scale.exp()).to_event(1)
+        return SummedOverEvent(SelfScoringNormal(loc, log_scale.exp()), 1)
 
 
 class Flow(GuideFamily):

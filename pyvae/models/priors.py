@@ -43,7 +43,24 @@ class StandardNormal(Prior):
         self.register_buffer("scale", torch.ones(self.z_dim))
 
     def forward(self):
-        return _UnitNormal(self.loc, self.scale).to_event(1)
+        return SummedOverEvent(_UnitNormal(self.loc, self.scale), 1)
+
+
+class SummedOverEvent(dist.Independent):
+    """``Independent`` over the last dimension, scored by its base distribution's
+    ``log_prob_summed(value)``: the log-density summed over the coordinates first, its
+    constants added once per event rather than once per coordinate (fewer elementwise passes
+    over the samples). The same value as ``Independent(base, 1).log_prob``."""
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return self.base_dist.log_prob_summed(value)
+
+
+def _event_shaped(log_p: torch.Tensor, event_batch_shape: torch.Size) -> torch.Tensor:
+    shape = torch.broadcast_shapes(log_p.shape, event_batch_shape)
+    return log_p if shape == log_p.shape else log_p.expand(shape)
 
 
 class _UnitNormal(dist.Normal):
@@ -54,9 +71,12 @@ class _UnitNormal(dist.Normal):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        log_p = -0.5 * value.square() - HALF_LOG_2PI
-        shape = torch.broadcast_shapes(log_p.shape, self.batch_shape)
-        return log_p if shape == log_p.shape else log_p.expand(shape)
+        return _event_shaped(-0.5 * value.square() - HALF_LOG_2PI, self.batch_shape)
+
+    def log_prob_summed(self, value):
+        """log p(z) summed over the last dimension: -|z|^2 / 2 - D log(2 pi) / 2."""
+        log_p = -0.5 * value.square().sum(-1) - value.shape[-1] * HALF_LOG_2PI
+        return _event_shaped(log_p, self.batch_shape[:-1])
 
 
 class MixtureOfGaussians(Prior):
