@@ -124,6 +124,8 @@ def test_log_densities_summed_over_the_event_equal_independent_ones():
             assert (g_ours is None) == (g_theirs is None)
             if g_ours is not None:
                 torch.testing.assert_close(g_ours, g_theirs)
+    deeper = SummedOverEvent(q, 2)  # over two dimensions: Independent's own sum
+    torch.testing.assert_close(deeper.log_prob(z), torch.distributions.Independent(q, 2).log_prob(z))
     prior = StandardNormal(4)().expand((5,))
     reference = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(4), torch.ones(4)), 1)
     for value in (z, torch.randn(4), torch.randn(2, 1, 4)):

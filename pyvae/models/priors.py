@@ -50,9 +50,12 @@ class SummedOverEvent(dist.Independent):
     """``Independent`` over the last dimension, scored by its base distribution's
     ``log_prob_summed(value)``: the log-density summed over the coordinates first, its
     constants added once per event rather than once per coordinate (fewer elementwise passes
-    over the samples). The same value as ``Independent(base, 1).log_prob``."""
+    over the samples). The same value as ``Independent(base, 1).log_prob``; over more
+    dimensions, ``Independent``'s own."""
 
     def log_prob(self, value):
+        if self.reinterpreted_batch_ndims != 1:
+            return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
         return self.base_dist.log_prob_summed(value)
