@@ -41,7 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
 
 from ..errors import ConfigError
-from .evaluate import Estimate
+from .evaluate import Estimate, delta_method_stderr
 from .hmc import HMC
 from .weights import check_count, data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
 
@@ -264,8 +264,7 @@ def _log_mean_exp(log_w: torch.Tensor):
     value = torch.logsumexp(log_w, 0) - math.log(c)
     w = torch.softmax(log_w, 0)
     ess = 1.0 / w.pow(2).sum(0)
-    stderr = ((c / ess - 1).clamp(min=0) / (c - 1)).sqrt() if c > 1 else torch.full_like(value, math.nan)
-    return value, stderr, ess
+    return value, delta_method_stderr(ess, c), ess
 
 
 def _anneal(target, u, betas, hmc, reverse, bar):

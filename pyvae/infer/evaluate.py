@@ -161,6 +161,15 @@ class Gaps:
 
 
 # ------------------------------------------------------------------------------ streaming
+def delta_method_stderr(ess: torch.Tensor, k: int) -> torch.Tensor:
+    """Standard error of log (1/k) sum_k w_k by the delta method, from the weights' ESS:
+    sqrt((k / ESS - 1) / (k - 1)) (the sample variance of w over its squared mean, over k);
+    NaN for k = 1."""
+    if k < 2:
+        return torch.full_like(ess, math.nan)
+    return ((k / ess - 1.0).clamp(min=0.0) / (k - 1)).sqrt()
+
+
 class _Accumulator:
     """Running sums over samples of log w for each datapoint, in float64.
 
@@ -205,11 +214,7 @@ class _Accumulator:
         ref = torch.where(torch.isfinite(self.m), self.m, torch.zeros_like(self.m))
         value = ref + torch.log(self.s1) - math.log(k)
         ess = self.s1.square() / self.s2
-        if k > 1:
-            stderr = ((k / ess - 1.0).clamp(min=0.0) / (k - 1)).sqrt()
-        else:
-            stderr = torch.full_like(value, math.nan)
-        return value, stderr, ess
+        return value, delta_method_stderr(ess, k), ess
 
     def mean(self):
         k = self.count
