@@ -15,7 +15,7 @@ and ELBO <= IWAE_k <= IWAE_k' <= log p(x) for k <= k' (Burda et al., 2016).
 
 Memory: ``log_likelihood`` draws ``chunk_size`` samples for ``batch_size`` datapoints per call
 of the guide and model, so the decoder's output, ``chunk_size x batch_size x x_dim`` floats
-(plus two or three temporaries of that size in the likelihood's log-density), is the peak.
+(plus one or two temporaries of that size in the likelihood's log-density), is the peak.
 The default keeps ``chunk_size x batch_size`` near ``default_rows(device)``: on the CPU small
 enough that a chunk's decoder output and its temporaries stay in the processor's cache (4,000
 rows: 12.5 MB per 784-pixel float32 tensor; elementwise passes over larger chunks wait on

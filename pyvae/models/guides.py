@@ -39,13 +39,13 @@ from ..config import (FlowOptions, LowRankOptions, NoOptions, SplineOptions, Syl
 from ..errors import ConfigError
 from .flows import ConditionalSylvester
 from .nets import MLP, activation_class
-from .priors import HALF_LOG_2PI, SummedOverEvent
+from .priors import SummedOverEvent, unit_normal_log_density
 
 
 class SelfScoringNormal(dist.Normal):
     """N(loc, scale) that scores its own reparameterised sample z = loc + scale * eps from eps:
 
-        log q(z) = -eps^2 / 2 - log scale - log(2 pi) / 2,
+        log q(z) = log N(eps; 0, 1) - log scale = -eps^2 / 2 - log scale - log(2 pi) / 2,
 
     the value ``Normal.log_prob`` computes from (z - loc) / scale, and the same total derivative
     in loc and scale (along the sample path, (z - loc) / scale = eps does not move), with fewer
@@ -61,22 +61,26 @@ class SelfScoringNormal(dist.Normal):
         self._drawn = (z, eps)
         return z
 
-    def log_prob(self, value):
+    def _own_noise(self, value):
+        """eps if ``value`` is the sample this distribution last drew, else None."""
         drawn = self.__dict__.get("_drawn")
-        if drawn is None or value is not drawn[0]:
+        return drawn[1] if drawn is not None and value is drawn[0] else None
+
+    def log_prob(self, value):
+        eps = self._own_noise(value)
+        if eps is None:
             return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)
-        return -0.5 * drawn[1].square() - self.scale.log() - HALF_LOG_2PI
+        return unit_normal_log_density(eps) - self.scale.log()
 
     def log_prob_summed(self, value):
         """log q(z) summed over the last dimension (``SummedOverEvent``); for its own sample
-        -|eps|^2 / 2 - sum log scale - D log(2 pi) / 2."""
-        drawn = self.__dict__.get("_drawn")
-        if drawn is None or value is not drawn[0]:
+        log N(eps; 0, I) - sum log scale."""
+        eps = self._own_noise(value)
+        if eps is None:
             return super().log_prob(value).sum(-1)
-        return (-0.5 * drawn[1].square().sum(-1) - self.scale.log().sum(-1)
-                - value.shape[-1] * HALF_LOG_2PI)
+        return unit_normal_log_density(eps, summed=True) - self.scale.log().sum(-1)
 
 
 class GuideFamily(nn.Module):

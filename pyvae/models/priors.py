@@ -61,6 +61,14 @@ class SummedOverEvent(dist.Independent):
         return self.base_dist.log_prob_summed(value)
 
 
+def unit_normal_log_density(value: torch.Tensor, summed: bool = False) -> torch.Tensor:
+    """log N(value; 0, 1) per coordinate, -v^2 / 2 - log(2 pi) / 2, or with ``summed`` over the
+    last dimension, -|v|^2 / 2 - D log(2 pi) / 2 (the constant added once)."""
+    if summed:
+        return -0.5 * value.square().sum(-1) - value.shape[-1] * HALF_LOG_2PI
+    return -0.5 * value.square() - HALF_LOG_2PI
+
+
 def _event_shaped(log_p: torch.Tensor, event_batch_shape: torch.Size) -> torch.Tensor:
     shape = torch.broadcast_shapes(log_p.shape, event_batch_shape)
     return log_p if shape == log_p.shape else log_p.expand(shape)
@@ -74,12 +82,11 @@ class _UnitNormal(dist.Normal):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        return _event_shaped(-0.5 * value.square() - HALF_LOG_2PI, self.batch_shape)
+        return _event_shaped(unit_normal_log_density(value), self.batch_shape)
 
     def log_prob_summed(self, value):
-        """log p(z) summed over the last dimension: -|z|^2 / 2 - D log(2 pi) / 2."""
-        log_p = -0.5 * value.square().sum(-1) - value.shape[-1] * HALF_LOG_2PI
-        return _event_shaped(log_p, self.batch_shape[:-1])
+        """log p(z) summed over the last dimension (``SummedOverEvent``)."""
+        return _event_shaped(unit_normal_log_density(value, summed=True), self.batch_shape[:-1])
 
 
 class MixtureOfGaussians(Prior):
