@@ -42,12 +42,14 @@ from torch.distributions import biject_to
 
 from ..errors import ConfigError
 from .evaluate import Estimate, delta_method_stderr
-from .hmc import HMC
+from .hmc import HMC, INITIAL_STEP
 from .weights import check_count, data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule"]
 
 CHAIN_PLATE = "_ais_chains"
+# below this effective number of chains an AIS estimate is flagged unreliable
+MIN_CHAIN_ESS = 2.0
 
 
 @dataclass
@@ -61,22 +63,30 @@ class AISEstimate(Estimate):
             sqrt((C / ESS - 1) / (C - 1)) with ESS = (sum w)^2 / sum w^2.
         num_samples: C, the number of chains.
         log_weights: (C, N) float64 log-weights of the chains.
-        ess: (N,) effective number of chains.
+        ess: (N,) effective number of chains, (sum w)^2 / sum w^2.
+        unreliable: (N,) bool, ESS < ``MIN_CHAIN_ESS``: the chains' weights are so uneven
+            that one or two chains make the estimate and no error bar computed from them can
+            be trusted (the role Pareto k^ > 0.7 plays for the IW estimate); run more steps.
         acceptance: (N,) mean HMC acceptance probability over chains and transitions.
         step_size: (N,) final leapfrog step sizes.
+        tuned_step_size: (N,) the steps fitted to the start target before annealing (None
+            when the caller gave ``step_size``).
         num_steps: T, annealing steps.
     """
 
     log_weights: torch.Tensor = field(default=None)
     ess: torch.Tensor = field(default=None)
+    unreliable: torch.Tensor = field(default=None)
     acceptance: torch.Tensor = field(default=None)
     step_size: torch.Tensor = field(default=None)
+    tuned_step_size: Optional[torch.Tensor] = field(default=None)
     num_steps: int = 0
 
     def summary(self) -> Dict[str, float]:
         out = super().summary()
         out.update(num_steps=self.num_steps, acceptance=float(self.acceptance.mean()),
-                   ess_mean=float(self.ess.mean()))
+                   ess_mean=float(self.ess.mean()), ess_min=float(self.ess.min()),
+                   unreliable=int(self.unreliable.sum()))
         return out
 
 
@@ -267,15 +277,22 @@ def _log_mean_exp(log_w: torch.Tensor):
     return value, delta_method_stderr(ess, c), ess
 
 
-def _anneal(target, u, betas, hmc, reverse, bar):
+def _anneal(target, u, betas, hmc, reverse, bar, tune):
     """Run the chains through the schedule; returns log w, shape (C, N), float64.
 
     Forward:  for t = 1..T:  log w += (b_t - b_{t-1}) [log p - log q0](z);  z <- HMC_{b_t}(z)
     Reverse:  for t = T..1:  log w -= (b_t - b_{t-1}) [log p - log q0](z);  z <- HMC_{b_{t-1}}(z)
     (no transition at beta = 0 or 1: it would not change the weights).
+
+    With ``tune``, the step sizes are first fitted (``HMC.tune``) to the start target, beta = 0
+    forward (q0) and beta = 1 in reverse (the posterior), where the chains start as exact draws:
+    transitions that leave that target invariant keep them exact draws, so no weight changes
+    and nothing is discarded.
     """
     steps = len(betas) - 1
     state = target.evaluate(u)
+    if tune:
+        u, state = hmc.tune(u, state, float(betas[-1] if reverse else betas[0]))
     log_w = torch.zeros_like(state[0], dtype=torch.float64)
     for t in (range(steps, 0, -1) if reverse else range(1, steps + 1)):
         increment = float(betas[t] - betas[t - 1]) * (state[0].double() - state[1].double())
@@ -293,7 +310,7 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
     _check_args(num_steps, num_chains, leapfrog_steps, step_size, batch_size)
     betas = sigmoid_schedule(num_steps)
     reverse = start is not None
-    values, errs, weights, esss, accepts, steps = [], [], [], [], [], []
+    values, errs, weights, esss, accepts, steps, tuned = [], [], [], [], [], [], []
     with torch.no_grad():
         nesting = max_plate_nesting(model, guide, x[:batch_size])
     batches = range(0, x.shape[0], batch_size)
@@ -314,19 +331,22 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
             else:
                 z = target.start
             u = target.to_unconstrained(z)
-            hmc = HMC(target, xb.shape[0], 0.01 if step_size is None else float(step_size),
-                       leapfrog_steps, x.device)
-            log_w = _anneal(target, u, betas, hmc, reverse, bar)
+            hmc = HMC(target, xb.shape[0], INITIAL_STEP if step_size is None else float(step_size),
+                      leapfrog_steps, x.device)
+            log_w = _anneal(target, u, betas, hmc, reverse, bar, tune=step_size is None)
             value, stderr, ess = _log_mean_exp(log_w)
             if reverse:
                 value = -value
-            for out, item in zip((values, errs, weights, esss, accepts, steps),
+            for out, item in zip((values, errs, weights, esss, accepts, steps, tuned),
                                  (value, stderr, log_w, ess, hmc.accept_sum / max(hmc.transitions, 1),
-                                  hmc.step)):
+                                  hmc.step, hmc.tuned_step)):
                 out.append(item)
+    ess = torch.cat(esss)
     return AISEstimate(torch.cat(values), torch.cat(errs), num_chains,
-                       log_weights=torch.cat(weights, 1), ess=torch.cat(esss),
+                       log_weights=torch.cat(weights, 1), ess=ess,
+                       unreliable=ess < MIN_CHAIN_ESS,
                        acceptance=torch.cat(accepts), step_size=torch.cat(steps),
+                       tuned_step_size=None if step_size is not None else torch.cat(tuned),
                        num_steps=num_steps)
 
 

@@ -108,6 +108,16 @@ class ConditionalSylvester(ConditionalTransformModule):
             self.register_buffer("permutation", eye.flip(0) if reverse else eye)
         self.register_buffer("_triu", torch.ones(d, d).triu(1))
 
+    @torch.no_grad()
+    def start_as_identity(self):
+        """R = 0 for every context (its off-diagonal part is zero from the start, and its
+        diagonal tanh(0) = 0), so the layer is the identity, z' = z; R~, b and Q keep their
+        random start, so tanh(R~ Q^T z + b) is not zero and the gradient with respect to R is
+        not zero either."""
+        d = self.z_dim
+        self.net[-1].weight[d * d:d * d + d] = 0
+        self.net[-1].bias[d * d:d * d + d] = 0
+
     def _q(self, q_raw, batch_shape):
         d = self.z_dim
         if self.kind == "triangular":

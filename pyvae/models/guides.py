@@ -23,6 +23,7 @@ layers have no closed-form inverse: such a q can score only the samples it drew 
 that evaluates log q must pass the very tensor ``rsample`` returned to ``log_prob`` of the same
 distribution object (Pyro's ELBOs do).
 """
+import math
 from dataclasses import fields
 from typing import Sequence
 
@@ -40,6 +41,9 @@ from ..errors import ConfigError
 from .flows import ConditionalSylvester
 from .nets import MLP, activation_class
 from .priors import SummedOverEvent, unit_normal_log_density
+
+# the smallest knot derivative of Pyro's rational-quadratic spline (its default min_derivative)
+SPLINE_MIN_DERIVATIVE = 1e-3
 
 
 class SelfScoringNormal(dist.Normal):
@@ -234,6 +238,8 @@ class Flow(GuideFamily):
             self.context_dim = self.x_dim
         self.base = _DiagonalBase(self.context_dim, self.z_dim)
         self.transforms = nn.ModuleList(self.make_transforms(activation))
+        with torch.no_grad():
+            self.start_as_identity()
         self.flow = ConditionalTransformedDistribution(self.base, list(self.transforms))
 
     needs_flow_hidden = True  # Pyro's parameter networks need a hidden layer
@@ -247,8 +253,21 @@ class Flow(GuideFamily):
     def make_transform(self, k: int):
         raise NotImplementedError
 
+    def start_as_identity(self):
+        """Set the transforms' output layers so that every layer is the identity map for every
+        context: a fresh flow is its Gaussian base, q(z|x) = q0(z|x), and training (or
+        refinement) starts at that Gaussian. Only the last linear layer of each parameter
+        network is set (its weights to zero, its biases to the values below), so the gradients
+        with respect to it are not zero and the flow leaves the identity at the first step."""
+
     def forward(self, x):
         return self.flow.condition(self.body(x))
+
+
+def _set_output_rows(layer: nn.Linear, rows: slice, bias) -> None:
+    """Output rows ``rows`` of ``layer`` become the constant ``bias``: zero weights, set bias."""
+    layer.weight[rows] = 0
+    layer.bias[rows] = bias
 
 
 class IAF(Flow):
@@ -262,6 +281,11 @@ class IAF(Flow):
             raise ConfigError(f"iaf needs flow_hidden sizes >= z_dim={self.z_dim}, got {self.flow_hidden}")
         return T.conditional_affine_autoregressive(self.z_dim, self.context_dim, self.flow_hidden)
 
+    def start_as_identity(self):
+        # mu = 0 and log sigma = 0: z_k = z_{k-1}
+        for t in self.transforms:
+            _set_output_rows(t.nn.layers[-1], slice(None), 0.0)
+
 
 class Planar(Flow):
     """Planar flow (Rezende & Mohamed 2015): z_k = z + u tanh(w^T z + b), u, w, b from h(x)
@@ -269,6 +293,18 @@ class Planar(Flow):
 
     def make_transform(self, k):
         return T.conditional_planar(self.z_dim, self.context_dim, self.flow_hidden)
+
+    def start_as_identity(self):
+        # Pyro's planar layer uses u^ = u + (m(w.u) - w.u) w / |w|^2 with m(a) = softplus(a) - 1
+        # (so that w.u^ > -1); u^ = 0, the identity, when u = a w / |w|^2 with m(a) = 0, i.e.
+        # a = log(e - 1). The network's outputs are (b, u, w): w keeps its random bias w0 and
+        # u = a w0 / |w0|^2, both for every context.
+        d = self.z_dim
+        for t in self.transforms:
+            out = t.nn.layers[-1]
+            w0 = out.bias[1 + d:].clone()
+            _set_output_rows(out, slice(1 + d, None), w0)
+            _set_output_rows(out, slice(1, 1 + d), math.log(math.e - 1) * w0 / w0.pow(2).sum())
 
 
 class Radial(Flow):
@@ -278,11 +314,22 @@ class Radial(Flow):
     def make_transform(self, k):
         return T.conditional_radial(self.z_dim, self.context_dim, self.flow_hidden)
 
+    def start_as_identity(self):
+        # Pyro's radial layer: alpha = softplus(alpha'), beta = softplus(beta') - alpha, outputs
+        # (z_ref, alpha', beta'); beta = 0, the identity, when beta' = alpha'
+        d = self.z_dim
+        for t in self.transforms:
+            out = t.nn.layers[-1]
+            _set_output_rows(out, slice(d, d + 2), out.bias[d].clone())
+
 
 class Householder(Flow):
     """Householder flow (Tomczak & Welling 2016): z_K = H_K ... H_1 z0, H = I - 2 v v^T/|v|^2
     with the v_k from h(x) (Pyro's ``conditional_householder``): a rotation of the diagonal
-    Gaussian, so q stays Gaussian with covariance Q diag(sigma^2) Q^T; volume preserving."""
+    Gaussian, so q stays Gaussian with covariance Q diag(sigma^2) Q^T; volume preserving.
+    Unlike the other flows it does not start as the identity: a product of reflections is the
+    identity only for equal pairs, from which training recovers a correlated posterior far more
+    slowly (the pair's rotation angle starts at zero); the reflections keep their random start."""
 
     def make_transforms(self, activation):
         return [T.conditional_householder(self.z_dim, self.context_dim, self.flow_hidden,
@@ -317,6 +364,17 @@ class Spline(Flow):
         return T.conditional_spline_autoregressive(self.z_dim, self.context_dim, self.flow_hidden,
                                                    count_bins=self.count_bins, bound=self.bound)
 
+    def start_as_identity(self):
+        # Pyro's spline network outputs, per dimension, (widths, heights, derivatives, lambdas)
+        # of sizes (B, B, B - 1, B) as blocks of z_dim rows; equal widths and heights (softmax of
+        # zeros) and knot derivatives 1 (min_derivative + softplus(r) = 1) give the identity
+        d, b = self.z_dim, self.count_bins
+        raw_one = math.log(math.expm1(1.0 - SPLINE_MIN_DERIVATIVE))
+        for t in self.transforms:
+            out = t.nn.layers[-1]
+            _set_output_rows(out, slice(None), 0.0)
+            _set_output_rows(out, slice(2 * b * d, (3 * b - 1) * d), raw_one)
+
 
 class Sylvester(Flow):
     """Sylvester flow (van den Berg et al. 2018): z_k = z + Q R tanh(R~ Q^T z + b) with Q
@@ -341,6 +399,10 @@ class Sylvester(Flow):
     def default_flow_hidden(self):
         # as in van den Berg et al.: the flow's parameters are linear maps of the encoder's h(x)
         return []
+
+    def start_as_identity(self):
+        for t in self.transforms:
+            t.start_as_identity()
 
     def make_transforms(self, activation):
         return [ConditionalSylvester(self.z_dim, self.context_dim, self.flow_hidden,
