@@ -11,8 +11,8 @@ evaluate`` does):
     L[q*_FFG]     ELBO of per-datapoint refined diagonal Gaussians (``pyvae.refine``), started
                   at the encoder's mean and variances
     L[q*_IAF]     ELBO of per-datapoint refined IAFs: for an IAF-trained run started at its own
-                  encoder, otherwise a fresh IAF that starts as the identity around the encoder's
-                  Gaussian (so it starts at L[q*]'s starting point and can only improve on it)
+                  encoder, otherwise a fresh IAF that starts as the identity around q*_FFG (so it
+                  starts at L[q*_FFG] and can only improve on it, up to the optimiser's noise)
     log p^(x)     AIS (``pyvae.ais``) from q*_FFG: any q0 that can score z is a valid start, and
                   the refined diagonal is close to the posterior and cheap to score (an IAF
                   scores an arbitrary z only by its sequential inverse, z_dim passes per layer)
@@ -51,10 +51,14 @@ def gap_row(run_dir, args):
     refined = {}
     for refine_family in ("diagonal", "iaf"):
         started = time.perf_counter()
-        # a flow family starts from the run's own flow encoder if it is one, else (a fresh
-        # identity flow) around the encoder's Gaussian
-        init = vae.encoder if refine_family == family and family != "diagonal" else vae.encode
-        features = vae.encoder_body(x) if init is vae.encoder else None
+        # the diagonal family starts at the encoder's mean and variances; a flow family at the
+        # run's own flow encoder if it is one, else as the identity around q*_FFG
+        if refine_family == "diagonal":
+            init, features = vae.encode, None
+        elif refine_family == family:
+            init, features = vae.encoder, vae.encoder_body(x)
+        else:
+            init, features = refined["diagonal"].distribution(), None
         guide = refine(vae.model, x, init=init, family=refine_family, steps=args.refine_steps,
                        seed=0, features=features)
         est = evaluate.elbo(vae.model, guide, x, num_samples=1000, batch_size=len(x))

@@ -1,9 +1,11 @@
 """``pyvae bdmc``: log p(x) sandwiched by forward and reverse AIS on data simulated from a run's
-model, as a table or JSON, written to RUN_DIR/bdmc.json."""
+model, as a table or JSON, written to RUN_DIR/bdmc.json, with the smallest number of steps
+whose width is within the tolerance."""
 import json
 
 import torch
 
+from ..infer.ais import BDMC_TOLERANCE, recommend_steps
 from ..run import BDMC, Run
 from .flags import add_runtime_flags, int_list_type, positive_int, seed_type
 
@@ -12,11 +14,15 @@ def add_parser(sub) -> None:
     bd = sub.add_parser("bdmc", help="sandwich log p(x) on data simulated from a run's model (BDMC)", description=(
         "Bidirectional Monte Carlo: simulate datapoints from the run's model, bound log p(x) from "
         "below by forward AIS and from above by reverse AIS from the exact latents; the gap between "
-        "the bounds says how far AIS with these settings can be from log p(x). Writes RUN_DIR/bdmc.json."))
+        "the bounds says how far AIS with these settings can be from log p(x). Names the smallest "
+        "number of steps whose width is within --tolerance. Writes RUN_DIR/bdmc.json."))
     bd.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
     bd.add_argument("--num-datapoints", type=positive_int, default=10, help="datapoints simulated (default 10)")
     bd.add_argument("--steps", type=int_list_type, default=[1000], help="AIS steps, one run each, e.g. 100,1000 (default 1000)")
     bd.add_argument("--chains", type=positive_int, default=16, help="chains per datapoint (default 16)")
+    # checked by recommend_steps before any work (one ConfigError line, exit 2)
+    bd.add_argument("--tolerance", type=float, default=BDMC_TOLERANCE,
+                    help=f"the mean width (nats) that counts as enough steps (default {BDMC_TOLERANCE})")
     bd.add_argument("--seed", type=seed_type, default=0, help="seeds the simulation and the chains (default 0)")
     bd.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     add_runtime_flags(bd, "device", "threads", "no-progress", "debug")
@@ -28,14 +34,24 @@ def cmd_bdmc(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = run.bdmc(args.steps, args.chains, args.num_datapoints, args.seed, args.device,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, tolerance=args.tolerance)
+    recommended = recommend_steps({r["num_steps"]: r["mean_width"] for r in runs}, args.tolerance)
     if args.json:
-        print(json.dumps(runs, indent=2))
+        print(json.dumps({"runs": runs, "tolerance": args.tolerance,
+                          "recommended_steps": recommended}, indent=2))
         return 0
     print(f"BDMC on {args.num_datapoints} datapoints simulated from the model, {args.chains} chains")
-    print(f"{'steps':>7}  {'lower':>10}  {'upper':>10}  {'width (nats)':>14}  acceptance")
+    print(f"{'steps':>7}  {'lower':>10}  {'upper':>10}  {'width (nats)':>14}  acceptance  "
+          f"low chain ESS (lower/upper)")
     for r in runs:
         print(f"{r['num_steps']:>7}  {r['lower']:>10.3f}  {r['upper']:>10.3f}  "
-              f"{r['mean_width']:>7.3f} ± {r['width_stderr']:.3f}  {r['acceptance']:.2f}")
+              f"{r['mean_width']:>7.3f} ± {r['width_stderr']:.3f}  {r['acceptance']:>10.2f}  "
+              f"{r['lower_unreliable']}/{r['upper_unreliable']} of {r['num_datapoints']}")
+    if recommended is None:
+        print(f"no step count in {','.join(str(r['num_steps']) for r in runs)} reaches a width "
+              f"within {args.tolerance:g} nats: try more steps (or a larger --tolerance)")
+    else:
+        print(f"{recommended} steps give a width within {args.tolerance:g} nats: pass "
+              f"--ais-steps {recommended} --ais-chains {args.chains} to pyvae evaluate --ais")
     print(f"written to {run.file(BDMC)}")
     return 0

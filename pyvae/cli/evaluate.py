@@ -5,6 +5,7 @@ import sys
 
 import torch
 
+from ..infer.ais import MIN_CHAIN_ESS
 from ..infer.evaluate import NUM_SAMPLES
 from ..run import Run
 from ..training.distributed import joined
@@ -81,7 +82,9 @@ def print_table(args, result) -> None:
         rows[3:3] = [(f"log p(x), AIS {args.ais_steps} steps x {args.ais_chains} chains",
                       f"{result['ais_log_px']:.3f} ± {result['ais_log_px_stderr']:.3f} nats "
                       f"(AIS - IW {result['ais_minus_iw']:+.3f}; acceptance "
-                      f"{result['ais_acceptance']:.2f}; {result['ais_seconds']:.1f} s)")]
+                      f"{result['ais_acceptance']:.2f}; {result['ais_seconds']:.1f} s)"),
+                     (f"AIS chain ESS < {MIN_CHAIN_ESS:g}",
+                      f"{result['ais_unreliable']} of {n} datapoints unreliable")]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")

@@ -5,15 +5,19 @@ from typing import List
 import pyro
 import torch
 
-from ..infer.ais import bdmc
+from ..infer.ais import BDMC_TOLERANCE, bdmc, recommend_steps
 from ..training.checkpoint import BDMC, resolve_device, write_json
 
 
 def bdmc_run(run, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False) -> List[dict]:
+             device="cpu", progress: bool = False,
+             tolerance: float = BDMC_TOLERANCE) -> List[dict]:
     """BDMC on ``num_datapoints`` datapoints simulated from ``run``'s model (a ``pyvae.Run``),
     once per number of AIS steps in ``steps``: one row per run (lower, upper, mean width and
-    its standard error, acceptance), written to bdmc.json."""
+    its standard error, acceptance, datapoints whose chain ESS is too low in each direction),
+    written to bdmc.json with ``recommended_steps``, the smallest number of steps whose mean
+    width is within ``tolerance`` nats (``recommend_steps``; None if none is)."""
+    recommend_steps({}, tolerance)  # a bad tolerance fails before the work
     device = resolve_device(device)
     vae = run.load_vae(device)
     pyro.clear_param_store()
@@ -23,5 +27,7 @@ def bdmc_run(run, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10,
         r = bdmc(vae.model, vae.guide, template, num_steps=num_steps, num_chains=num_chains,
                  seed=seed, progress=progress)
         rows.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
-    write_json(run.file(BDMC), {"runs": rows, "seed": seed})
+    recommended = recommend_steps({r["num_steps"]: r["mean_width"] for r in rows}, tolerance)
+    write_json(run.file(BDMC), {"runs": rows, "seed": seed, "tolerance": tolerance,
+                                "recommended_steps": recommended})
     return rows

@@ -125,10 +125,12 @@ class Run:
         return write_result(self.path, result)
 
     def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False) -> List[dict]:
-        """BDMC on data simulated from the run's model, written to bdmc.json; see
-        ``pyvae.run.bdmc.bdmc_run``."""
-        return _bdmc.bdmc_run(self, steps, num_chains, num_datapoints, seed, device, progress)
+             device="cpu", progress: bool = False,
+             tolerance: float = _bdmc.BDMC_TOLERANCE) -> List[dict]:
+        """BDMC on data simulated from the run's model, written to bdmc.json with the
+        recommended number of steps; see ``pyvae.run.bdmc.bdmc_run``."""
+        return _bdmc.bdmc_run(self, steps, num_chains, num_datapoints, seed, device, progress,
+                              tolerance)
 
     def snr(self, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",
             groups: int = TrainConfig.groups, ciwae_beta: float = TrainConfig.ciwae_beta,

@@ -84,6 +84,7 @@ def evaluate_vae(vae, x: torch.Tensor, num_samples: int = NUM_SAMPLES, seed: int
     per-dimension split; Pareto k of each datapoint's weights (``khat_max``, ``khat_over_0.7``).
     With ``ais_steps``, also log p^(x) by AIS from the guide (``ais_chains`` chains, seeded with
     ``seed``): ``ais_log_px``, its stderr, ``ais_minus_iw`` (mean per-datapoint difference),
+    ``ais_unreliable`` (datapoints whose chain ESS is below ``MIN_CHAIN_ESS``),
     the acceptance rate and the time. Nats per datapoint; bits/dim = -log p^(x) / (x_dim log 2).
     Active units and KL are drawn after ``pyro.set_rng_seed(seed)``: nothing depends on the
     random state the call found. ``estimate``: a function returning the ``LogLikelihood`` in
@@ -116,6 +117,7 @@ def evaluate_vae(vae, x: torch.Tensor, num_samples: int = NUM_SAMPLES, seed: int
         extra = {"ais_log_px": est.mean, "ais_log_px_stderr": est.mean_stderr,
                  "ais_steps": ais_steps, "ais_chains": ais_chains,
                  "ais_acceptance": float(est.acceptance.mean()),
+                 "ais_unreliable": int(est.unreliable.sum()),
                  "ais_seconds": time.perf_counter() - started,
                  "ais_minus_iw": float((est.value - ll.value).mean())}
     pyro.set_rng_seed(seed)  # the draws below (flows' means, KL) follow the seed alone
