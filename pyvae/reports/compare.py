@@ -30,7 +30,7 @@ import torch
 
 import pyro
 
-from ..config import ModelConfig, TrainConfig
+from ..models.config import ModelConfig
 from ..data import as_data
 from ..errors import ConfigError
 from ..infer import evaluate
@@ -40,6 +40,7 @@ from ..models.guides import GUIDES, guide_options as options_of
 from ..models.vae import VAE
 from ..run import Run, evaluate_vae
 from ..training.checkpoint import atomic_write_text, resolve_device
+from ..training.config import TrainConfig
 from ..training.rundir import check_new
 from ..training.trainer import Trainer
 from . import plots
