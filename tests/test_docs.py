@@ -220,6 +220,31 @@ def test_compare_table_rows_are_ordered_as_the_tutorial_says():
         assert abs(r["log_px"] - r["elbo"] - r["gap"]) <= 0.02, family
 
 
+def test_compare_gap_figure_draws_bounds_as_points_and_gaps_as_bars_from_zero(tmp_path, monkeypatch):
+    """docs/figures/compare-gap.png: no bar starts where an axis happens to be cut."""
+    import matplotlib.figure
+    from matplotlib.patches import Rectangle
+
+    figures = _figures_module()
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    rows = figures.compare_table()
+    figures.gap_figure(rows, str(tmp_path / "compare-gap.png"))
+    bounds, gaps = saved[0].axes
+    assert not [p for p in bounds.patches if isinstance(p, Rectangle)]  # the bounds are points
+    order = [t.get_text() for t in bounds.get_yticklabels()]
+    assert sorted(order) == sorted(rows)
+    for i, family in enumerate(order):  # each row's points are the table's ELBO, IWAE_k, log p^(x)
+        xs = sorted(float(x) for line in bounds.lines for x, y in zip(line.get_xdata(), line.get_ydata())
+                    if y == i and line.get_marker() not in ("None", None, ""))
+        r = rows[family]
+        assert xs == pytest.approx(sorted([r["elbo"], *r["iwae"].values(), r["log_px"]]))
+    bars = [p for p in gaps.patches if isinstance(p, Rectangle)]
+    assert len(bars) == len(rows) and gaps.get_xlim()[0] == 0.0
+    for bar, family in zip(bars, order):
+        assert bar.get_x() == 0.0 and bar.get_width() == pytest.approx(rows[family]["gap"])
+
+
 @pytest.mark.slow
 def test_example_prints_what_the_tutorial_shows():
     """The output of examples/linear_gaussian_exact.py that both tutorials quote (about a minute)."""
