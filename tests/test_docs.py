@@ -184,6 +184,35 @@ def test_tutorial_prose_numbers(tutorial):
         assert text_ko.replace("-", "−") in ko, text_ko
 
 
+def test_tutorial_terms_are_explained_where_first_used():
+    """The analogies both pages tell, and the Korean terms: one rendering each, defined at first use."""
+    en = open(os.path.join(DOCS, TUTORIALS[0]), encoding="utf-8").read()
+    ko = open(os.path.join(DOCS, TUTORIALS[1]), encoding="utf-8").read()
+    for word in ("Morse", "··· ––– ···", "MBTI", "INTJ"):
+        assert word in en and (word in ko or word == "Morse"), word
+    assert "모스 부호" in ko
+    assert "**latent space**" in en and "**잠재 공간**(latent space)" in ko
+    # 집안 (family): its first use is where it is defined
+    first = ko.index("집안")
+    assert "**집안**(family" in ko[first - 4:first + 20], ko[first - 40:first + 40]
+    assert en.index("family") == en.index("**family**") + 2
+    # "tight" has one Korean rendering (조이다), explained at its first use
+    assert "빡빡" not in ko and "(tight:" in ko
+    assert ko.index("(tight:") < min(ko.index(w) for w in ("조여", "조인") if w in ko) + 30
+
+
+def test_code_lines_fit_the_text_column():
+    """At 1280 px the text column holds about 110 characters of code (the page contents sit in the
+    left column, mkdocs.yml: toc.integrate); longer lines would scroll."""
+    for name in (*TUTORIALS, *API_PAGES):
+        text = open(os.path.join(DOCS, name), encoding="utf-8").read()
+        code = [line for _, body in re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S)
+                for line in body.splitlines()]
+        code += re.findall(r"^    .*$", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.M)
+        long = [line for line in code if len(line) > 104]
+        assert not long, f"{name}: {long[0]!r} is {len(long[0])} characters"
+
+
 def _figures_module():
     sys.path.insert(0, os.path.join(DOCS, "figures"))
     try:
