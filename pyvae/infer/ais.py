@@ -41,7 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
 
 from ..errors import ConfigError
-from .evaluate import Estimate
+from .estimates import Estimate
 from .hmc import HMC, INITIAL_STEP
 from .weights import check_count, data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
 
