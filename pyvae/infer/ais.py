@@ -23,9 +23,11 @@ AIS with this schedule on data like the simulated data.
 
 HMC works on unconstrained coordinates u = biject_to(support)^-1(z), so each target gains
 log|det dz/du|. Every datapoint (and every chain) is an independent Markov chain: the
-Metropolis accept/reject is per (chain, datapoint), and the leapfrog step size is per datapoint,
-multiplied by 1.02 when that datapoint's running acceptance rate exceeds 0.65 and by 0.98
-otherwise. The beta schedule is sigmoidal (Grosse et al. 2015). Weights accumulate in float64.
+Metropolis accept/reject is per (chain, datapoint), and the leapfrog step size is per datapoint:
+fitted before annealing to the start target (q0 forward, the posterior in reverse), where the
+chains are exact draws, then adapted towards acceptance 0.65 as the targets narrow
+(``pyvae.infer.hmc``). The beta schedule is sigmoidal (Grosse et al. 2015). Weights accumulate
+in float64; the standard error is the jackknife over chains (``jackknife_stderr``).
 """
 import math
 from dataclasses import dataclass, field
@@ -409,16 +411,19 @@ def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000
 
     See the module docstring for the estimator. ``num_steps`` annealing steps (T) on a sigmoid
     schedule, ``num_chains`` independent chains per datapoint, HMC with ``leapfrog_steps``
-    leapfrog steps of a per-datapoint size starting at ``step_size`` (default 0.01) and adapted
-    towards acceptance 0.65. Datapoints are processed ``batch_size`` at a time, each batch with
+    leapfrog steps of a per-datapoint size adapted towards acceptance 0.65. With ``step_size``
+    None (the default) each datapoint's step is first fitted to q0 (``HMC.tune``, 12 extra
+    transitions at beta = 0 that leave the chains exact draws of q0); a given ``step_size``
+    is used from the first transition as it is (no fitting). Datapoints are processed ``batch_size`` at a time, each batch with
     its own seed ``seed + batch index`` (results do not depend on the rest of x).
 
     Cost: about num_steps * leapfrog_steps evaluations of the model and guide and their
     gradients on num_chains x batch_size rows.
 
     Returns:
-        an ``AISEstimate``: per-datapoint value (a stochastic lower bound on log p(x)), stderr
-        across chains, the chains' log-weights, ESS and acceptance rates.
+        an ``AISEstimate``: per-datapoint value (a stochastic lower bound on log p(x)), its
+        jackknife stderr across chains, the chains' log-weights, ESS, the ``unreliable`` flags
+        (chain ESS < ``MIN_CHAIN_ESS``) and acceptance rates.
     """
     return _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, seed,
                     progress, batch_size)

@@ -6,8 +6,10 @@ Step sizes: ``tune`` fits each datapoint's step to one fixed target before annea
 multiplicative search towards acceptance 0.65: the step is multiplied or divided by a factor
 that starts at 4 and is square-rooted whenever the search changes direction, so it brackets the
 step and then narrows in on it); during annealing ``transition`` keeps adapting it towards the
-same rate (x1.05 while the running acceptance rate is above 0.65, x0.95 below), fast enough to
-follow the targets as they narrow.
+same rate, log step += 2 (acceptance now - 0.65) per transition (a proportional controller: at
+acceptance 0 the step halves in about one transition, fast enough to follow targets that narrow
+by orders of magnitude early in the schedule). Each transition uses step * U(0.7, 1.3), drawn
+per chain, so that no fixed trajectory length resonates with the period of a Gaussian target.
 
 The target f_beta(u) = q0^(1 - beta) p(x, z)^beta |det dz/du| is given by an object with
 ``evaluate(u)`` -> (log p, log q0, log det, and their gradients), ``broadcast(name, t, like)``
