@@ -1,6 +1,5 @@
 """``pyvae compare``: one VAE per variational family, trained with the same seed, data and
 decoder (or guides fitted to a trained run's frozen decoder), evaluated side by side."""
-import os
 import shlex
 
 from ..models.config import ModelConfig
@@ -79,6 +78,5 @@ def cmd_compare(args) -> int:
             refine_steps=args.refine_steps, refine_size=args.refine_size, ais_steps=args.ais_steps,
             num_threads=args.threads, device=args.device, progress=not args.no_progress,
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,
-            model=model, training=training)
-    print(f"wrote {os.path.join(args.out, 'compare.md')}, compare.csv, compare.json, gap.png")
+            model=model, training=training)  # its last line names every file it wrote
     return 0
