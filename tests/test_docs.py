@@ -350,13 +350,13 @@ def test_signatures_show_the_config_defaults_as_values():
     package = griffe.load("pyvae", search_paths=[ROOT], extensions=extensions)
     vae = {p.name: p.default for p in package["VAE"].members["__init__"].parameters}
     trainer = {p.name: p.default for p in package["Trainer"].members["__init__"].parameters}
-    model_fields = {p.name: p.default for p in package["config.ModelConfig"].members["__init__"].parameters}
+    model_fields = {p.name: p.default for p in package["models.config.ModelConfig"].members["__init__"].parameters}
     for name in ("z_dim", "hidden", "activation", "likelihood", "guide", "prior", "arch"):
         assert vae[name] == repr(getattr(ModelConfig, name)) == model_fields[name], name
     assert (vae["z_dim"], vae["hidden"], vae["activation"]) == ("50", "(200, 200)", "'tanh'")
     for name in ("lr", "batch_size", "epochs", "seed"):
         assert trainer[name] == repr(getattr(TrainConfig, name)), name
-    assert package["config.ModelConfig"].members["z_dim"].value == "50"
+    assert package["models.config.ModelConfig"].members["z_dim"].value == "50"
     # no default anywhere in the package is left as a config attribute's name
     left = [f"{obj.path}({p.name}={p.default})" for obj in _griffe_functions(package)
             for p in obj.parameters if re.fullmatch(r"\w*Config\.\w+", str(p.default))]
