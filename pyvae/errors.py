@@ -1,4 +1,5 @@
 """The one exception pyvae raises for bad input or configuration."""
+import re
 
 
 class ConfigError(ValueError):
@@ -18,3 +19,18 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, signum: int, message: str):
         super().__init__(message)
         self.signum = int(signum)
+
+
+def load_failure(path: str, what: str, error: Exception) -> str:
+    """The one-line message for a file that ``torch.load(weights_only=True)`` (or NumPy) could
+    not read: pickled objects are refused without torch's terminal escapes or its advice to load
+    the file unsafely; anything else is a truncated or foreign file."""
+    text = str(error)
+    if "weights_only" in text or "Weights only" in text or "Unsupported global" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        which = f" (it names {found.group(1)})" if found else ""
+        return (f"{path}: refused to load: the file holds Python objects beyond tensors and "
+                f"plain data{which}, which could run code; a pyvae {what} holds none")
+    lines = [line for line in re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).splitlines() if line.strip()]
+    first = lines[0].strip() if lines else type(error).__name__
+    return f"{path}: not a readable {what} (truncated or foreign file): {first}"

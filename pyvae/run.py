@@ -156,17 +156,20 @@ class Run:
         # is drawn here, seeded, so that the numbers repeat
         x = data.batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(seed))
         estimate = None
+        self._progress_kept = False
         if resumable:
             from .training.evalrun import log_likelihood_resumable
 
-            key = {"seeds": "per batch", "split": split, "num_samples": int(num_samples),
-                   "seed": int(seed), "n": n,
-                   "batch_size": int(batch_size), "chunk_size": chunk_size,
-                   "epoch": self.checkpoint["epoch"], "step": self.checkpoint.get("step")}
+            # with the weights' and the data's sha256, what decides the per-datapoint numbers
+            settings = {"seeds": "per batch", "split": split, "num_samples": int(num_samples),
+                        "seed": int(seed), "datapoints": n, "batch_size": int(batch_size),
+                        "chunk_size": chunk_size, "device": device.type}
 
             def resumed():
-                return log_likelihood_resumable(self.path, vae, x, key, num_samples, seed,
-                                                batch_size, chunk_size, progress, log)[0]
+                ll, self._progress_kept = log_likelihood_resumable(
+                    self.path, vae, x, settings, num_samples, seed, batch_size, chunk_size,
+                    progress, log)
+                return ll
             estimate = resumed
         result = {"split": split, "epoch": self.checkpoint["epoch"],
                   **evaluate_vae(vae, x, num_samples, seed, chunk_size, batch_size, progress,
@@ -180,7 +183,7 @@ class Run:
         is one ConfigError line that says where the per-datapoint results are kept."""
         from .training.evalrun import write_result
 
-        return write_result(self.path, result)
+        return write_result(self.path, result, getattr(self, "_progress_kept", False))
 
     def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
              device="cpu", progress: bool = False) -> List[dict]:
