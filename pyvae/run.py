@@ -21,6 +21,7 @@ import torch
 from .config import RunConfig
 from .models.likelihoods import bits_per_dim
 from .errors import ConfigError
+from .limits import check_count, check_seed
 from .infer import evaluate as _evaluate
 from .training.checkpoint import (BDMC, CHECKPOINT, CONFIG, EVAL, FIGURES, METRICS, SNR, TENSORBOARD,
                                   load_checkpoint, write_json)
@@ -37,6 +38,9 @@ class Run:
     """
 
     def __init__(self, path: str):
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"Run needs the path of a run directory, got {path!r}")
+        path = os.fspath(path)
         if not os.path.isdir(path):
             raise ConfigError(f"{path} is not a pyvae run directory (not a directory)")
         if not is_run_dir(path):
@@ -139,10 +143,15 @@ class Run:
         refused; rank 0 writes eval.json). Each batch is seeded from (seed, its first row), so
         the result depends on the seed, ``batch_size`` and ``chunk_size``, not on the process
         count or on what ran before."""
-        from .limits import check_at_most, check_seed
-
         check_seed(seed)
-        check_at_most("num_samples", num_samples)
+        check_count("num_samples", num_samples)
+        check_count("batch_size", batch_size)
+        for name, value in (("max_datapoints", max_datapoints), ("chunk_size", chunk_size)):
+            if value is not None:
+                check_count(name, value)
+        if ais_steps is not None:
+            check_count("ais_steps", ais_steps, minimum=0)  # 0: no AIS
+        check_count("ais_chains", ais_chains)
         if distributed is not None and resumable:
             raise ConfigError("a distributed evaluation keeps no progress file: it cannot be "
                               "resumable")
@@ -186,12 +195,21 @@ class Run:
         return write_result(self.path, result, getattr(self, "_progress_kept", False))
 
     def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False) -> List[dict]:
+             device="cpu", progress: bool = False, write: bool = True) -> List[dict]:
         """BDMC (``pyvae.bdmc``) on ``num_datapoints`` datapoints simulated from the run's model,
         once per number of AIS steps in ``steps``: one row per run (lower, upper, mean width and
-        its standard error, acceptance), written to bdmc.json."""
+        its standard error, acceptance), written to bdmc.json unless ``write=False``
+        (``write_bdmc`` then writes it)."""
         from .infer.ais import bdmc
 
+        steps = list(steps) if isinstance(steps, (list, tuple)) else [steps]
+        if not steps:
+            raise ConfigError("bdmc needs at least one number of AIS steps")
+        for num_steps in steps:
+            check_count("num_steps", num_steps)
+        check_count("num_chains", num_chains)
+        check_count("num_datapoints", num_datapoints)
+        check_seed(seed)
         device = resolve_device(device)
         vae = self.load_vae(device)
         pyro.clear_param_store()
@@ -201,8 +219,14 @@ class Run:
             r = bdmc(vae.model, vae.guide, template, num_steps=num_steps, num_chains=num_chains,
                      seed=seed, progress=progress)
             rows.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
-        write_json(self.file(BDMC), {"runs": rows, "seed": seed})
+        if write:
+            self.write_bdmc(rows, seed)
         return rows
+
+    def write_bdmc(self, rows: List[dict], seed: int) -> str:
+        """bdmc.json (atomically)."""
+        write_json(self.file(BDMC), {"runs": rows, "seed": seed})
+        return self.file(BDMC)
 
     def snr(self, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",
             groups: int = 1, ciwae_beta: float = 0.5, repeats: int = 100, batch_size: int = 100,
@@ -215,6 +239,12 @@ class Run:
         from .infer.objectives import make_objective
         from .reports.plots import plot_snr
 
+        ks = list(ks) if isinstance(ks, (list, tuple)) else [ks]
+        for k in ks:
+            check_count("k", k)
+        check_count("repeats", repeats, minimum=2)
+        check_count("batch_size", batch_size)
+        check_seed(seed)
         objectives = {(k, e): make_objective(loss, k, e, groups, ciwae_beta)
                       for k in ks for e in estimators}  # every name checked before the work
         device = resolve_device(device)

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
 from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
-from .weights import DATA_PLATE, PARTICLE_PLATE, check_count, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
+from ..limits import check_count
+from .weights import DATA_PLATE, PARTICLE_PLATE, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given, on the CPU
 ROWS_PER_CHUNK = 4_000

@@ -32,7 +32,7 @@ import pyro
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import ConfigError
-from ..infer.weights import check_count
+from ..limits import check_count
 
 DEFAULT_IWAE_K = (5, 50)
 DEFAULT_GUIDES = ("diagonal", "full-rank", "iaf", "planar", "sylvester")

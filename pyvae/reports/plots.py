@@ -8,11 +8,13 @@ pyplot's global state or needs a display. Image grids are laid out by torchvisio
 ``plot_run(run_dir)`` draws every figure that fits a run directory written by ``pyvae train``
 (or a comparison directory written by ``pyvae compare``); ``pyvae plot RUN_DIR`` calls it.
 """
+import io
 import json
 import math
 import os
 from typing import Dict, List, Optional, Sequence
 
+import pyro
 import torch
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,6 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import ConfigError
+from ..limits import check_seed
+from ..training.checkpoint import atomic_write_bytes
 
 FORMATS = ("png", "pdf", "svg")
 
@@ -36,8 +40,10 @@ def _save(fig: Figure, path: str) -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown figure format {fmt!r} for {path}; choose one of: {', '.join(FORMATS)}")
     directory = os.path.dirname(os.path.abspath(path))
+    buffer = io.BytesIO()  # drawn in memory, then written whole: never a 0-byte or half figure
+    fig.savefig(buffer, format=fmt, bbox_inches="tight")
     os.makedirs(directory, exist_ok=True)
-    fig.savefig(path, format=fmt, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -346,6 +352,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    check_seed(seed)
     from ..run import CHECKPOINT, FIGURES, Run
 
     if not os.path.isdir(run_dir):
@@ -367,6 +374,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     vae = run.load_vae()
     data = run.data(split, data_dir, download)
     data.check_for(vae.likelihood, vae.x_dim)
+    pyro.set_rng_seed(seed)  # the seed picks the datapoints and draws the samples
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(data), generator=g)[:num_points]
     x = data.batch(index, g)
