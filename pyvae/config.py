@@ -301,6 +301,8 @@ def options_for(guide, options: dict, strict: bool = True) -> _Config:
 # --------------------------------------------------------------------------- training
 #: how ``TrainConfig.jit`` may be set
 JIT_MODES = ("auto", "on", "off")
+#: the losses with M groups of k samples (``TrainConfig.groups``)
+GROUPED_LOSSES = ("miwae", "piwae")
 
 
 @dataclass
@@ -359,6 +361,13 @@ class TrainConfig(_Config):
         from .infer.objectives import make_objective
 
         make_objective(self.loss, self.particles, self.estimator, self.groups, self.ciwae_beta)
+        # an option the loss does not take would be ignored silently: it is refused
+        if self.groups != TrainConfig.groups and self.loss not in GROUPED_LOSSES:
+            raise ConfigError(f"--groups {self.groups} applies to the "
+                              f"{' and '.join(GROUPED_LOSSES)} losses only, not {self.loss}")
+        if self.ciwae_beta != TrainConfig.ciwae_beta and self.loss != "ciwae":
+            raise ConfigError(f"--ciwae-beta {self.ciwae_beta} applies to the ciwae loss only, "
+                              f"not {self.loss}")
 
 
 # --------------------------------------------------------------------------- data
