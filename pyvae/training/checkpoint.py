@@ -12,12 +12,12 @@ import math
 import os
 import random
 import tempfile
+import threading
 import warnings
 
 import torch
 
 from ..errors import ConfigError, TrainingDiverged, load_failure
-from .rundir import file_mode
 
 FORMAT = "pyvae-checkpoint"
 VERSION = 1
@@ -35,6 +35,34 @@ BDMC = "bdmc.json"              # the last ``pyvae bdmc`` / ``Run.bdmc``
 TENSORBOARD = "tensorboard"     # event files of ``pyvae train --tensorboard``
 FIGURES = "figures"             # ``pyvae plot``'s default output
 EVAL_PROGRESS = "eval-progress.pt"  # per-datapoint results of an unfinished evaluation
+TMP_PREFIX = ".tmp-"            # temp files and directories, removed when a writer opens the run
+
+
+_umask_lock = threading.Lock()
+
+
+def umask() -> int:
+    """The process's umask (read from /proc where possible, without changing it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open``: 0o666 less the umask."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~umask()
 
 
 def atomic_write(path: str, write) -> None:
@@ -45,7 +73,7 @@ def atomic_write(path: str, write) -> None:
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
     except OSError as e:
         raise OSError(e.errno, e.strerror, path) from None
     try:
