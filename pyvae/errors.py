@@ -1,5 +1,7 @@
 """The one exception pyvae raises for bad input or configuration."""
+import os
 import re
+import sys
 
 
 class ConfigError(ValueError):
@@ -34,3 +36,10 @@ def load_failure(path: str, what: str, error: Exception) -> str:
     lines = [line for line in re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).splitlines() if line.strip()]
     first = lines[0].strip() if lines else type(error).__name__
     return f"{path}: not a readable {what} (truncated or foreign file): {first}"
+
+
+def interrupted_while_starting(signum, frame):
+    """SIGINT while the ``pyvae`` command is still importing torch and pyro: one line, exit
+    status 128 + signal (nothing has been written yet)."""
+    print("pyvae: interrupted", file=sys.stderr, flush=True)
+    os._exit(128 + signum)

@@ -57,6 +57,9 @@ def cmd_compare(args) -> int:
             raise ConfigError(f"--shared-decoder takes the model from its run; drop "
                               f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         run_cfg = Run(args.shared_decoder).config
+        if run_cfg.model is None:
+            raise ConfigError(f"--shared-decoder {args.shared_decoder}: its config.json records no "
+                              "model (\"vae\"), so its decoder cannot be rebuilt")
         # the run's data unless data flags are given
         data_cfg = {**run_cfg.data.to_dict(), **given_flags(args, DATA_FLAGS)}
         model = run_cfg.model

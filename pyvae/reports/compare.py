@@ -194,8 +194,8 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         shared = Run(shared_decoder)
         base, base_cfg = shared.load_vae(), shared.config.to_dict()
         if not isinstance(base_cfg.get("vae"), dict) or "guide" not in base_cfg["vae"]:
-            raise ConfigError(f"{shared_decoder}: its config.json records no model (\"vae\"); "
-                              "it cannot lend its decoder")
+            raise ConfigError(f"--shared-decoder {shared_decoder}: its config.json records no "
+                              "model (\"vae\"), so its decoder cannot be rebuilt")
         # the run's generative model, minus its guide family and that family's options
         model_cfg = {k: v for k, v in base_cfg["vae"].items()
                      if k not in ("x_dim", "guide") and k not in options_of(base_cfg["vae"]["guide"])}
