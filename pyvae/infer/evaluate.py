@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 from .ais import AISEstimate, BDMCResult, GuideCannotScore, ais, bdmc, prior_guide  # noqa: F401
 from .estimates import Estimate, Gaps, LogLikelihood, delta_method_stderr  # noqa: F401
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
+from ..limits import check_count
 from .psis import pareto_khat_from_top, tail_length
-from .weights import DATA_PLATE, PARTICLE_PLATE, check_count, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
+from .weights import DATA_PLATE, PARTICLE_PLATE, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
 
 #: importance samples K per datapoint of an evaluation when none is given (``pyvae evaluate``)
 NUM_SAMPLES = 5000
