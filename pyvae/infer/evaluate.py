@@ -126,13 +126,16 @@ class Gaps:
                  approximation gap                amortization gap
 
     All tensors have shape (N,); the ``*_refined`` and split fields are None without a refined guide.
+    The ``*_stderr`` properties are the Monte-Carlo standard errors of the per-datapoint gaps
+    (the two estimates' errors are independent: their squares add).
     """
 
     log_px: Estimate
     elbo: Estimate
     elbo_refined: Optional[Estimate] = None
-    log_px_iw: Optional[Estimate] = None  # the IW estimate, when log_px is another (AIS)
+    log_px_iw: Optional[Estimate] = None  # the guide's IW estimate, when log_px is another
     ais_start: Optional[str] = None  # with AIS: "guide", or "prior" for a guide that cannot score z
+    log_px_refined: Optional[Estimate] = None  # the IW estimate from the refined guide's draws
 
     @property
     def total(self) -> torch.Tensor:
@@ -146,6 +149,15 @@ class Gaps:
     def amortization(self) -> Optional[torch.Tensor]:
         return None if self.elbo_refined is None else self.elbo_refined.value - self.elbo.value
 
+    @property
+    def approximation_stderr(self) -> Optional[torch.Tensor]:
+        return None if self.elbo_refined is None else \
+            self.log_px.stderr.hypot(self.elbo_refined.stderr)
+
+    @property
+    def amortization_stderr(self) -> Optional[torch.Tensor]:
+        return None if self.elbo_refined is None else self.elbo_refined.stderr.hypot(self.elbo.stderr)
+
     def summary(self) -> Dict[str, float]:
         out = {"log_px": self.log_px.mean, "log_px_stderr": self.log_px.mean_stderr,
                "elbo": self.elbo.mean, "elbo_stderr": self.elbo.mean_stderr,
@@ -156,8 +168,15 @@ class Gaps:
             out.update(elbo_refined=self.elbo_refined.mean,
                        elbo_refined_stderr=self.elbo_refined.mean_stderr,
                        approximation_gap=float(self.approximation.mean()),
-                       amortization_gap=float(self.amortization.mean()))
+                       approximation_gap_stderr=_mean_stderr(self.approximation_stderr),
+                       amortization_gap=float(self.amortization.mean()),
+                       amortization_gap_stderr=_mean_stderr(self.amortization_stderr))
         return out
+
+
+def _mean_stderr(stderr: torch.Tensor) -> float:
+    """Standard error of the mean over datapoints of independent per-datapoint estimates."""
+    return float(stderr.pow(2).sum().sqrt() / stderr.numel())
 
 
 # ------------------------------------------------------------------------------ streaming
@@ -390,23 +409,31 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
     """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
 
     log p(x) is the importance-weighted estimate with ``num_samples`` draws from ``guide``, and
-    the amortized ELBO the mean of the same draws' log-weights (no extra cost); the refined
-    guide's ELBO uses ``elbo_samples`` draws. Given ``refined_guide`` (any Pyro guide of x, e.g. one
-    with per-datapoint variational parameters optimised for these x), the gap splits into the
-    approximation gap log p(x) - ELBO(refined) and the amortization gap
-    ELBO(refined) - ELBO(guide). A non-amortized guide is called on batches of ``batch_size``
-    consecutive rows of x; pass ``batch_size=len(x)`` if it only accepts the whole of x.
+    the amortized ELBO the mean of the same draws' log-weights (no extra cost). Given
+    ``refined_guide`` (any Pyro guide of x, e.g. ``pyvae.refine``'s, with per-datapoint
+    variational parameters optimised for these x), the gap splits into the approximation gap
+    log p(x) - ELBO(refined) and the amortization gap ELBO(refined) - ELBO(guide). The refined
+    guide's ``elbo_samples`` draws give its ELBO and a second IW estimate of log p(x), kept in
+    ``Gaps.log_px_refined``; log p(x) is then, per datapoint, the larger of the two IW
+    estimates (both are stochastic lower bounds, and a proposal near the posterior, as the
+    refined guide is, gives the closer one: from a poor amortized guide the IW estimate can
+    fall below the refined ELBO, which would make the approximation gap negative). The
+    guide's own estimate is kept in ``Gaps.log_px_iw``. A non-amortized guide is called on
+    batches of ``batch_size`` consecutive rows of x (``pyvae.refine``'s accept that).
 
     With ``ais_steps``, log p(x) is instead the AIS estimate from the guide (``ais_chains``
     chains, ``seed``), which stays close to log p(x) where the IW estimate's ESS collapses; the
-    IW estimate is then kept in ``Gaps.log_px_iw``. A guide that cannot score arbitrary z (a
-    flow without an inverse) cannot start AIS; the prior starts it then (``Gaps.ais_start``).
+    IW estimates are then kept in ``Gaps.log_px_iw`` and ``Gaps.log_px_refined``. A guide that
+    cannot score arbitrary z (a flow without an inverse) cannot start AIS; the prior starts it
+    then (``Gaps.ais_start``).
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
     amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)
-    refined = None
+    refined = ll_refined = None
     if refined_guide is not None:
-        refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
+        ll_refined = log_likelihood(model, refined_guide, x, elbo_samples, chunk_size, batch_size,
+                                    progress)
+        refined = Estimate(ll_refined.elbo, ll_refined.elbo_stderr, elbo_samples)
     if ais_steps:
         from .ais import GuideCannotScore, prior_guide
         from .ais import ais as run_ais
@@ -419,8 +446,14 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5
             start, start_name = prior_guide(model), "prior"
             log_px = run_ais(model, start, x, num_steps=ais_steps, num_chains=ais_chains,
                              progress=progress, seed=seed, batch_size=batch_size)
-        return Gaps(log_px, amortized, refined, log_px_iw=ll, ais_start=start_name)
-    return Gaps(ll, amortized, refined)
+        return Gaps(log_px, amortized, refined, log_px_iw=ll, ais_start=start_name,
+                    log_px_refined=ll_refined)
+    if ll_refined is None:
+        return Gaps(ll, amortized)
+    better = ll_refined.value > ll.value
+    log_px = Estimate(torch.where(better, ll_refined.value, ll.value),
+                      torch.where(better, ll_refined.stderr, ll.stderr), num_samples)
+    return Gaps(log_px, amortized, refined, log_px_iw=ll, log_px_refined=ll_refined)
 
 
 # AIS and BDMC live in their own module; they are part of this module's interface too
