@@ -416,10 +416,11 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = N
     variational parameters optimised for these x), the gap splits into the approximation gap
     log p(x) - ELBO(refined) and the amortization gap ELBO(refined) - ELBO(guide). The refined
     guide's ``elbo_samples`` draws give its ELBO and a second IW estimate of log p(x), kept in
-    ``Gaps.log_px_refined``; log p(x) is then, per datapoint, the larger of the two IW
-    estimates (both are stochastic lower bounds, and a proposal near the posterior, as the
-    refined guide is, gives the closer one: from a poor amortized guide the IW estimate can
-    fall below the refined ELBO, which would make the approximation gap negative). The
+    ``Gaps.log_px_refined``; log p(x) is then, per datapoint, the IW estimate of the guide
+    whose weights have the larger effective sample size per draw, ESS / K (the better
+    proposal: from a poor amortized guide the IW estimate can fall below the refined ELBO,
+    which would make the approximation gap negative). The choice looks at the ESS, not at the
+    estimates themselves, so it does not favour whichever estimate the noise lifted. The
     guide's own estimate is kept in ``Gaps.log_px_iw``. A non-amortized guide is called on
     batches of ``batch_size`` consecutive rows of x (``pyvae.refine``'s accept that).
 
@@ -452,7 +453,7 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = N
                     log_px_refined=ll_refined)
     if ll_refined is None:
         return Gaps(ll, amortized)
-    better = ll_refined.value > ll.value
+    better = ll_refined.ess / elbo_samples > ll.ess / num_samples
     log_px = Estimate(torch.where(better, ll_refined.value, ll.value),
                       torch.where(better, ll_refined.stderr, ll.stderr), num_samples)
     return Gaps(log_px, amortized, refined, log_px_iw=ll, log_px_refined=ll_refined)

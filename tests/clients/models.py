@@ -240,3 +240,37 @@ class BetaBernoulli:
 
         a, b = torch.tensor(self.a, dtype=torch.float64), torch.tensor(self.b, dtype=torch.float64)
         return log_beta(a + s, b + self.m - s) - log_beta(a, b)
+
+
+# ------------------------------------------------------------------ a discrete site enumerated in the model
+class EnumeratedMixture:
+    """y ~ Categorical(weights) (enumerated in the model, never sampled by a guide);
+    z | y ~ N(means_y, 1); x | z ~ N(z, 0.5^2). Sites "y", "z", "x"; z is a scalar per row.
+
+    log p(x) = log sum_y weights_y N(x; means_y, 1 + 0.25), and for a Gaussian q(z) the ELBO
+    E_q[log p(x, z) - log q(z)] with log p(x, z) = log sum_y weights_y N(z; means_y, 1) N(x; z, 0.25)
+    is a 1-D integral (``elbo_by_quadrature``).
+    """
+
+    def __init__(self):
+        self.weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+        self.means = torch.tensor([-4.0, 0.0, 4.0], dtype=torch.float64)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
+            z = pyro.sample("z", dist.Normal(self.means[y], 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x[:, 0])
+
+    def log_marginal(self, x):
+        return torch.logsumexp(self.weights.log() + dist.Normal(self.means, 1.25 ** 0.5).log_prob(x), -1)
+
+    def elbo_by_quadrature(self, x, loc, scale, points=4001):
+        """ELBO of q = N(loc, scale^2) per row, by the trapezoid rule over +-10 scales."""
+        t = torch.linspace(-10, 10, points, dtype=torch.float64)
+        z = loc.unsqueeze(-1) + scale.unsqueeze(-1) * t                      # (N, G)
+        log_joint = torch.logsumexp(self.weights.log() + dist.Normal(self.means, 1.0).log_prob(z.unsqueeze(-1)), -1) \
+            + dist.Normal(z, 0.5).log_prob(x)
+        log_q = dist.Normal(loc.unsqueeze(-1), scale.unsqueeze(-1)).log_prob(z)
+        density = log_q.exp() * scale.unsqueeze(-1)                          # q(z) dz/dt
+        return torch.trapezoid(density * (log_joint - log_q), t, dim=-1)
