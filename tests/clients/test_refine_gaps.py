@@ -228,3 +228,33 @@ def test_model_enumerated_discrete_site_is_summed_out():
     mc = -TraceEnum_ELBO(num_particles=4000, vectorize_particles=True, max_plate_nesting=1).loss(
         m.model, guide, x) / len(x)
     assert mc == pytest.approx(float(refined.mean()), abs=0.01)
+
+
+def test_an_autoguide_starts_the_refinement_at_its_own_moments():
+    """init=AutoNormal(model): the start is the mean and covariance of its draws on log(rate),
+    which are the autoguide's own loc and scale there (within 256 draws' error)."""
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoNormal
+
+    m = GammaPoisson()
+    x = m.sample(6)
+    auto = AutoNormal(m.model)
+    svi = SVI(m.model, auto, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(200):
+        svi.step(x)
+    start = refine(m.model, x, init=auto, family="diagonal", steps=0).distribution()
+    loc, scale = auto.locs.rate.detach(), auto.scales.rate.detach()
+    assert ((start.mean[:, 0] - loc).abs() < 4 * scale / 256 ** 0.5).all()
+    assert ((start.stddev[:, 0] / scale - 1).abs() < 4 / (2 * 255) ** 0.5).all()
+
+
+def test_a_flow_family_refines_a_two_layer_model():
+    m = TwoLayerGaussian()
+    x = m.sample(6)
+    guide = refine(m.model, x, init=m.guide, family="iaf", steps=300, lr=0.02, seed=0)
+    assert guide.latents.names == ["z2", "z"] and guide.loc.shape == (6, m.a + m.b)
+    exact = m.log_marginal(x)
+    refined = evaluate.elbo(m.model, guide, x, num_samples=1000, progress=False)
+    amortized = evaluate.elbo(m.model, m.guide, x, num_samples=1000, progress=False)
+    assert refined.mean <= exact.mean().item() + 4 * refined.mean_stderr
+    assert refined.mean > amortized.mean + 20
