@@ -112,9 +112,10 @@ class LatentSite:
             raise ConfigError(f"site {name!r} has shape {tuple(site['value'].shape)}, which has "
                               f"no axis for plate {DATA_PLATE!r} at dim {frame.dim}")
         if any(s != 1 for s in u.shape[:u.dim() + self.data_axis]):
-            raise ConfigError(f"site {name!r} has plates outside plate {DATA_PLATE!r} (shape "
-                              f"{tuple(site['value'].shape)}); refine needs {DATA_PLATE!r} to be "
-                              "the outermost plate of every latent site")
+            raise ConfigError(f"site {name!r} has batch shape {tuple(site['fn'].batch_shape)}: "
+                              f"refine needs plate {DATA_PLATE!r} to be the only plate of a latent "
+                              "site (declare per-datapoint dimensions with .to_event(...) instead "
+                              "of a nested plate)")
         self.value_shape = tuple(site["value"].shape)
         self.shape = tuple(u.shape[u.dim() + self.data_axis + 1:])
         self.size = math.prod(self.shape)
@@ -376,8 +377,8 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
     out (``TraceEnum_ELBO``); other discrete latents are refused.
 
     Args:
-        model: a Pyro model ``model(x)`` whose sample sites lie in plate "data" over x's rows,
-            the outermost plate of every latent site (e.g. ``vae.model``). Its parameters
+        model: a Pyro model ``model(x)`` whose sample sites lie in plate "data" over x's rows
+            (dim -1), the only plate of every latent site (e.g. ``vae.model``). Its parameters
             (``pyro.module``, ``pyro.param``, with the values the caller's param store holds)
             are held fixed: they are hidden from the optimiser and do not require gradients
             during refinement.

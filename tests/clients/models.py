@@ -184,7 +184,8 @@ class GammaPoisson:
     def model(self, x):
         with pyro.plate("data", x.shape[0]):
             rate = pyro.sample("rate", dist.Gamma(x.new_tensor(self.alpha), x.new_tensor(self.beta)))
-            pyro.sample("counts", dist.Poisson(rate.unsqueeze(-1).expand(rate.shape + x.shape[-1:])).to_event(1), obs=x)
+            rates = rate.unsqueeze(-1).expand(rate.shape + x.shape[-1:])
+            pyro.sample("counts", dist.Poisson(rates).to_event(1), obs=x)
 
     def guide(self, x):
         """An amortized Gamma that undercounts: Gamma(alpha + 0.7 S, beta + m)."""
@@ -269,8 +270,9 @@ class EnumeratedMixture:
         """ELBO of q = N(loc, scale^2) per row, by the trapezoid rule over +-10 scales."""
         t = torch.linspace(-10, 10, points, dtype=torch.float64)
         z = loc.unsqueeze(-1) + scale.unsqueeze(-1) * t                      # (N, G)
-        log_joint = torch.logsumexp(self.weights.log() + dist.Normal(self.means, 1.0).log_prob(z.unsqueeze(-1)), -1) \
-            + dist.Normal(z, 0.5).log_prob(x)
+        log_prior = torch.logsumexp(
+            self.weights.log() + dist.Normal(self.means, 1.0).log_prob(z.unsqueeze(-1)), -1)
+        log_joint = log_prior + dist.Normal(z, 0.5).log_prob(x)
         log_q = dist.Normal(loc.unsqueeze(-1), scale.unsqueeze(-1)).log_prob(z)
         density = log_q.exp() * scale.unsqueeze(-1)                          # q(z) dz/dt
         return torch.trapezoid(density * (log_joint - log_q), t, dim=-1)

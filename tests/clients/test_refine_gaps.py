@@ -55,7 +55,8 @@ def test_two_layers_full_rank_refines_both_layers_to_the_exact_posterior():
                       refined_guide=guide, batch_size=3, progress=False)
     s = assert_split_holds(g, exact)
     # the refined ELBO is log p(x) less the closed-form KL; the gap is all amortization
-    assert s["elbo_refined"] == pytest.approx(float((exact - kl.detach()).mean()), abs=4 * s["elbo_refined_stderr"] + 1e-3)
+    assert s["elbo_refined"] == pytest.approx(float((exact - kl.detach()).mean()),
+                                              abs=4 * s["elbo_refined_stderr"] + 1e-3)
     assert s["amortization_gap"] > 20
     # from this guide the IW estimate falls short of the refined ELBO; the refined guide's is exact
     assert g.log_px_iw.mean < s["elbo_refined"]
@@ -258,3 +259,14 @@ def test_a_flow_family_refines_a_two_layer_model():
     amortized = evaluate.elbo(m.model, m.guide, x, num_samples=1000, progress=False)
     assert refined.mean <= exact.mean().item() + 4 * refined.mean_stderr
     assert refined.mean > amortized.mean + 20
+
+
+def test_a_nested_plate_on_a_latent_is_one_config_error():
+    def nested(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            with pyro.plate("parts", 3, dim=-2):
+                z = pyro.sample("z", dist.Normal(torch.zeros(3, x.shape[0]), 1.0))
+            pyro.sample("x", dist.Normal(z.sum(-2, keepdim=True).T, 1.0).to_event(1), obs=x[:, :1])
+
+    with pytest.raises(pyvae.ConfigError, match="declare per-datapoint dimensions with .to_event"):
+        refine(nested, torch.zeros(4, 1), steps=1)
