@@ -244,7 +244,7 @@ class BetaBernoulli:
 
 
 # ------------------------------------------------------------------ a discrete site enumerated in the model
-class EnumeratedMixture:
+class HierarchicalMixture:
     """y ~ Categorical(weights) (enumerated in the model, never sampled by a guide);
     z | y ~ N(means_y, 1); x | z ~ N(z, 0.5^2). Sites "y", "z", "x"; z is a scalar per row.
 

@@ -19,7 +19,7 @@ from pyvae import evaluate
 from pyvae.errors import TrainingDiverged
 from pyvae.refine import AUXILIARY_SITE, refine
 
-from .models import BetaBernoulli, EnumeratedMixture, GammaPoisson, PyroExampleVAE, TwoLayerGaussian
+from .models import BetaBernoulli, HierarchicalMixture, GammaPoisson, PyroExampleVAE, TwoLayerGaussian
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,7 +202,7 @@ def test_model_enumerated_discrete_site_is_summed_out():
     """A mixture whose component y the model enumerates: refine fits q(z) alone, TraceEnum_ELBO
     sums y out, and the refined Gaussian is the best Gaussian (its ELBO, by quadrature, cannot
     be raised by a deterministic optimiser) and below the exact log p(x)."""
-    m = EnumeratedMixture()
+    m = HierarchicalMixture()
     x = torch.tensor([[-4.2], [0.3], [3.5], [5.0], [1.8]], dtype=torch.float64)
     guide = refine(m.model, x, family="diagonal", steps=800, lr=0.1, lr_final=0.001,
                    particles=4, seed=0)
