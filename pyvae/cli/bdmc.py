@@ -2,11 +2,12 @@
 model, as a table or JSON, written to RUN_DIR/bdmc.json, with the smallest number of steps
 whose width is within the tolerance."""
 import json
+import sys
 
 import torch
 
 from ..infer.ais import BDMC_TOLERANCE, recommend_steps
-from ..run import BDMC, Run
+from ..run import Run
 from .flags import add_runtime_flags, int_list_type, positive_int, seed_type
 
 
@@ -34,11 +35,13 @@ def cmd_bdmc(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = run.bdmc(args.steps, args.chains, args.num_datapoints, args.seed, args.device,
-                    progress=not args.no_progress, tolerance=args.tolerance)
+                    progress=not args.no_progress, write=False, tolerance=args.tolerance)
     recommended = recommend_steps({r["num_steps"]: r["mean_width"] for r in runs}, args.tolerance)
+    # printed first: a disk too full for bdmc.json does not lose the bounds
     if args.json:
         print(json.dumps({"runs": runs, "tolerance": args.tolerance,
-                          "recommended_steps": recommended}, indent=2))
+                          "recommended_steps": recommended}, indent=2), flush=True)
+        run.write_bdmc(runs, args.seed, args.tolerance)
         return 0
     print(f"BDMC on {args.num_datapoints} datapoints simulated from the model, {args.chains} chains")
     print(f"{'steps':>7}  {'lower':>10}  {'upper':>10}  {'width (nats)':>14}  acceptance  "
@@ -53,5 +56,6 @@ def cmd_bdmc(args) -> int:
     else:
         print(f"{recommended} steps give a width within {args.tolerance:g} nats: pass "
               f"--ais-steps {recommended} --ais-chains {args.chains} to pyvae evaluate --ais")
-    print(f"written to {run.file(BDMC)}")
+    sys.stdout.flush()
+    print(f"written to {run.write_bdmc(runs, args.seed, args.tolerance)}")
     return 0

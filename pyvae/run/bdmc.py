@@ -5,19 +5,30 @@ from typing import List
 import pyro
 import torch
 
+from ..errors import ConfigError
 from ..infer.ais import BDMC_TOLERANCE, bdmc, recommend_steps
+from ..limits import check_count, check_seed
 from ..training.checkpoint import BDMC, resolve_device, write_json
 
 
 def bdmc_run(run, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False,
+             device="cpu", progress: bool = False, write: bool = True,
              tolerance: float = BDMC_TOLERANCE) -> List[dict]:
     """BDMC on ``num_datapoints`` datapoints simulated from ``run``'s model (a ``pyvae.Run``),
     once per number of AIS steps in ``steps``: one row per run (lower, upper, mean width and
     its standard error, acceptance, datapoints whose chain ESS is too low in each direction),
-    written to bdmc.json with ``recommended_steps``, the smallest number of steps whose mean
-    width is within ``tolerance`` nats (``recommend_steps``; None if none is)."""
-    recommend_steps({}, tolerance)  # a bad tolerance fails before the work
+    written to bdmc.json unless ``write=False``, with ``recommended_steps``, the smallest
+    number of steps whose mean width is within ``tolerance`` nats (``recommend_steps``; None
+    if none is). Every count and the tolerance are checked before the model is loaded."""
+    steps = list(steps) if isinstance(steps, (list, tuple)) else [steps]
+    if not steps:
+        raise ConfigError("bdmc needs at least one number of AIS steps")
+    for num_steps in steps:
+        check_count("num_steps", num_steps)
+    check_count("num_chains", num_chains)
+    check_count("num_datapoints", num_datapoints)
+    check_seed(seed)
+    recommend_steps({}, tolerance)  # checks the tolerance
     device = resolve_device(device)
     vae = run.load_vae(device)
     pyro.clear_param_store()
@@ -27,7 +38,13 @@ def bdmc_run(run, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10,
         r = bdmc(vae.model, vae.guide, template, num_steps=num_steps, num_chains=num_chains,
                  seed=seed, progress=progress)
         rows.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
+    if write:
+        write_bdmc(run, rows, seed, tolerance)
+    return rows
+
+
+def write_bdmc(run, rows: List[dict], seed: int, tolerance: float = BDMC_TOLERANCE) -> str:
     recommended = recommend_steps({r["num_steps"]: r["mean_width"] for r in rows}, tolerance)
     write_json(run.file(BDMC), {"runs": rows, "seed": seed, "tolerance": tolerance,
                                 "recommended_steps": recommended})
-    return rows
+    return run.file(BDMC)
