@@ -1,7 +1,19 @@
 """pyvae: variational autoencoders in Pyro, and the gap between the ELBO and log p(x)."""
+import os
+import signal
 import sys
 
-from .errors import ConfigError
+from .errors import interrupted_while_starting
+
+# Started as the ``pyvae`` command (the console script, or ``python -m pyvae``): Ctrl-C while
+# torch and pyro are still being imported is one line, not a traceback; ``pyvae.cli.main``
+# gives SIGINT back to Python once it runs. An import from Python keeps Python's handler.
+_argv = getattr(sys, "orig_argv", sys.argv)
+if os.path.basename(sys.argv[0] or "") == "pyvae" or any(
+        a == "-m" and b == "pyvae" for a, b in zip(_argv, _argv[1:])):
+    signal.signal(signal.SIGINT, interrupted_while_starting)
+
+from .errors import ConfigError  # noqa: E402 (after the start-up handler)
 from .models import flows, guides, likelihoods, linear_gaussian, nets, priors, vae
 from .infer import beta, diagnostics, evaluate, objectives
 from .infer import refine as _refine_module
@@ -21,6 +33,9 @@ from .reports.compare import compare
 from .training.trainer import Trainer
 from .run import Run
 from . import config
+from .models import config as _model_config
+from .models.guides import FlowOptions, LowRankOptions, SplineOptions, SylvesterOptions
+from .training import config as _train_config
 
 __version__ = "0.1.0"
 
@@ -40,6 +55,15 @@ for _old, _module in _OLD_PATHS.items():
     if _old not in ("refine", "compare"):  # pyvae.refine and pyvae.compare are the functions
         globals()[_old] = _module
 
+# ``pyvae.config`` holds how options are declared and checked, and imports nothing above it; the
+# config classes live beside what they configure and keep their old path ``pyvae.config.X``
+for _name, _obj in {"ModelConfig": _model_config.ModelConfig, "TrainConfig": _train_config.TrainConfig,
+                    "DataConfig": _train_config.DataConfig, "RunConfig": _train_config.RunConfig,
+                    "JIT_MODES": _train_config.JIT_MODES, "LowRankOptions": LowRankOptions,
+                    "FlowOptions": FlowOptions, "SplineOptions": SplineOptions,
+                    "SylvesterOptions": SylvesterOptions, "options_for": guides.options_for,
+                    "guide_option_fields": guides.guide_option_fields}.items():
+    setattr(config, _name, _obj)
 
 __all__ = ["VAE", "Trainer", "Run", "config", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",

@@ -15,6 +15,7 @@ import torch
 
 import pyvae
 from pyvae.cli import main
+from pyvae.cli.flags import guide_flags
 from runs import (binary_rows, checkpoint, cli, config, load_vae, metrics, read_json, train,
                   without_seconds, write_data)
 
@@ -439,7 +440,8 @@ def test_evaluate_flags_reach_eval_json(run_dir, capsys, one_thread):
     assert "ais_log_px" not in base
     ais = _eval(run_dir, "--ais", "--ais-steps", "3", "--ais-chains", "2", "--max-datapoints", "4")
     assert (ais["ais_steps"], ais["ais_chains"]) == (3, 2) and math.isfinite(ais["ais_log_px"])
-    assert _eval(run_dir, "--ais-steps", "3").get("ais_log_px") is None  # only with --ais
+    # only with --ais: without it the flag would be ignored, so it is refused
+    assert cli("evaluate", run_dir, "--no-progress", "--num-samples", "20", "--ais-steps", "3") == 2
     before = torch.get_num_threads()
     _eval(run_dir, "--threads", "2")
     assert torch.get_num_threads() == 2
@@ -535,12 +537,6 @@ ELSEWHERE = {
                  "--no-download": "named data sets only (train's case)"},
     "compare": {"--overwrite": "test_compare_check.py", "--shared-decoder": "test_compare_check.py",
                 "--arch": "passed from the model flags table train uses",
-                "--flow-hidden": "passed from the guide flags table train uses",
-                "--rank": "passed from the guide flags table train uses",
-                "--sylvester-kind": "passed from the guide flags table train uses",
-                "--householders": "passed from the guide flags table train uses",
-                "--count-bins": "passed from the guide flags table train uses",
-                "--bound": "passed from the guide flags table train uses",
                 "--dataset": "passed from the data flags table train uses",
                 "--device": "test_compare_check.py", "--data-dir": "named data sets only",
                 "--no-download": "named data sets only", "--debug": "test_compare_check.py"},
@@ -551,6 +547,12 @@ ELSEWHERE = {
 }
 
 
+# every option of every registered guide family: test_options.py gives each to train and
+# compare and finds it in the family built from the flags
+GUIDE_OPTION_FLAGS = {f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+                      for f in guide_flags()}
+
+
 @pytest.mark.parametrize("command", ["train", "evaluate", "compare", "plot"])
 def test_every_flag_is_covered(command, capsys):
     with pytest.raises(SystemExit):
@@ -558,4 +560,6 @@ def test_every_flag_is_covered(command, capsys):
     text = capsys.readouterr().out
     flags = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)", text)) - {"--help"}
     covered = COVERED.get(command, set()) | set(ELSEWHERE.get(command, {}))
+    if command in ("train", "compare"):
+        covered |= GUIDE_OPTION_FLAGS
     assert flags - covered == set(), f"pyvae {command}: flags without a test: {sorted(flags - covered)}"

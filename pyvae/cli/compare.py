@@ -2,14 +2,15 @@
 decoder (or guides fitted to a trained run's frozen decoder), evaluated side by side."""
 import shlex
 
-from ..config import DataConfig, ModelConfig, TrainConfig
+from ..models.config import ModelConfig
+from ..training.config import DataConfig, TrainConfig
 from ..data import load_split, load_train_valid
 from ..errors import ConfigError
 from ..reports.compare import compare
 from ..run import Run
 from .data import recorded_data_config
-from .flags import (DATA_FLAGS, GUIDE_FLAGS, MODEL_FLAGS, TRAIN_FLAGS, add_config_flags,
-                    add_runtime_flags, given_flags, int_list_type, positive_int)
+from .flags import (DATA_FLAGS, MODEL_FLAGS, TRAIN_FLAGS, add_config_flags,
+                    add_runtime_flags, given_flags, guide_flags, int_list_type, positive_int)
 
 # the training options a comparison shares between its families
 COMPARE_TRAIN_OPTIONS = ("lr", "batch_size", "seed")
@@ -36,10 +37,10 @@ def add_parser(sub) -> None:
     cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
     cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of every family into approximation and amortization gaps with this many refinement steps (default 0: off)")
     cmp.add_argument("--ais-steps", type=int, default=0, help="with --refine-steps: log p(x) of the split by AIS with this many steps, 16 chains (default 0: the IW estimate)")
-    cmp.add_argument("--refine-size", type=positive_int, default=100, help="test datapoints refined (default 100)")
+    cmp.add_argument("--refine-size", type=positive_int, default=None, help="with --refine-steps: test datapoints refined (default 100)")
     add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     add_config_flags(cmp, COMPARE_MODEL_FLAGS)
-    add_config_flags(cmp, GUIDE_FLAGS)  # each family gets the options it takes
+    add_config_flags(cmp, guide_flags())  # each family gets the options it takes
     add_config_flags(cmp, COMPARE_TRAIN_FLAGS)
     add_config_flags(cmp, DATA_FLAGS)
     cmp.set_defaults(func=cmd_compare)
@@ -56,6 +57,9 @@ def cmd_compare(args) -> int:
             raise ConfigError(f"--shared-decoder takes the model from its run; drop "
                               f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         run_cfg = Run(args.shared_decoder).config
+        if run_cfg.model is None:
+            raise ConfigError(f"--shared-decoder {args.shared_decoder}: its config.json records no "
+                              "model (\"vae\"), so its decoder cannot be rebuilt")
         # the run's data unless data flags are given
         data_cfg = {**run_cfg.data.to_dict(), **given_flags(args, DATA_FLAGS)}
         model = run_cfg.model
@@ -73,7 +77,7 @@ def cmd_compare(args) -> int:
     command = f"pyvae compare --guides {','.join(guides)} {given}"
     compare(guides, train, test, valid, epochs=args.epochs, num_samples=args.num_samples,
             iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
-            shared_decoder=args.shared_decoder, common_guide_options=given_flags(args, GUIDE_FLAGS),
+            shared_decoder=args.shared_decoder, common_guide_options=given_flags(args, guide_flags()),
             refine_steps=args.refine_steps, refine_size=args.refine_size, ais_steps=args.ais_steps,
             num_threads=args.threads, device=args.device, progress=not args.no_progress,
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,

@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from ..config import TrainConfig
+from ..training.config import TrainConfig
 from ..infer.diagnostics import snr_table
 from ..reports.plots import plot_snr
 from ..run import FIGURES, SNR, Run
@@ -32,7 +32,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_snr(args) -> int:
-    run, options = Run(args.run_dir), TrainConfig(**given_flags(args, SNR_FLAGS))
+    # checked against --loss: an option the loss does not take is refused
+    options = TrainConfig(loss=args.loss, **given_flags(args, SNR_FLAGS))
+    run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run.snr(args.k, [e.strip() for e in args.estimator.split(",") if e.strip()], args.loss,

@@ -22,17 +22,20 @@ rows: 12.5 MB per 784-pixel float32 tensor; elementwise passes over larger chunk
 memory), on other devices larger, for fewer kernel launches.
 """
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pyro
 import torch
 from tqdm.auto import tqdm
 
+# AIS and BDMC live in their own module; they are part of this module's interface too
+from .ais import AISEstimate, BDMCResult, GuideCannotScore, ais, bdmc, prior_guide  # noqa: F401
+from .estimates import Estimate, Gaps, LogLikelihood, delta_method_stderr  # noqa: F401
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
-from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
-from .weights import DATA_PLATE, PARTICLE_PLATE, check_count, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
+from ..limits import check_count
+from .psis import pareto_khat_from_top, tail_length
+from .weights import DATA_PLATE, PARTICLE_PLATE, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
 
 #: importance samples K per datapoint of an evaluation when none is given (``pyvae evaluate``)
 NUM_SAMPLES = 5000
@@ -51,127 +54,7 @@ __all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "elbo", "iwae_
            "AISEstimate", "BDMCResult", "batch_seed"]
 
 
-# ------------------------------------------------------------------------------ results
-@dataclass
-class Estimate:
-    """A per-datapoint Monte-Carlo estimate.
-
-    Attributes:
-        value: (N,) float64 estimates.
-        stderr: (N,) their Monte-Carlo standard errors (NaN where one sample gives none).
-        num_samples: samples of z per datapoint.
-    """
-
-    value: torch.Tensor
-    stderr: torch.Tensor
-    num_samples: int
-
-    @property
-    def mean(self) -> float:
-        """Mean over datapoints (nats per datapoint)."""
-        return float(self.value.mean())
-
-    @property
-    def mean_stderr(self) -> float:
-        """Standard error of ``mean`` (datapoints' errors are independent)."""
-        return float(self.stderr.pow(2).sum().sqrt() / self.value.numel())
-
-    def summary(self) -> Dict[str, float]:
-        return {"mean": self.mean, "stderr": self.mean_stderr, "num_samples": self.num_samples,
-                "num_datapoints": int(self.value.numel())}
-
-
-@dataclass
-class LogLikelihood(Estimate):
-    """The importance-weighted estimate log p^(x) per datapoint, with by-products.
-
-    Attributes:
-        value: (N,) log p^(x) = logsumexp_k log w_k - log K (float64).
-        stderr: (N,) delta-method standard error of log p^(x): with normalised weights,
-            Var[log p^] ~= Var(w) / (K mean(w)^2) = (K / ESS - 1) / (K - 1).
-        ess: (N,) effective sample size (sum w)^2 / sum w^2, between 1 and K.
-        elbo: (N,) mean of log w over the same K samples: a K-sample estimate of the ELBO.
-        elbo_stderr: (N,) its standard error, std(log w) / sqrt(K).
-        khat: (N,) Pareto k^ of the K weights (``pyvae.infer.psis``): above 0.7 the estimate, its
-            stderr and ESS are unreliable for that datapoint (NaN for constant weights).
-    """
-
-    ess: torch.Tensor = field(default=None)
-    elbo: torch.Tensor = field(default=None)
-    elbo_stderr: torch.Tensor = field(default=None)
-    khat: torch.Tensor = field(default=None)
-
-    @property
-    def log_px(self) -> torch.Tensor:
-        return self.value
-
-    def summary(self) -> Dict[str, float]:
-        out = {"log_px": self.mean, "log_px_stderr": self.mean_stderr,
-               "num_samples": self.num_samples, "num_datapoints": int(self.value.numel()),
-               "ess_mean": float(self.ess.mean()), "ess_min": float(self.ess.min())}
-        if self.khat is not None:
-            fitted = self.khat[~torch.isnan(self.khat)]  # NaN: too few or constant weights
-            out["khat_max"] = float(fitted.max()) if fitted.numel() else None
-            out["khat_over_0.7"] = int((self.khat > KHAT_THRESHOLD).sum())
-        if self.elbo is not None:
-            out["elbo"] = float(self.elbo.mean())
-            out["elbo_stderr"] = float(self.elbo_stderr.pow(2).sum().sqrt() / self.elbo.numel())
-        return out
-
-
-@dataclass
-class Gaps:
-    """log p^(x) - ELBO per datapoint, split when a refined (non-amortized) guide is given:
-
-        total = log p(x) - ELBO(q_amortized)
-              = [log p(x) - ELBO(q_refined)]  +  [ELBO(q_refined) - ELBO(q_amortized)]
-                 approximation gap                amortization gap
-
-    All tensors have shape (N,); the ``*_refined`` and split fields are None without a refined guide.
-    """
-
-    log_px: Estimate
-    elbo: Estimate
-    elbo_refined: Optional[Estimate] = None
-    log_px_iw: Optional[Estimate] = None  # the IW estimate, when log_px is another (AIS)
-    ais_start: Optional[str] = None  # with AIS: "guide", or "prior" for a guide that cannot score z
-
-    @property
-    def total(self) -> torch.Tensor:
-        return self.log_px.value - self.elbo.value
-
-    @property
-    def approximation(self) -> Optional[torch.Tensor]:
-        return None if self.elbo_refined is None else self.log_px.value - self.elbo_refined.value
-
-    @property
-    def amortization(self) -> Optional[torch.Tensor]:
-        return None if self.elbo_refined is None else self.elbo_refined.value - self.elbo.value
-
-    def summary(self) -> Dict[str, float]:
-        out = {"log_px": self.log_px.mean, "log_px_stderr": self.log_px.mean_stderr,
-               "elbo": self.elbo.mean, "elbo_stderr": self.elbo.mean_stderr,
-               "total_gap": float(self.total.mean())}
-        if self.log_px_iw is not None:
-            out.update(log_px_iw=self.log_px_iw.mean, log_px_iw_stderr=self.log_px_iw.mean_stderr)
-        if self.elbo_refined is not None:
-            out.update(elbo_refined=self.elbo_refined.mean,
-                       elbo_refined_stderr=self.elbo_refined.mean_stderr,
-                       approximation_gap=float(self.approximation.mean()),
-                       amortization_gap=float(self.amortization.mean()))
-        return out
-
-
 # ------------------------------------------------------------------------------ streaming
-def delta_method_stderr(ess: torch.Tensor, k: int) -> torch.Tensor:
-    """Standard error of log (1/k) sum_k w_k by the delta method, from the weights' ESS:
-    sqrt((k / ESS - 1) / (k - 1)) (the sample variance of w over its squared mean, over k);
-    NaN for k = 1."""
-    if k < 2:
-        return torch.full_like(ess, math.nan)
-    return ((k / ess - 1.0).clamp(min=0.0) / (k - 1)).sqrt()
-
-
 class _Accumulator:
     """Running sums over samples of log w for each datapoint, in float64.
 
@@ -392,38 +275,47 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = N
     """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
 
     log p(x) is the importance-weighted estimate with ``num_samples`` draws from ``guide``, and
-    the amortized ELBO the mean of the same draws' log-weights (no extra cost); the refined
-    guide's ELBO uses ``elbo_samples`` draws. Given ``refined_guide`` (any Pyro guide of x, e.g. one
-    with per-datapoint variational parameters optimised for these x), the gap splits into the
-    approximation gap log p(x) - ELBO(refined) and the amortization gap
-    ELBO(refined) - ELBO(guide). A non-amortized guide is called on batches of ``batch_size``
-    consecutive rows of x; pass ``batch_size=len(x)`` if it only accepts the whole of x.
+    the amortized ELBO the mean of the same draws' log-weights (no extra cost). Given
+    ``refined_guide`` (any Pyro guide of x, e.g. ``pyvae.refine``'s, with per-datapoint
+    variational parameters optimised for these x), the gap splits into the approximation gap
+    log p(x) - ELBO(refined) and the amortization gap ELBO(refined) - ELBO(guide). The refined
+    guide's ``elbo_samples`` draws give its ELBO and a second IW estimate of log p(x), kept in
+    ``Gaps.log_px_refined``; log p(x) is then, per datapoint, the IW estimate of the guide
+    whose weights have the larger effective sample size per draw, ESS / K (the better
+    proposal: from a poor amortized guide the IW estimate can fall below the refined ELBO,
+    which would make the approximation gap negative). The choice looks at the ESS, not at the
+    estimates themselves, so it does not favour whichever estimate the noise lifted. The
+    guide's own estimate is kept in ``Gaps.log_px_iw``. A non-amortized guide is called on
+    batches of ``batch_size`` consecutive rows of x (``pyvae.refine``'s accept that).
 
     With ``ais_steps``, log p(x) is instead the AIS estimate from the guide (``ais_chains``
     chains, ``seed``), which stays close to log p(x) where the IW estimate's ESS collapses; the
-    IW estimate is then kept in ``Gaps.log_px_iw``. A guide that cannot score arbitrary z (a
-    flow without an inverse) cannot start AIS; the prior starts it then (``Gaps.ais_start``).
+    IW estimates are then kept in ``Gaps.log_px_iw`` and ``Gaps.log_px_refined``. A guide that
+    cannot score arbitrary z (a flow without an inverse) cannot start AIS; the prior starts it
+    then (``Gaps.ais_start``).
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
     amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)
-    refined = None
+    refined = ll_refined = None
     if refined_guide is not None:
-        refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
+        ll_refined = log_likelihood(model, refined_guide, x, elbo_samples, chunk_size, batch_size,
+                                    progress)
+        refined = Estimate(ll_refined.elbo, ll_refined.elbo_stderr, elbo_samples)
     if ais_steps:
-        from .ais import GuideCannotScore, prior_guide
-        from .ais import ais as run_ais
-
         start, start_name = guide, "guide"
         try:
-            log_px = run_ais(model, start, x, num_steps=ais_steps, num_chains=ais_chains,
+            log_px = ais(model, start, x, num_steps=ais_steps, num_chains=ais_chains,
                              progress=progress, seed=seed, batch_size=batch_size)
         except GuideCannotScore:
             start, start_name = prior_guide(model), "prior"
-            log_px = run_ais(model, start, x, num_steps=ais_steps, num_chains=ais_chains,
+            log_px = ais(model, start, x, num_steps=ais_steps, num_chains=ais_chains,
                              progress=progress, seed=seed, batch_size=batch_size)
-        return Gaps(log_px, amortized, refined, log_px_iw=ll, ais_start=start_name)
-    return Gaps(ll, amortized, refined)
+        return Gaps(log_px, amortized, refined, log_px_iw=ll, ais_start=start_name,
+                    log_px_refined=ll_refined)
+    if ll_refined is None:
+        return Gaps(ll, amortized)
+    better = ll_refined.ess / elbo_samples > ll.ess / num_samples
+    log_px = Estimate(torch.where(better, ll_refined.value, ll.value),
+                      torch.where(better, ll_refined.stderr, ll.stderr), num_samples)
+    return Gaps(log_px, amortized, refined, log_px_iw=ll, log_px_refined=ll_refined)
 
-
-# AIS and BDMC live in their own module; they are part of this module's interface too
-from .ais import AISEstimate, BDMCResult, ais, bdmc  # noqa: E402  (imports this module)

@@ -21,40 +21,13 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 
 from ..errors import ConfigError
-
-TMP_PREFIX = ".tmp-"
-CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.jsonl"
-_umask_lock = threading.Lock()
+from .checkpoint import (CHECKPOINT, CONFIG, METRICS, TMP_PREFIX, atomic_write_text, dir_mode,
+                         file_mode, save_checkpoint, umask, write_json)  # noqa: F401 (file_mode, umask: pyvae.training.rundir.*)
 
 
-def umask() -> int:
-    """The process's umask (read from /proc where possible, without changing it)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    with _umask_lock:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """The mode a new file gets from ``open``: 0o666 less the umask."""
-    return 0o666 & ~umask()
-
-
-def dir_mode() -> int:
-    return 0o777 & ~umask()
-
-
-def _lock(path: str) -> int:
+def lock(path: str) -> int:
     """An exclusive, non-blocking flock on the directory ``path``; returns the held descriptor."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -95,7 +68,7 @@ def _remove_stale_siblings(parent: str, name: str) -> None:
         if not entry.startswith(prefix) or not os.path.isdir(full) or os.path.islink(full):
             continue
         try:
-            fd = _lock(full)
+            fd = lock(full)
         except (ConfigError, OSError):
             continue  # a live writer's
         try:
@@ -124,7 +97,7 @@ def check_new(out: str, overwrite: bool = False) -> None:
         raise ConfigError(f"cannot create {out}: {probe} is not writable")
 
 
-def _exchange(a: str, b: str) -> bool:
+def exchange(a: str, b: str) -> bool:
     """Atomically swap the paths ``a`` and ``b`` (Linux renameat2 RENAME_EXCHANGE); False if the
     system cannot."""
     try:
@@ -159,11 +132,14 @@ class RunDir:
         if resume:
             if not os.path.isdir(out):
                 raise ConfigError(f"cannot resume: {out} is not a directory")
-            self._fds.append(_lock(out))
+            self._fds.append(lock(out))
             remove_stale_temp_files(out)
             _remove_stale_siblings(*os.path.split(os.path.abspath(out)))
             self.path = out
             return
+        if os.path.islink(out):  # a link to a run: the run it names is replaced, the link kept
+            out = os.path.realpath(out)
+        self.out = out
         check_new(out, overwrite)
         parent, name = os.path.split(os.path.abspath(out))
         os.makedirs(parent, exist_ok=True)
@@ -173,12 +149,12 @@ class RunDir:
         except FileExistsError:
             pass
         try:
-            self._fds.append(_lock(out))
+            self._fds.append(lock(out))
             check_new(out, overwrite)  # again, under the lock: another writer may have been first
             _remove_stale_siblings(parent, name)
             self.staging = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=parent)
             os.chmod(self.staging, dir_mode())
-            self._fds.append(_lock(self.staging))
+            self._fds.append(lock(self.staging))
         except BaseException:
             self.close()
             raise
@@ -192,7 +168,7 @@ class RunDir:
         """The temp sibling becomes ``out``; what was there before is removed."""
         if self.staging is None:
             return
-        if _exchange(self.staging, self.out):
+        if exchange(self.staging, self.out):
             old = self.staging
         else:  # two renames: a crash between them leaves the old run in a temp sibling
             old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(self.out))}-",
@@ -202,19 +178,18 @@ class RunDir:
             os.rename(self.staging, self.out)
         self.staging = None
         self.path = self.out
-        shutil.rmtree(old, ignore_errors=True)
+        if os.path.islink(old):
+            os.unlink(old)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
     def write_metrics(self, history) -> None:
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(os.path.join(self.path, METRICS),
                           "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
     def write(self, config: dict, history, checkpoint: dict) -> None:
         """config.json, metrics.jsonl, then checkpoint.pt (so metrics never lag the checkpoint),
         each atomically; the first checkpoint of a new run then commits it."""
-        from .checkpoint import save_checkpoint, write_json
-
         write_json(os.path.join(self.path, CONFIG), config)
         self.write_metrics(history)
         save_checkpoint(os.path.join(self.path, CHECKPOINT), checkpoint)

@@ -11,7 +11,6 @@ refused before they reach the parameters, and the learning rate set per epoch by
 ``LambdaLR`` schedule. Everything optional -- beta/KL warm-up, progress bars, the run directory's
 checkpoint and metrics, TensorBoard, user hooks -- is a callback (``pyvae.training.callbacks``).
 """
-import json
 import math
 import os
 import signal
@@ -23,7 +22,7 @@ import torch
 import pyro
 from pyro.infer import Trace_ELBO
 
-from ..config import TrainConfig
+from .config import TrainConfig
 from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir, resolve_device,
                          get_rng_state, load_checkpoint, set_rng_state)
 from . import distributed as _distributed
@@ -46,7 +45,8 @@ def _seed_for(seed: int, epoch: int, step: int) -> int:
 
 
 class Trainer:
-    """Fits a ``VAE`` by SVI: the training options are those of ``pyvae.config.TrainConfig``
+    """Fits a ``VAE`` by stochastic gradient steps on its objective
+    (``objective.differentiable_loss(model, guide, x)``, one torch optimizer): the options are those of ``pyvae.config.TrainConfig``
     (as keywords, or as ``config=``), and these:
 
     (lr, batch_size, epochs, loss, particles, optimizer, schedule, clip_norm, seed, num_threads,
@@ -139,7 +139,10 @@ class Trainer:
         if vae is None:
             if payload["vae_config"] is None:
                 raise ConfigError(f"{out}: the run used custom components; pass vae= to resume it")
-            vae = VAE.from_config(payload["vae_config"])
+            try:
+                vae = VAE.from_config(payload["vae_config"])
+            except (TypeError, KeyError, AttributeError) as e:
+                raise ConfigError(f"{out}: the checkpoint's model config is damaged: {e}") from None
         elif payload["vae_config"] is not None and vae.config != payload["vae_config"]:
             raise ConfigError(f"{out}: the given VAE's config differs from the run's")
         try:
@@ -151,8 +154,11 @@ class Trainer:
             config["epochs"] = int(epochs)
         if num_threads is not None:  # float results depend on it: the run's own is the default
             config["num_threads"] = int(num_threads)
-        trainer = cls(vae, device=device, out=out, extra_config=payload.get("extra_config"),
-                      **config, **kwargs)
+        try:
+            trainer = cls(vae, device=device, out=out, extra_config=payload.get("extra_config"),
+                          **config, **kwargs)
+        except TypeError as e:  # a key that is no training option
+            raise ConfigError(f"{out}: the checkpoint's trainer config is damaged: {e}") from None
         trainer._resume_payload = payload
         trainer.history = list(payload["history"])
         return trainer
@@ -420,6 +426,3 @@ class Trainer:
         self._stops = StopSignals(active=self.out is not None)
         return self._stops
 
-
-def _json_line(record: dict) -> str:
-    return json.dumps(record, sort_keys=True) + "\n"
