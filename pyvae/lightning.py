@@ -70,11 +70,13 @@ class ObjectiveModule(lightning.LightningModule):
         if not isinstance(params, torch.nn.Module):
             raise ConfigError(f"params must be a torch.nn.Module holding the parameters, "
                               f"got {type(params).__name__}")
-        if not float(lr) > 0:
-            raise ConfigError(f"lr must be > 0, got {lr}")
+        # TrainConfig checks each option, and the estimator against the objective, once
+        cfg = TrainConfig(loss=loss, particles=particles, estimator=estimator, groups=groups,
+                          ciwae_beta=ciwae_beta, lr=lr)
         self.pyro_model, self.pyro_guide, self.params = model, guide, params
-        self.objective = make_objective(loss, particles, estimator, groups, ciwae_beta)
-        self.lr = float(lr)
+        self.objective = make_objective(cfg.loss, cfg.particles, cfg.estimator, cfg.groups,
+                                        cfg.ciwae_beta)
+        self.lr = cfg.lr
 
     @classmethod
     def from_vae(cls, vae, **options) -> "ObjectiveModule":

@@ -98,7 +98,7 @@ def test_bad_arguments_are_one_config_error(data):
         ObjectiveModule.from_vae(vae, loss="nope")
     with pytest.raises(ConfigError, match="torch.nn.Module"):
         ObjectiveModule(vae.model, vae.guide, params=[])
-    with pytest.raises(ConfigError, match="lr must be > 0"):
+    with pytest.raises(ConfigError, match="learning rate must be a positive number"):
         ObjectiveModule.from_vae(vae, lr=0)
 
 
