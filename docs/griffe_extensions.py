@@ -6,7 +6,8 @@ Read statically, such a default is only an expression, and the API page would sh
 a reader wants 50. Once the package is loaded, this extension replaces
 
 - a parameter default that is a name or an attribute (``ModelConfig.z_dim``, ``DEFAULT_GUIDES``),
-  evaluated in the namespace of the function's module, and
+  looked up by the path griffe resolves it to (``pyvae.config.ModelConfig.z_dim``): the module
+  that defines it is imported, not the function's own (which may need an optional library), and
 - the default of a dataclass field (its attribute value and its ``__init__`` parameter), read
   from ``dataclasses.fields`` of the class,
 
@@ -29,8 +30,22 @@ def is_literal(value) -> bool:
     return isinstance(value, (tuple, list)) and all(is_literal(v) for v in value)
 
 
-def _module(obj):
-    return vars(importlib.import_module(obj.module.path))
+def resolve(path: str):
+    """The object at a dotted path such as ``pyvae.config.ModelConfig.z_dim``: the longest
+    importable module prefix, then attributes. Raises LookupError when there is none."""
+    parts = path.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[cut:]:
+                value = getattr(value, name)
+        except AttributeError:
+            break
+        return value
+    raise LookupError(path)
 
 
 def _objects(obj):
@@ -49,8 +64,8 @@ def _objects(obj):
 def _field_defaults(cls) -> dict:
     """{field name: default} of a runtime dataclass (fields with a plain default only)."""
     try:
-        runtime = eval(cls.path[len(cls.module.path) + 1:], _module(cls))
-    except Exception:  # not importable as written (e.g. defined inside a function)
+        runtime = resolve(cls.path)
+    except LookupError:  # not importable as written (e.g. defined inside a function)
         return {}
     if not (isinstance(runtime, type) and dataclasses.is_dataclass(runtime)):
         return {}
@@ -64,12 +79,11 @@ class LiteralDefaults(griffe.Extension):
     def on_package(self, *, pkg, **kwargs) -> None:
         for obj in _objects(pkg):
             if obj.is_function:
-                namespace = _module(obj)
                 for parameter in obj.parameters:
                     if isinstance(parameter.default, (griffe.ExprName, griffe.ExprAttribute)):
                         try:  # a name or a dotted attribute, nothing else
-                            value = eval(str(parameter.default), namespace)
-                        except Exception:  # not defined at import time: keep the text
+                            value = resolve(parameter.default.canonical_path)
+                        except LookupError:  # not found at import time: keep the text
                             continue
                         if is_literal(value):
                             parameter.default = repr(value)
