@@ -13,11 +13,12 @@ Data sets by name (``load_dataset``): the torchvision MNIST family ("mnist", "fa
 becomes a data set through ``TensorData`` or ``load_array``.
 """
 import os
+import warnings
 from typing import Optional
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, load_failure
 from .models.linear_gaussian import LinearGaussian
 
 BINARIZE = ("dynamic", "fixed", "none")
@@ -209,7 +210,9 @@ def load_array(path: str, split: str = "train", valid_size: Optional[int] = None
                 x = torch.from_numpy(f["x"])
                 labels = torch.from_numpy(f["labels"]) if "labels" in f else None
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on a foreign pickle protocol
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
                 x, labels = obj.get("x"), obj.get("labels")
             else:
@@ -217,7 +220,7 @@ def load_array(path: str, split: str = "train", valid_size: Optional[int] = None
             if not isinstance(x, torch.Tensor):
                 raise ValueError("expected a tensor or a dict with a tensor under 'x'")
     except Exception as e:
-        raise ConfigError(f"cannot read data file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ConfigError("cannot read data file " + load_failure(path, "data file", e)) from None
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     x = as_real_tensor(x, os.path.basename(path))

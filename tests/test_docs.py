@@ -470,6 +470,23 @@ def test_cli_doc_lists_every_command_and_flag():
                                      "run python tests/test_docs.py --write-cli")
 
 
+# ------------------------------------------------------------------------------ docs/own-model.md
+@pytest.mark.slow
+def test_own_model_page_runs_and_prints_what_it_shows():
+    """Every block of docs/own-model.md runs in order and prints what the page shows (about
+    30 s); the split it prints is a split (each gap non-negative within its error)."""
+    ns, printed = run_tutorial("own-model.md")
+    assert sum(expected is not None for _, expected in printed) >= 4
+    for i, (actual, expected) in enumerate(printed):
+        if expected is not None:
+            assert same_output(actual, expected), (
+                f"block {i} printed:\n{actual}\nthe page shows:\n{expected}")
+    split = ns["split"]
+    assert split["approximation_gap"] >= -4 * split["approximation_gap_stderr"]
+    assert split["amortization_gap"] >= -4 * split["amortization_gap_stderr"]
+    assert ns["elbo"].mean <= float(ns["exact"].mean()) + 4 * ns["elbo"].mean_stderr
+
+
 if __name__ == "__main__":
     import sys
 

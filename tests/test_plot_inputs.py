@@ -1,11 +1,10 @@
 """What ``pyvae plot`` draws, read back from the matplotlib figures it saves (every figure passes
-through ``Figure.savefig``): which figures a run gets, the points of the latent scatter (which
+through the module's figure writer): which figures a run gets, the points of the latent scatter (which
 datapoints, from which split, chosen by which seed, coloured by which labels), the datapoints
 shown as originals, the training curves' values and the gap plot's bounds."""
 import os
 
 import matplotlib.collections
-import matplotlib.figure
 import numpy as np
 import pytest
 import torch
@@ -46,11 +45,13 @@ def drawn(monkeypatch):
     business, and skipping it keeps these tests quick."""
     figures = {}
 
-    def spy(self, path, *args, **kwargs):
-        figures[os.path.basename(str(path))] = self
+    def spy(fig, path):
+        figures[os.path.basename(str(path))] = fig
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         open(path, "wb").close()
+        return path
 
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    monkeypatch.setattr(pyvae.reports.plots, "_save", spy)
     return figures
 
 

@@ -28,12 +28,17 @@ class Run:
     """
 
     def __init__(self, path: str):
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"Run needs the path of a run directory, got {path!r}")
+        path = os.fspath(path)
         if not os.path.isdir(path):
             raise ConfigError(f"{path} is not a pyvae run directory (not a directory)")
         if not is_run_dir(path):
             raise ConfigError(f"{path} is not a pyvae run directory (no {CHECKPOINT})")
         self.path = path
         self._payload = None
+        #: whether eval-progress.pt holds every result of the last resumable ``evaluate``
+        self.progress_kept = False
 
     def __repr__(self):
         return f"Run({self.path!r})"
@@ -122,13 +127,18 @@ class Run:
     def write_evaluation(self, result: dict) -> str:
         """Write ``result`` to eval.json (and drop an evaluation's progress file); a full disk
         is one ConfigError line that says where the per-datapoint results are kept."""
-        return write_result(self.path, result)
+        return write_result(self.path, result, self.progress_kept)
 
     def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False) -> List[dict]:
-        """BDMC on data simulated from the run's model, written to bdmc.json; see
-        ``pyvae.run.bdmc.bdmc_run``."""
-        return _bdmc.bdmc_run(self, steps, num_chains, num_datapoints, seed, device, progress)
+             device="cpu", progress: bool = False, write: bool = True) -> List[dict]:
+        """BDMC on data simulated from the run's model, written to bdmc.json unless
+        ``write=False`` (``write_bdmc`` then writes it); see ``pyvae.run.bdmc.bdmc_run``."""
+        return _bdmc.bdmc_run(self, steps, num_chains, num_datapoints, seed, device, progress,
+                              write)
+
+    def write_bdmc(self, rows: List[dict], seed: int) -> str:
+        """bdmc.json (atomically); returns its path."""
+        return _bdmc.write_bdmc(self, rows, seed)
 
     def snr(self, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",
             groups: int = TrainConfig.groups, ciwae_beta: float = TrainConfig.ciwae_beta,

@@ -139,7 +139,10 @@ class Trainer:
         if vae is None:
             if payload["vae_config"] is None:
                 raise ConfigError(f"{out}: the run used custom components; pass vae= to resume it")
-            vae = VAE.from_config(payload["vae_config"])
+            try:
+                vae = VAE.from_config(payload["vae_config"])
+            except (TypeError, KeyError, AttributeError) as e:
+                raise ConfigError(f"{out}: the checkpoint's model config is damaged: {e}") from None
         elif payload["vae_config"] is not None and vae.config != payload["vae_config"]:
             raise ConfigError(f"{out}: the given VAE's config differs from the run's")
         try:
@@ -151,8 +154,11 @@ class Trainer:
             config["epochs"] = int(epochs)
         if num_threads is not None:  # float results depend on it: the run's own is the default
             config["num_threads"] = int(num_threads)
-        trainer = cls(vae, device=device, out=out, extra_config=payload.get("extra_config"),
-                      **config, **kwargs)
+        try:
+            trainer = cls(vae, device=device, out=out, extra_config=payload.get("extra_config"),
+                          **config, **kwargs)
+        except TypeError as e:  # a key that is no training option
+            raise ConfigError(f"{out}: the checkpoint's trainer config is damaged: {e}") from None
         trainer._resume_payload = payload
         trainer.history = list(payload["history"])
         return trainer
