@@ -81,7 +81,7 @@ def test_cifar10_is_channel_first_and_not_binarized_by_default(monkeypatch):
             self.data = pixels if train else pixels[:4]
             self.targets = list(range(len(self.data)))
 
-    monkeypatch.setattr(data, "_torchvision_dataset", lambda name: (FakeCIFAR10, {}))
+    monkeypatch.setattr(data.catalogue, "_torchvision_dataset", lambda name: (FakeCIFAR10, {}))
     train = load_dataset("cifar10", "train", valid_size=3)
     test = load_dataset("cifar10", "test", valid_size=3)
     assert len(train) == 6 and len(test) == 4 and train.binarize == "none"

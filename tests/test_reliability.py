@@ -232,7 +232,7 @@ def test_recorded_data_dir_is_used(monkeypatch):
     def fake(name, split, data_dir=None, **kw):
         seen["data_dir"] = data_dir
         raise ConfigError("stop")
-    monkeypatch.setattr(pyvae.data, "load_dataset", fake)
+    monkeypatch.setattr(pyvae.data.recorded, "load_dataset", fake)
     with pytest.raises(ConfigError, match="stop"):
         pyvae.data.load_split({"dataset": "mnist", "data_dir": "/data/mnist", "valid_size": None,
                                "binarize": "dynamic", "seed": 0}, "test")

@@ -11,11 +11,12 @@
     on_fit_end(trainer)                                also after an error or an interruption
 
 The trainer builds its own from its options -- ``KLWeight`` (beta, KL warm-up), ``ProgressBar``,
-``RunWriter`` (checkpoint.pt and metrics.jsonl), ``JitCompile``, ``TensorBoard`` -- and appends
-those given as
+``LogEpochs`` (a line per epoch on the "pyvae" logger), ``RunWriter`` (checkpoint.pt and
+metrics.jsonl), ``JitCompile``, ``TensorBoard`` -- and appends those given as
 ``Trainer(callbacks=[...])``. A plain function ``f(trainer, record)`` is taken as an
 ``on_epoch_end`` hook.
 """
+import logging
 import os
 import warnings
 from typing import Callable, Optional
@@ -24,9 +25,15 @@ import torch
 
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from ..infer.beta import SiteScale, kl_weight, scale_site
 from ..infer.objectives import compile_refusal, compiled_objective
 from ..models.vae import VAE
+from .checkpoint import TENSORBOARD
+from .rundir import RunDir
+
+#: the logger of training and evaluation summaries (``logging.getLogger("pyvae")``)
+logger = logging.getLogger("pyvae")
 
 
 class Callback:
@@ -69,8 +76,6 @@ def as_callback(cb) -> Callback:
         return cb
     if callable(cb):
         return EpochEnd(cb)
-    from ..errors import ConfigError
-
     raise ConfigError(f"a callback is a pyvae Callback or a function f(trainer, record), "
                       f"got {type(cb).__name__}")
 
@@ -159,16 +164,17 @@ class JitCompile(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the running ELBO (every 20 steps)."""
+    """A tqdm bar per epoch with the running ELBO (every 20 steps). ``disable`` as tqdm takes it:
+    None hides the bar where no terminal is attached."""
 
-    def __init__(self, every: int = 20):
-        self.every = every
+    def __init__(self, every: int = 20, disable: Optional[bool] = None):
+        self.every, self.disable = every, disable
         self.bar = None
 
     def on_epoch_start(self, trainer, epoch):
         self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.start_step,
-                        desc=f"epoch {epoch + 1}/{trainer.config['epochs']}", leave=False,
-                        dynamic_ncols=True)
+                        desc=f"epoch {epoch + 1}/{trainer.train_config.epochs}", leave=False,
+                        dynamic_ncols=True, disable=self.disable)
 
     def on_step_end(self, trainer, epoch, step, loss):
         self.bar.update(1)
@@ -187,14 +193,25 @@ class ProgressBar(Callback):
             self.bar = None
 
 
+class LogEpochs(Callback):
+    """One INFO line per epoch on the "pyvae" logger: the epoch, the training objective and the
+    validation ELBO, and the seconds each took (``logging.basicConfig(level=logging.INFO)``
+    shows them)."""
+
+    def on_epoch_end(self, trainer, record):
+        valid = ("" if record.get("valid_elbo") is None else
+                 f", valid ELBO {record['valid_elbo']:.4f} ({record['valid_seconds']:.1f} s)")
+        logger.info("epoch %d/%d: train %s %.4f (%.1f s)%s, lr %.3g", record["epoch"],
+                    trainer.train_config.epochs, record["train_objective"], record["train_elbo"],
+                    record["seconds"], valid, record["lr"])
+
+
 class RunWriter(Callback):
     """The run directory: locked for the fit (``pyvae.training.rundir.RunDir``; a new run in a
     temp sibling until its first checkpoint), and after every epoch its config.json,
     metrics.jsonl and checkpoint.pt (atomically)."""
 
     def on_fit_start(self, trainer):
-        from .rundir import RunDir
-
         resuming = trainer.resumed
         trainer.run_dir = RunDir(trainer.out, overwrite=trainer.overwrite, resume=resuming)
         if resuming:  # metrics.jsonl as the checkpoint has them (a kill may have cut between)
@@ -221,8 +238,6 @@ class TensorBoard(Callback):
     def on_epoch_end(self, trainer, record):
         if self.writer is None:  # opened after the first checkpoint: a new run's directory
             from torch.utils.tensorboard import SummaryWriter  # takes its name only then
-
-            from .checkpoint import TENSORBOARD
 
             log_dir = self.log_dir or (os.path.join(trainer.out, TENSORBOARD) if trainer.out else None)
             self.writer = SummaryWriter(log_dir=log_dir)
