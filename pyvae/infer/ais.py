@@ -43,6 +43,7 @@ from torch.distributions import biject_to
 from ..errors import ConfigError
 from .evaluate import Estimate, delta_method_stderr
 from .hmc import HMC
+from .progress import progress_disabled
 from .weights import check_count, data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule"]
@@ -297,7 +298,7 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
     with torch.no_grad():
         nesting = max_plate_nesting(model, guide, x[:batch_size])
     batches = range(0, x.shape[0], batch_size)
-    bar = tqdm(total=num_steps * len(batches), desc=desc, unit="step", disable=not progress,
+    bar = tqdm(total=num_steps * len(batches), desc=desc, unit="step", disable=progress_disabled(progress),
                leave=False, dynamic_ncols=True)
     with bar:
         for i, lo in enumerate(batches):

@@ -230,8 +230,6 @@ class Trainer:
             if cfg.kl_warmup and train.steps() is None:
                 raise ConfigError("kl_warmup needs the steps per epoch: pass data with a length "
                                   "(a Dataset, a DataLoader over one)")
-        elif cfg.batch_size > train.n:
-            raise ConfigError(f"batch size {cfg.batch_size} is larger than the training set ({train.n})")
         if valid is not None and valid.stream and self.distributed:
             raise ConfigError("distributed validation shares the rows of the held-out set: pass a "
                               "TensorData, a tensor or a map-style Dataset, not a stream")
@@ -244,6 +242,8 @@ class Trainer:
                     feed.rows.check_for(self.vae.likelihood, self.vae.x_dim)
                 else:  # a stream or another data set: each batch, as it comes (cheap)
                     self._check_each_batch = True
+        if not train.stream and cfg.batch_size > train.n:
+            raise ConfigError(f"batch size {cfg.batch_size} is larger than the training set ({train.n})")
         if self.distributed:
             self._dist = _distributed.setup(self.device)
             self._dist.check_batches(train.n, cfg.batch_size)
