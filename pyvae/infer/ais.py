@@ -41,7 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
 
 from ..errors import ConfigError
-from .evaluate import Estimate, delta_method_stderr
+from .estimates import Estimate, delta_method_stderr
 from .hmc import HMC
 from .progress import progress_disabled
 from .weights import check_count, data_frame, per_datapoint, check_x as _check_x, max_plate_nesting

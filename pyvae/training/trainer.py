@@ -32,7 +32,7 @@ import pyro
 from pyro.infer import Trace_ELBO
 from pyro.params import param_with_module_name
 
-from ..config import TrainConfig
+from .config import TrainConfig
 from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir, resolve_device,
                          get_rng_state, load_checkpoint, set_rng_state)
 from . import distributed as _distributed
@@ -72,7 +72,8 @@ def train_config(config: Optional[TrainConfig], options: dict) -> TrainConfig:
 
 
 class Trainer:
-    """Fits a model/guide pair by SVI.
+    """Fits a model/guide pair by stochastic gradient steps on its objective
+    (``objective.differentiable_loss(model, guide, x)``, one torch optimizer).
 
     ``Trainer(vae, ...)`` for pyvae's ``VAE``; ``Trainer(model, guide, ...)`` for any Pyro model
     and guide of the data (``model(x)``, ``guide(x)``) whose parameters are registered with
