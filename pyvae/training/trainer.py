@@ -20,6 +20,7 @@ param store after one validated run of the guide and the model on the first batc
 (unconstrained) values are what checkpoints keep.
 """
 import dataclasses
+import inspect
 import math
 import os
 import signal
@@ -571,3 +572,18 @@ class Trainer:
     def _signal_guard(self):
         self._stops = StopSignals(active=self.out is not None)
         return self._stops
+
+
+def _signature_with_options(init) -> inspect.Signature:
+    """``init``'s signature with ``**options`` spelled out as the fields of ``TrainConfig``
+    (keyword-only, with the dataclass's defaults): what ``help(pyvae.Trainer)`` and editors
+    show, generated from the one place the options are declared."""
+    signature = inspect.signature(init)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                 default=getattr(TrainConfig, f.name), annotation=f.type)
+               for f in dataclasses.fields(TrainConfig)]
+    return signature.replace(parameters=own + options)
+
+
+Trainer.__init__.__signature__ = _signature_with_options(Trainer.__init__)
