@@ -1,7 +1,19 @@
 """pyvae: variational autoencoders in Pyro, and the gap between the ELBO and log p(x)."""
+import os
+import signal
 import sys
 
-from .errors import ConfigError
+from .errors import interrupted_while_starting
+
+# Started as the ``pyvae`` command (the console script, or ``python -m pyvae``): Ctrl-C while
+# torch and pyro are still being imported is one line, not a traceback; ``pyvae.cli.main``
+# gives SIGINT back to Python once it runs. An import from Python keeps Python's handler.
+_argv = getattr(sys, "orig_argv", sys.argv)
+if os.path.basename(sys.argv[0] or "") == "pyvae" or any(
+        a == "-m" and b == "pyvae" for a, b in zip(_argv, _argv[1:])):
+    signal.signal(signal.SIGINT, interrupted_while_starting)
+
+from .errors import ConfigError  # noqa: E402 (after the start-up handler)
 from .models import flows, guides, likelihoods, linear_gaussian, nets, priors, vae
 from .infer import beta, diagnostics, evaluate, objectives
 from .infer import refine as _refine_module

@@ -21,6 +21,19 @@ MAX = {
     "epochs": 1_000_000,
     "batch_size": 10_000_000,
     "refine_steps": 10_000_000,
+    "refine_size": 10_000_000,    # datapoints refined
+    "num_steps": 1_000_000,       # AIS steps (the papers use 5,000-10,000)
+    "ais_steps": 1_000_000,
+    "num_chains": 100_000,        # AIS chains per datapoint
+    "ais_chains": 100_000,
+    "leapfrog_steps": 10_000,
+    "num_datapoints": 10_000_000,
+    "max_datapoints": 1_000_000_000,
+    "chunk_size": 10_000_000,     # samples per pass
+    "k": 100_000,                 # particles of a bound
+    "repeats": 1_000_000,         # gradient draws
+    "test_size": 1_000_000_000,
+    "num_points": 10_000_000,     # datapoints in a figure
 }
 #: weights of the encoder and decoder MLPs together (4 bytes each): 2**31 is 8 GiB
 MAX_WEIGHTS = 2 ** 31
@@ -30,6 +43,17 @@ def check_at_most(name: str, value, limit=None) -> None:
     limit = MAX[name] if limit is None else limit
     if value is not None and int(value) > limit:
         raise ConfigError(f"{name.replace('_', ' ')} {value} is larger than the limit of {limit:,}")
+
+
+def check_count(name: str, value, minimum: int = 1) -> int:
+    """``value`` must be an int (not a bool) >= ``minimum`` and, where ``MAX`` has ``name``, at
+    most its limit: a number of samples, chains, steps, rows. Returns it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {wanted}, got {value!r}")
+    if name in MAX:
+        check_at_most(name, value)
+    return value
 
 
 def check_seed(seed) -> int:

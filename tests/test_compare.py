@@ -126,7 +126,7 @@ def test_cli_compare_on_a_data_file(splits, tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(guides=["nope"]), "unknown guide 'nope'"),
     (dict(guides=["diagonal", "diagonal"]), "named twice"),
-    (dict(guides=["diagonal"], iwae_k=(40,)), "1 <= k < num_samples"),
+    (dict(guides=["diagonal"], iwae_k=(40,)), "every --iwae-k must be below --num-samples 40"),
     (dict(guides=["diagonal"], epochs=0), "epochs must be >= 1"),
     (dict(guides=[]), "at least one"),
 ])

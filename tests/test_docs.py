@@ -350,7 +350,7 @@ def test_signatures_show_the_config_defaults_as_values():
     package = griffe.load("pyvae", search_paths=[ROOT], extensions=extensions)
     vae = {p.name: p.default for p in package["VAE"].members["__init__"].parameters}
     trainer = {p.name: p.default for p in package["Trainer"].members["__init__"].parameters}
-    model_fields = {p.name: p.default for p in package["config.ModelConfig"].members["__init__"].parameters}
+    model_fields = {p.name: p.default for p in package["models.config.ModelConfig"].members["__init__"].parameters}
     for name in ("z_dim", "hidden", "activation", "likelihood", "guide", "prior", "arch"):
         assert vae[name] == repr(getattr(ModelConfig, name)) == model_fields[name], name
     assert (vae["z_dim"], vae["hidden"], vae["activation"]) == ("50", "(200, 200)", "'tanh'")
@@ -360,7 +360,7 @@ def test_signatures_show_the_config_defaults_as_values():
     assert "options" in trainer
     for name in ("lr", "batch_size", "epochs", "seed"):
         assert train_fields[name] == repr(getattr(TrainConfig, name)), name
-    assert package["config.ModelConfig"].members["z_dim"].value == "50"
+    assert package["models.config.ModelConfig"].members["z_dim"].value == "50"
     # no default anywhere in the package is left as a config attribute's name
     left = [f"{obj.path}({p.name}={p.default})" for obj in _griffe_functions(package)
             for p in obj.parameters if re.fullmatch(r"\w*Config\.\w+", str(p.default))]
@@ -472,6 +472,23 @@ def test_cli_doc_lists_every_command_and_flag():
         for flag in sub.flags:
             assert flag in section, (f"docs/cli.md: `pyvae {name}` lacks {flag}; "
                                      "run python tests/test_docs.py --write-cli")
+
+
+# ------------------------------------------------------------------------------ docs/own-model.md
+@pytest.mark.slow
+def test_own_model_page_runs_and_prints_what_it_shows():
+    """Every block of docs/own-model.md runs in order and prints what the page shows (about
+    30 s); the split it prints is a split (each gap non-negative within its error)."""
+    ns, printed = run_tutorial("own-model.md")
+    assert sum(expected is not None for _, expected in printed) >= 4
+    for i, (actual, expected) in enumerate(printed):
+        if expected is not None:
+            assert same_output(actual, expected), (
+                f"block {i} printed:\n{actual}\nthe page shows:\n{expected}")
+    split = ns["split"]
+    assert split["approximation_gap"] >= -4 * split["approximation_gap_stderr"]
+    assert split["amortization_gap"] >= -4 * split["amortization_gap_stderr"]
+    assert ns["elbo"].mean <= float(ns["exact"].mean()) + 4 * ns["elbo"].mean_stderr
 
 
 if __name__ == "__main__":

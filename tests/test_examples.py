@@ -70,3 +70,19 @@ def test_gradient_snr(tmp_path):
     stdout = run_example("gradient_snr.py", "--k", "1,8", "--repeats", "4", "--datapoints", "3",
                          "--out", out)
     assert "| 8 | dreg |" in stdout and os.path.isfile(out)
+
+
+@pytest.mark.parametrize("guide", ["own", "iaf"])
+def test_own_model(guide):
+    """A Pyro VAE written as Pyro's example writes it, trained by SVI, measured by pyvae."""
+    import re
+
+    stdout = run_example("own_model.py", "--guide", guide, "--steps", "50", "--eval-size", "5",
+                         "--num-samples", "200", "--ais-steps", "20", "--refine-steps", "50")
+    found = {m[0].strip(): (float(m[1]), float(m[2]))
+             for m in re.findall(r"^([a-zA-Z ()]+?)\s+(-?\d+\.\d+) ± (\d+\.\d+)", stdout, re.M)}
+    assert set(found) == {"IW log p(x)", "AIS log p(x)", "refined ELBO", "approximation gap",
+                          "amortization gap"}, stdout
+    for gap in ("approximation gap", "amortization gap"):
+        value, stderr = found[gap]
+        assert value >= -4 * stderr, stdout

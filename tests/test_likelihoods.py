@@ -117,7 +117,7 @@ def test_data_checks_use_the_likelihood_declarations():
 
 def test_likelihood_config_errors():
     with pytest.raises(ConfigError, match="unknown likelihood 'nope'; choose one of: bernoulli, "
-                       "continuous_bernoulli, discretized_logistic, gaussian, gaussian_image"):
+                       "continuous_bernoulli, gaussian, gaussian_image, discretized_logistic"):
         make_likelihood("nope")
     with pytest.raises(ConfigError, match="needs x_dim"):
         make_likelihood("gaussian")

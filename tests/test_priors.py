@@ -116,7 +116,7 @@ def test_prior_config_errors():
         pyvae.VAE(x_dim=12, prior="normal", prior_components=3)
     with pytest.raises(ConfigError, match="components must be >= 1"):
         pyvae.VAE(x_dim=12, prior="mixture", prior_components=0)
-    with pytest.raises(ConfigError, match="unknown prior 'nope'; choose one of: mixture, normal, vamp"):
+    with pytest.raises(ConfigError, match="unknown prior 'nope'; choose one of: normal, mixture, vamp"):
         make_prior("nope", 3)
     with pytest.raises(ConfigError, match="no encoder"):
         VampPrior(3, 12, components=2)()

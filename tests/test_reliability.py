@@ -138,7 +138,7 @@ def test_compare_does_not_replace_a_family_run_without_overwrite(data, tmp_path)
     before = _files(out / "diagonal")
     kw = dict(epochs=1, num_samples=10, iwae_k=[2], z_dim=2, hidden=[8], batch_size=100,
               out=str(out), log=None)
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(ConfigError, match="is not empty and is not a pyvae comparison"):
         pyvae.compare(["diagonal"], x[:300], x[300:], **kw)
     assert _files(out / "diagonal") == before
     pyvae.compare(["diagonal"], x[:300], x[300:], overwrite=True, **kw)

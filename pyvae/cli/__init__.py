@@ -4,8 +4,10 @@
 
 Bad input prints one line on stderr and exits with status 2 (``--debug`` shows the traceback).
 """
+import signal
 import sys
-from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
+
+from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted, interrupted_while_starting
 from . import bdmc, compare, evaluate, plot, snr, train
 from .flags import Parser
 
@@ -29,6 +31,8 @@ def build_parser() -> Parser:
 
 
 def main(argv=None) -> int:
+    if signal.getsignal(signal.SIGINT) is interrupted_while_starting:  # started: Python's again
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)

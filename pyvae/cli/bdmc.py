@@ -1,10 +1,11 @@
 """``pyvae bdmc``: log p(x) sandwiched by forward and reverse AIS on data simulated from a run's
 model, as a table or JSON, written to RUN_DIR/bdmc.json."""
 import json
+import sys
 
 import torch
 
-from ..run import BDMC, Run
+from ..run import Run
 from .flags import add_runtime_flags, int_list_type, positive_int, seed_type
 
 
@@ -28,14 +29,17 @@ def cmd_bdmc(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = run.bdmc(args.steps, args.chains, args.num_datapoints, args.seed, args.device,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, write=False)
+    # printed first: a disk too full for bdmc.json does not lose the bounds
     if args.json:
-        print(json.dumps(runs, indent=2))
+        print(json.dumps(runs, indent=2), flush=True)
+        run.write_bdmc(runs, args.seed)
         return 0
     print(f"BDMC on {args.num_datapoints} datapoints simulated from the model, {args.chains} chains")
     print(f"{'steps':>7}  {'lower':>10}  {'upper':>10}  {'width (nats)':>14}  acceptance")
     for r in runs:
         print(f"{r['num_steps']:>7}  {r['lower']:>10.3f}  {r['upper']:>10.3f}  "
               f"{r['mean_width']:>7.3f} ± {r['width_stderr']:.3f}  {r['acceptance']:.2f}")
-    print(f"written to {run.file(BDMC)}")
+    sys.stdout.flush()
+    print(f"written to {run.write_bdmc(runs, args.seed)}")
     return 0

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     cmp.add_argument("--shared-decoder", metavar="RUN_DIR", default=None, help="fit only guides to this run's frozen decoder")
     cmp.add_argument("--refine-steps", type=int, default=0, help="split the gap of every family into approximation and amortization gaps with this many refinement steps (default 0: off)")
     cmp.add_argument("--ais-steps", type=int, default=0, help="with --refine-steps: log p(x) of the split by AIS with this many steps, 16 chains (default 0: the IW estimate)")
-    cmp.add_argument("--refine-size", type=positive_int, default=100, help="test datapoints refined (default 100)")
+    cmp.add_argument("--refine-size", type=positive_int, default=None, help="with --refine-steps: test datapoints refined (default 100)")
     add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     add_config_flags(cmp, COMPARE_MODEL_FLAGS)
     add_config_flags(cmp, guide_flags())  # each family gets the options it takes
@@ -57,6 +57,9 @@ def cmd_compare(args) -> int:
             raise ConfigError(f"--shared-decoder takes the model from its run; drop "
                               f"{', '.join('--' + k.replace('_', '-') for k in given)}")
         run_cfg = Run(args.shared_decoder).config
+        if run_cfg.model is None:
+            raise ConfigError(f"--shared-decoder {args.shared_decoder}: its config.json records no "
+                              "model (\"vae\"), so its decoder cannot be rebuilt")
         # the run's data unless data flags are given
         data_cfg = {**run_cfg.data.to_dict(), **given_flags(args, DATA_FLAGS)}
         model = run_cfg.model

@@ -6,12 +6,15 @@ import sys
 
 import torch
 
+from ..errors import ConfigError
 from ..infer.evaluate import NUM_SAMPLES
 from ..run import Run
 from ..training.checkpoint import EVALUATIONS
 from ..training.distributed import joined
 from ..training.evalrun import locked
 from .flags import add_runtime_flags, positive_int, seed_type
+
+AIS_STEPS, AIS_CHAINS = 1000, 16  # the defaults of --ais-steps and --ais-chains
 
 
 #: where the documentation says what an unreliable datapoint's estimate means and what to do
@@ -33,8 +36,8 @@ def add_parser(sub) -> None:
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ev.add_argument("--seed", type=seed_type, default=0, help="seeds the importance samples (default 0)")
     ev.add_argument("--ais", action="store_true", help="also estimate log p(x) by annealed importance sampling from the guide (pyvae.ais)")
-    ev.add_argument("--ais-steps", type=positive_int, default=1000, help="AIS annealing steps (default 1000)")
-    ev.add_argument("--ais-chains", type=positive_int, default=16, help="AIS chains per datapoint (default 16)")
+    ev.add_argument("--ais-steps", type=positive_int, default=None, help=f"with --ais: AIS annealing steps (default {AIS_STEPS})")
+    ev.add_argument("--ais-chains", type=positive_int, default=None, help=f"with --ais: AIS chains per datapoint (default {AIS_CHAINS})")
     ev.add_argument("--distributed", action="store_true", help=(
         "under torchrun (`torchrun ... -m pyvae evaluate RUN_DIR` and this flag): share the "
         "batches over its processes, with the numbers of one process and no progress file"))
@@ -45,6 +48,13 @@ def add_parser(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    if not args.ais:  # an AIS setting without --ais would be ignored: refused
+        given = [f for f, v in (("--ais-steps", args.ais_steps), ("--ais-chains", args.ais_chains))
+                 if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]} goes with --ais")
+    args.ais_steps = AIS_STEPS if args.ais_steps is None else args.ais_steps
+    args.ais_chains = AIS_CHAINS if args.ais_chains is None else args.ais_chains
     run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,15 @@
 """``pyvae plot``: the figures of a training run or of a comparison."""
+import os
+import sys
+
+from ..reports.compare_dir import REPORT
 from ..reports.plots import plot_run
 from .flags import add_runtime_flags, positive_int, seed_type
+
+
+#: the flags that choose a run's data and points, and their defaults
+DATA_POINT_FLAGS = {"split": "test", "num_points": 2000, "seed": 0, "data_dir": None,
+                    "no_download": False}
 
 
 def add_parser(sub) -> None:
@@ -11,14 +20,20 @@ def add_parser(sub) -> None:
     plot.add_argument("run_dir", metavar="RUN_DIR", help="a run directory or a comparison directory")
     plot.add_argument("--out", default=None, help="where to write the figures (default RUN_DIR/figures)")
     plot.add_argument("--format", dest="fmt", default="png", choices=["png", "pdf", "svg"], help="default png")
-    plot.add_argument("--split", default="test", help="data split to draw from: test (default), valid, train")
-    plot.add_argument("--num-points", type=positive_int, default=2000, help="datapoints in the latent scatter (default 2000)")
-    plot.add_argument("--seed", type=seed_type, default=0, help="picks the datapoints shown (default 0)")
+    plot.add_argument("--split", default=DATA_POINT_FLAGS["split"], help="data split to draw from: test (default), valid, train")
+    plot.add_argument("--num-points", type=positive_int, default=DATA_POINT_FLAGS["num_points"], help="datapoints in the latent scatter (default 2000)")
+    plot.add_argument("--seed", type=seed_type, default=DATA_POINT_FLAGS["seed"], help="picks the datapoints shown and draws the samples (default 0)")
     add_runtime_flags(plot, "data-dir", "no-download", "debug")
     plot.set_defaults(func=cmd_plot)
 
 
 def cmd_plot(args) -> int:
+    if os.path.isfile(os.path.join(args.run_dir, REPORT)):  # harmless where ignored: a note
+        ignored = ["--" + k.replace("_", "-") for k, v in DATA_POINT_FLAGS.items()
+                   if getattr(args, k) != v]
+        if ignored:
+            print(f"note: {', '.join(ignored)} do not apply to a comparison's figures (drawn "
+                  "from compare.json); ignored", file=sys.stderr)
     written = plot_run(args.run_dir, out=args.out, fmt=args.fmt, split=args.split,
                        data_dir=args.data_dir, download=not args.no_download,
                        num_points=args.num_points, seed=args.seed)

@@ -32,7 +32,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_snr(args) -> int:
-    run, options = Run(args.run_dir), TrainConfig(**given_flags(args, SNR_FLAGS))
+    # checked against --loss: an option the loss does not take is refused
+    options = TrainConfig(loss=args.loss, **given_flags(args, SNR_FLAGS))
+    run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run.snr(args.k, [e.strip() for e in args.estimator.split(",") if e.strip()], args.loss,

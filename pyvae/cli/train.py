@@ -68,6 +68,9 @@ def train(args, ddp=None) -> int:
     if args.resume:
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise ConfigError("give either --out or --resume, not both")
+        if args.overwrite:  # it would be ignored: a resumed run replaces nothing
+            raise ConfigError("--overwrite goes with --out (it replaces a run); --resume "
+                              "continues the run and replaces nothing")
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
                                  progress=not args.no_progress, num_threads=args.threads,
                                  distributed=args.distributed, tensorboard=args.tensorboard)

@@ -1,11 +1,12 @@
 """Data sets from array files: ``load_array`` reads ``.pt``, ``.npy`` or ``.npz`` (no pickles)."""
 import os
+import warnings
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, load_failure
 from .catalogue import check_split
 from .tensor import TensorData, as_real_tensor
 
@@ -27,7 +28,9 @@ def load_array(path: str, split: str = "train", valid_size: Optional[int] = None
                 x = torch.from_numpy(f["x"])
                 labels = torch.from_numpy(f["labels"]) if "labels" in f else None
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on a foreign pickle protocol
+                warnings.simplefilter("ignore", UserWarning)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict):
                 x, labels = obj.get("x"), obj.get("labels")
             else:
@@ -35,7 +38,7 @@ def load_array(path: str, split: str = "train", valid_size: Optional[int] = None
             if not isinstance(x, torch.Tensor):
                 raise ValueError("expected a tensor or a dict with a tensor under 'x'")
     except Exception as e:
-        raise ConfigError(f"cannot read data file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ConfigError("cannot read data file " + load_failure(path, "data file", e)) from None
     check_split(split)
     x = as_real_tensor(x, os.path.basename(path))
     if labels is not None and labels.dim() != 1:

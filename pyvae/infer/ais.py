@@ -43,8 +43,9 @@ from torch.distributions import biject_to
 from ..errors import ConfigError
 from .estimates import Estimate, delta_method_stderr
 from .hmc import HMC
+from ..limits import check_count
 from .progress import progress_disabled
-from .weights import check_count, data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
+from .weights import data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule"]
 

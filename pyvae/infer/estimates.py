@@ -86,13 +86,16 @@ class Gaps:
                  approximation gap                amortization gap
 
     All tensors have shape (N,); the ``*_refined`` and split fields are None without a refined guide.
+    The ``*_stderr`` properties are the Monte-Carlo standard errors of the per-datapoint gaps
+    (the two estimates' errors are independent: their squares add).
     """
 
     log_px: Estimate
     elbo: Estimate
     elbo_refined: Optional[Estimate] = None
-    log_px_iw: Optional[Estimate] = None  # the IW estimate, when log_px is another (AIS)
+    log_px_iw: Optional[Estimate] = None  # the guide's IW estimate, when log_px is another
     ais_start: Optional[str] = None  # with AIS: "guide", or "prior" for a guide that cannot score z
+    log_px_refined: Optional[Estimate] = None  # the IW estimate from the refined guide's draws
 
     @property
     def total(self) -> torch.Tensor:
@@ -106,6 +109,15 @@ class Gaps:
     def amortization(self) -> Optional[torch.Tensor]:
         return None if self.elbo_refined is None else self.elbo_refined.value - self.elbo.value
 
+    @property
+    def approximation_stderr(self) -> Optional[torch.Tensor]:
+        return None if self.elbo_refined is None else \
+            self.log_px.stderr.hypot(self.elbo_refined.stderr)
+
+    @property
+    def amortization_stderr(self) -> Optional[torch.Tensor]:
+        return None if self.elbo_refined is None else self.elbo_refined.stderr.hypot(self.elbo.stderr)
+
     def summary(self) -> Dict[str, float]:
         out = {"log_px": self.log_px.mean, "log_px_stderr": self.log_px.mean_stderr,
                "elbo": self.elbo.mean, "elbo_stderr": self.elbo.mean_stderr,
@@ -116,8 +128,15 @@ class Gaps:
             out.update(elbo_refined=self.elbo_refined.mean,
                        elbo_refined_stderr=self.elbo_refined.mean_stderr,
                        approximation_gap=float(self.approximation.mean()),
-                       amortization_gap=float(self.amortization.mean()))
+                       approximation_gap_stderr=_mean_stderr(self.approximation_stderr),
+                       amortization_gap=float(self.amortization.mean()),
+                       amortization_gap_stderr=_mean_stderr(self.amortization_stderr))
         return out
+
+
+def _mean_stderr(stderr: torch.Tensor) -> float:
+    """Standard error of the mean over datapoints of independent per-datapoint estimates."""
+    return float(stderr.pow(2).sum().sqrt() / stderr.numel())
 
 
 def delta_method_stderr(ess: torch.Tensor, k: int) -> torch.Tensor:

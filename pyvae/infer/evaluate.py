@@ -37,8 +37,9 @@ from .batches import iter_batches, num_rows
 from .estimates import Estimate, Gaps, LogLikelihood, delta_method_stderr  # noqa: F401
 from .progress import progress_disabled
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
+from ..limits import check_count
 from .psis import pareto_khat_from_top, tail_length
-from .weights import DATA_PLATE, PARTICLE_PLATE, check_count, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
+from .weights import DATA_PLATE, PARTICLE_PLATE, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
 
 #: importance samples K per datapoint of an evaluation when none is given (``pyvae evaluate``)
 NUM_SAMPLES = 5000
@@ -290,23 +291,32 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = N
     """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
 
     log p(x) is the importance-weighted estimate with ``num_samples`` draws from ``guide``, and
-    the amortized ELBO the mean of the same draws' log-weights (no extra cost); the refined
-    guide's ELBO uses ``elbo_samples`` draws. Given ``refined_guide`` (any Pyro guide of x, e.g. one
-    with per-datapoint variational parameters optimised for these x), the gap splits into the
-    approximation gap log p(x) - ELBO(refined) and the amortization gap
-    ELBO(refined) - ELBO(guide). A non-amortized guide is called on batches of ``batch_size``
-    consecutive rows of x; pass ``batch_size=len(x)`` if it only accepts the whole of x.
+    the amortized ELBO the mean of the same draws' log-weights (no extra cost). Given
+    ``refined_guide`` (any Pyro guide of x, e.g. ``pyvae.refine``'s, with per-datapoint
+    variational parameters optimised for these x), the gap splits into the approximation gap
+    log p(x) - ELBO(refined) and the amortization gap ELBO(refined) - ELBO(guide). The refined
+    guide's ``elbo_samples`` draws give its ELBO and a second IW estimate of log p(x), kept in
+    ``Gaps.log_px_refined``; log p(x) is then, per datapoint, the IW estimate of the guide
+    whose weights have the larger effective sample size per draw, ESS / K (the better
+    proposal: from a poor amortized guide the IW estimate can fall below the refined ELBO,
+    which would make the approximation gap negative). The choice looks at the ESS, not at the
+    estimates themselves, so it does not favour whichever estimate the noise lifted. The
+    guide's own estimate is kept in ``Gaps.log_px_iw``. A non-amortized guide is called on
+    batches of ``batch_size`` consecutive rows of x (``pyvae.refine``'s accept that).
 
     With ``ais_steps``, log p(x) is instead the AIS estimate from the guide (``ais_chains``
     chains, ``seed``), which stays close to log p(x) where the IW estimate's ESS collapses; the
-    IW estimate is then kept in ``Gaps.log_px_iw``. A guide that cannot score arbitrary z (a
-    flow without an inverse) cannot start AIS; the prior starts it then (``Gaps.ais_start``).
+    IW estimates are then kept in ``Gaps.log_px_iw`` and ``Gaps.log_px_refined``. A guide that
+    cannot score arbitrary z (a flow without an inverse) cannot start AIS; the prior starts it
+    then (``Gaps.ais_start``).
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
     amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)
-    refined = None
+    refined = ll_refined = None
     if refined_guide is not None:
-        refined = elbo(model, refined_guide, x, elbo_samples, chunk_size, batch_size, progress)
+        ll_refined = log_likelihood(model, refined_guide, x, elbo_samples, chunk_size, batch_size,
+                                    progress)
+        refined = Estimate(ll_refined.elbo, ll_refined.elbo_stderr, elbo_samples)
     if ais_steps:
         start, start_name = guide, "guide"
         try:
@@ -316,6 +326,12 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = N
             start, start_name = prior_guide(model), "prior"
             log_px = ais(model, start, x, num_steps=ais_steps, num_chains=ais_chains,
                              progress=progress, seed=seed, batch_size=batch_size)
-        return Gaps(log_px, amortized, refined, log_px_iw=ll, ais_start=start_name)
-    return Gaps(ll, amortized, refined)
+        return Gaps(log_px, amortized, refined, log_px_iw=ll, ais_start=start_name,
+                    log_px_refined=ll_refined)
+    if ll_refined is None:
+        return Gaps(ll, amortized)
+    better = ll_refined.ess / elbo_samples > ll.ess / num_samples
+    log_px = Estimate(torch.where(better, ll_refined.value, ll.value),
+                      torch.where(better, ll_refined.stderr, ll.stderr), num_samples)
+    return Gaps(log_px, amortized, refined, log_px_iw=ll, log_px_refined=ll_refined)
 

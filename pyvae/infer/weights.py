@@ -172,13 +172,6 @@ def site_log_density(name: str, site: dict, log_prob: torch.Tensor, particles: i
     return per_datapoint(lp.to(torch.float64), -(nesting + 1), frame.dim, particles), data_scale
 
 
-def check_count(name: str, value) -> int:
-    """``value`` must be an int >= 1 (not a bool): a number of samples, chains, steps, rows."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def check_x(x) -> torch.Tensor:
     """x as (N, ...) real data, one datapoint per row: ints and bools become floats; complex,
     1-D and empty x are refused (ConfigError)."""

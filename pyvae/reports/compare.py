@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import os
+import signal
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -32,20 +33,21 @@ import pyro
 
 from ..models.config import ModelConfig
 from ..data import as_data
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingInterrupted
 from ..infer import evaluate
 from ..infer.refine import refine
-from ..infer.weights import check_count
+from ..limits import check_count, check_seed
 from ..models.guides import GUIDES, guide_options as options_of
 from ..models.vae import VAE
 from ..run import Run, evaluate_vae
-from ..training.checkpoint import atomic_write_text, resolve_device
+from ..training.checkpoint import atomic_write_text, is_run_dir, resolve_device, tensor_digest
 from ..training.config import TrainConfig
-from ..training.rundir import check_new
 from ..training.trainer import Trainer
 from . import plots
+from .compare_dir import ComparisonDir, check_out
 
 DEFAULT_IWAE_K = (5, 50)
+REFINE_SIZE = 100  # test points refined by default when the gap is split
 DEFAULT_GUIDES = ("diagonal", "full-rank", "iaf", "planar", "sylvester")
 
 COLUMNS = [  # (key in a row, markdown/CSV header)
@@ -82,7 +84,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             common_guide_options: Optional[dict] = None,
             lr: float = TrainConfig.lr, batch_size: int = TrainConfig.batch_size,
             model: Optional[ModelConfig] = None, training: Optional[TrainConfig] = None,
-            refine_steps: int = 0, refine_size: int = 100, ais_steps: int = 0,
+            refine_steps: int = 0, refine_size: Optional[int] = None, ais_steps: int = 0,
             num_threads: Optional[int] = None, device="cpu", progress: bool = False,
             overwrite: bool = False, title: Optional[str] = None, data_config: Optional[dict] = None,
             command: Optional[str] = None, log=print, **vae_options) -> dict:
@@ -108,7 +110,8 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         refine_steps: refine per-datapoint members of each family (``pyvae.refine``) for this
             many SVI steps and split the gap into approximation and amortization gaps (0: no
             split).
-        refine_size: how many of the first test points are refined.
+        refine_size: how many of the first test points are refined (default 100; only with
+            ``refine_steps``).
         ais_steps: with refinement, take log p(x) of the split from AIS with this many steps
             (16 chains; from the prior for a family that cannot score z) instead of the IW
             estimate (0: IW).
@@ -137,36 +140,46 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         vae_options = dict(vae_options, arch=model.arch, prior_components=model.prior_components)
     guides = list(guides)
     if not guides:
-        raise ConfigError("compare needs at least one guide family")
+        raise ConfigError("compare needs at least one guide family (--guides)")
     unknown = [g for g in guides if g not in GUIDES]
     if unknown:
         raise ConfigError(f"unknown guide {unknown[0]!r}; choose from: {', '.join(sorted(GUIDES))}")
     if len(set(guides)) != len(guides):
-        raise ConfigError(f"a guide family is named twice in {','.join(guides)}")
+        raise ConfigError(f"a guide family is named twice in --guides {','.join(guides)}")
     if train is None or test is None:
         raise ConfigError("compare needs train and test data")
+    # every setting, before the first family trains
     check_count("num_samples", num_samples)
+    check_count("epochs", epochs, minimum=0)
+    if epochs == 0 and shared_decoder is None:
+        raise ConfigError("--epochs must be >= 1 (0 only with --shared-decoder), got 0")
+    check_count("refine_steps", refine_steps, minimum=0)
+    check_count("ais_steps", ais_steps, minimum=0)
+    if refine_steps == 0 and (refine_size is not None or ais_steps):
+        given = "--refine-size" if refine_size is not None else "--ais-steps"
+        raise ConfigError(f"{given} goes with --refine-steps N (N > 0), which splits the gap")
+    refine_size = REFINE_SIZE if refine_size is None else check_count("refine_size", refine_size)
+    if test_size is not None:
+        check_count("test_size", test_size)
+    if num_threads is not None:
+        check_count("threads", num_threads)
+    check_seed(seed)
+    TrainConfig(lr=lr, batch_size=batch_size, seed=seed, epochs=max(1, epochs))  # their checks
     if iwae_k is None:
         iwae_k = [k for k in DEFAULT_IWAE_K if k < num_samples]
         if len(iwae_k) < len(DEFAULT_IWAE_K):
             log(f"note: IWAE_k for k = {', '.join(map(str, iwae_k)) or 'none'} only: each k must "
                 f"be below K = {num_samples} (--num-samples)")
-    iwae_k = sorted({int(k) for k in iwae_k})
-    if any(k < 1 or k >= num_samples for k in iwae_k):
-        raise ConfigError(f"every IWAE k must satisfy 1 <= k < num_samples={num_samples}, got {iwae_k}")
-    if int(epochs) < 0 or (int(epochs) == 0 and shared_decoder is None):
-        raise ConfigError(f"epochs must be >= 1 (or 0 with a shared decoder), got {epochs}")
-    if out is not None and os.path.isfile(os.path.join(out, "compare.json")) and not overwrite:
-        raise ConfigError(f"{out} already holds a comparison; pass overwrite=True (--overwrite)")
-    if out is not None and int(epochs) > 0:
-        for family in guides:  # each family's run directory, before anything is trained
-            check_new(os.path.join(out, family), overwrite)
+    iwae_k = sorted({check_count("k", int(k) if isinstance(k, int) else k) for k in iwae_k})
+    if any(k >= num_samples for k in iwae_k):
+        raise ConfigError(f"every --iwae-k must be below --num-samples {num_samples}, got "
+                          f"{','.join(map(str, iwae_k))}")
+    if out is not None:
+        check_out(out, overwrite, shared_decoder)  # before the data and the decoder are read
     unused = [k for k, v in (common_guide_options or {}).items()
               if v is not None and not any(k in options_of(g) for g in guides)]
     if unused:
         raise ConfigError(f"no family in {','.join(guides)} takes {', '.join(unused)}")
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
     device = resolve_device(device)  # a bad or missing device is a ConfigError, not a traceback
 
     train = as_data(train, "train")
@@ -180,6 +193,9 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     if shared_decoder is not None:
         shared = Run(shared_decoder)
         base, base_cfg = shared.load_vae(), shared.config.to_dict()
+        if not isinstance(base_cfg.get("vae"), dict) or "guide" not in base_cfg["vae"]:
+            raise ConfigError(f"--shared-decoder {shared_decoder}: its config.json records no "
+                              "model (\"vae\"), so its decoder cannot be rebuilt")
         # the run's generative model, minus its guide family and that family's options
         model_cfg = {k: v for k, v in base_cfg["vae"].items()
                      if k not in ("x_dim", "guide") and k not in options_of(base_cfg["vae"]["guide"])}
@@ -189,61 +205,129 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     if model_cfg.get("arch") == "conv" and model_cfg.get("image_shape") is None:
         model_cfg["image_shape"] = train.image_shape
     guide_options = dict(guide_options or {})
-    rows = []
-    for family in guides:
+    family_options = {}
+    for family in guides:  # each family's VAE and trainer built once, to check them all first
         opts = dict(guide_options.get(family, {}))
         takes = options_of(family)
         for name, value in (common_guide_options or {}).items():
             if name in takes:
                 opts.setdefault(name, value)
-        pyro.set_rng_seed(seed)
-        vae = VAE(x_dim=train.x_dim, guide=family, **model_cfg, **opts)
-        if decoder_state is not None:
-            try:
-                missing, unexpected = vae.load_state_dict(decoder_state, strict=False)
-            except RuntimeError:
-                missing, unexpected = [], ["(a tensor of another shape)"]
-            if unexpected or any(not _is_guide_key(k) for k in missing):
-                raise ConfigError(f"{shared_decoder}: the decoder does not fit the {family} VAE")
-            # frozen: pyro.module skips parameters that do not require grad, so SVI never
-            # optimises them (eval() silences Pyro's warning about that)
-            for part in (vae.decoder, vae.prior, vae.likelihood):
-                part.requires_grad_(False)
-                part.eval()
-        run_dir = None if out is None else os.path.join(out, family)
-        trainer = Trainer(vae, epochs=int(epochs), lr=lr, batch_size=min(batch_size, len(train)),
-                          seed=seed, device=device, out=run_dir, overwrite=overwrite, progress=progress,
-                          extra_config=data_config)
-        started = time.perf_counter()
-        history = trainer.fit(train, valid)  # 0 epochs: only the run directory is written
-        train_seconds = time.perf_counter() - started
-        row = _evaluate_family(vae, family, x_test, num_samples, iwae_k, seed, refine_steps,
-                               refine_size, evaluate, refine, progress, ais_steps)
-        row.update(guide_params=_count(vae.encoder) + _count(vae.encoder_body),
-                   decoder_params=_count(vae.decoder),
-                   train_seconds=train_seconds, epochs=int(epochs),
-                   train_elbo=history[-1]["train_elbo"] if history else None,
-                   valid_elbo=history[-1]["valid_elbo"] if history else None,
-                   history=history, options=opts)
-        rows.append(row)
-        log(f"{family}: ELBO {row['elbo']:.2f}, log p^(x) {row['log_px']:.2f}, "
-            f"gap {row['gap']:.2f} nats ({train_seconds:.0f} s training)")
-
-    report = {
-        "command": command,
-        "title": title or f"{len(guides)} variational families, {epochs} epochs, K={num_samples}",
-        "rows": rows,
-        "settings": dict(guides=guides, epochs=int(epochs), num_samples=num_samples,
-                         iwae_k=iwae_k, test_size=len(x_test), seed=seed,
-                         shared_decoder=shared_decoder, lr=lr, batch_size=batch_size,
-                         refine_steps=refine_steps, refine_size=refine_size, ais_steps=ais_steps,
-                         num_threads=num_threads, **model_cfg),
-    }
+        family_options[family] = opts
+        _make_trainer(_make_vae(family, train.x_dim, model_cfg, opts, seed, decoder_state,
+                                shared_decoder), None, epochs, lr, batch_size, len(train), seed,
+                      device, progress, data_config)
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    settings = dict(guides=guides, epochs=int(epochs), num_samples=num_samples,
+                    iwae_k=iwae_k, test_size=len(x_test), seed=seed,
+                    shared_decoder=shared_decoder, lr=lr, batch_size=batch_size,
+                    refine_steps=refine_steps, refine_size=refine_size, ais_steps=ais_steps,
+                    num_threads=num_threads, **model_cfg)
+    state = None
     if out is not None:
-        written = write_report(report, out)
-        log("wrote " + ", ".join(written) + "; run directories "
-            + ", ".join(os.path.join(out, family) + os.sep for family in guides))
+        data = {"train": train.x, "test": x_test, **({} if valid is None else {"valid": valid.x})}
+        key = {"settings": {**{k: v for k, v in settings.items() if k != "num_threads"},
+                            "guide_options": family_options},
+               "data": tensor_digest(data),
+               "shared_decoder_weights": None if decoder_state is None else tensor_digest(decoder_state)}
+        state = ComparisonDir(out, key, overwrite, shared_decoder)
+    try:
+        rows = [_family_row(family, family_options[family], state, train, valid, x_test,
+                            model_cfg, decoder_state, shared_decoder, epochs, lr, batch_size,
+                            seed, device, progress, data_config, num_samples, iwae_k,
+                            refine_steps, refine_size, ais_steps, log) for family in guides]
+        report = {
+            "command": command,
+            "title": title or f"{len(guides)} variational families, {epochs} epochs, K={num_samples}",
+            "rows": rows,
+            "settings": settings,
+        }
+        if state is not None:
+            written = [os.path.join(out, os.path.relpath(p, state.path))
+                       for p in write_report(report, state.path)]
+            state.commit()
+            log("wrote " + ", ".join(written) + "; run directories "
+                + ", ".join(os.path.join(out, family) + os.sep for family in guides))
+    finally:
+        if state is not None:
+            state.close()
     return report
+
+
+def _make_vae(family, x_dim, model_cfg, opts, seed, decoder_state, shared_decoder):
+    """The family's VAE (with the same seed the decoder starts from the same weights), with the
+    shared decoder loaded and frozen where one is given."""
+    pyro.set_rng_seed(seed)
+    vae = VAE(x_dim=x_dim, guide=family, **model_cfg, **opts)
+    if decoder_state is not None:
+        try:
+            missing, unexpected = vae.load_state_dict(decoder_state, strict=False)
+        except RuntimeError:
+            missing, unexpected = [], ["(a tensor of another shape)"]
+        if unexpected or any(not _is_guide_key(k) for k in missing):
+            raise ConfigError(f"{shared_decoder}: the decoder does not fit the {family} VAE")
+        # frozen: pyro.module skips parameters that do not require grad, so SVI never
+        # optimises them (eval() silences Pyro's warning about that)
+        for part in (vae.decoder, vae.prior, vae.likelihood):
+            part.requires_grad_(False)
+            part.eval()
+    return vae
+
+
+def _make_trainer(vae, run_dir, epochs, lr, batch_size, n_train, seed, device, progress,
+                  data_config):
+    return Trainer(vae, epochs=int(epochs), lr=lr, batch_size=min(batch_size, n_train),
+                   seed=seed, device=device, out=run_dir, progress=progress,
+                   extra_config=data_config)
+
+
+def _family_row(family, opts, state, train, valid, x_test, model_cfg, decoder_state,
+                shared_decoder, epochs, lr, batch_size, seed, device, progress, data_config,
+                num_samples, iwae_k, refine_steps, refine_size, ais_steps, log) -> dict:
+    """One family trained (or its stopped training resumed) and evaluated; a family finished
+    before in the same comparison is kept as it was."""
+    kept = None if state is None else state.finished(family)
+    if kept is not None:
+        log(f"{family}: finished before, kept ({state.family_dir(family)})")
+        return kept
+    vae = _make_vae(family, train.x_dim, model_cfg, opts, seed, decoder_state, shared_decoder)
+    run_dir = None if state is None else state.family_dir(family)
+    started = time.perf_counter()
+    if run_dir is not None and is_run_dir(run_dir):  # stopped before: go on from its checkpoint
+        trainer = Trainer.resume(run_dir, vae=vae, epochs=int(epochs), progress=progress)
+        done = len(trainer.history)
+        if done < epochs:
+            log(f"{family}: continuing its training from epoch {done} ({run_dir})")
+        history = _fit(trainer, family, train, valid) if done < epochs else trainer.history
+        train_seconds = sum(r.get("seconds", 0) for r in history)
+    else:
+        trainer = _make_trainer(vae, run_dir, epochs, lr, batch_size, len(train), seed, device,
+                                progress, data_config)
+        history = _fit(trainer, family, train, valid)  # 0 epochs: only the run directory
+        train_seconds = time.perf_counter() - started
+    row = _evaluate_family(vae, family, x_test, num_samples, iwae_k, seed, refine_steps,
+                           refine_size, evaluate, refine, progress, ais_steps)
+    row.update(guide_params=_count(vae.encoder) + _count(vae.encoder_body),
+               decoder_params=_count(vae.decoder),
+               train_seconds=train_seconds, epochs=int(epochs),
+               train_elbo=history[-1]["train_elbo"] if history else None,
+               valid_elbo=history[-1]["valid_elbo"] if history else None,
+               history=history, options=opts)
+    log(f"{family}: ELBO {row['elbo']:.2f}, log p^(x) {row['log_px']:.2f}, "
+        f"gap {row['gap']:.2f} nats ({train_seconds:.0f} s training)")
+    if state is not None:
+        state.record(family, row)
+    return row
+
+
+def _fit(trainer, family, train, valid):
+    try:
+        return trainer.fit(train, valid)
+    except TrainingInterrupted as e:
+        raise TrainingInterrupted(e.signum, (
+            f"{family}: stopped by {signal.Signals(e.signum).name} while training; its "
+            "checkpoint is written: run the same pyvae compare command again to continue "
+            "(finished families are kept)")) from None
 
 
 def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, refine_size,

@@ -8,18 +8,22 @@ pyplot's global state or needs a display. Image grids are laid out by torchvisio
 ``plot_run(run_dir)`` draws every figure that fits a run directory written by ``pyvae train``
 (or a comparison directory written by ``pyvae compare``); ``pyvae plot RUN_DIR`` calls it.
 """
+import io
 import json
 import math
 import os
 from typing import Dict, List, Optional, Sequence
 
+import pyro
 import torch
 
 from ..config import choose
 from ..errors import ConfigError
 from ..infer.latents import posterior_mean
+from ..limits import check_seed
 from ..models.nets import image_shape_for as net_image_shape
 from ..run import CHECKPOINT, FIGURES, METRICS, Run, good_records
+from ..training.checkpoint import atomic_write_bytes
 
 FORMATS = ("png", "pdf", "svg")
 
@@ -39,8 +43,10 @@ def _save(fig, path: str) -> str:
     fmt = os.path.splitext(path)[1].lstrip(".").lower()
     choose(fmt, FORMATS, f"figure format for {path}:")
     directory = os.path.dirname(os.path.abspath(path))
+    buffer = io.BytesIO()  # drawn in memory, then written whole: never a 0-byte or half figure
+    fig.savefig(buffer, format=fmt, bbox_inches="tight")
     os.makedirs(directory, exist_ok=True)
-    fig.savefig(path, format=fmt, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -336,6 +342,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     family. Returns the written paths.
     """
     choose(fmt, FORMATS, "format")
+    check_seed(seed)
     if not os.path.isdir(run_dir):
         raise ConfigError(f"{run_dir} is not a directory")
     out = out or os.path.join(run_dir, FIGURES)
@@ -355,6 +362,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     vae = run.load_vae()
     data = run.data(split, data_dir, download)
     data.check_for(vae.likelihood, vae.x_dim)
+    pyro.set_rng_seed(seed)  # the seed picks the datapoints and draws the samples
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(data), generator=g)[:num_points]
     x = data.batch(index, g)

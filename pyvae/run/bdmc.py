@@ -5,15 +5,26 @@ from typing import List
 import pyro
 import torch
 
+from ..errors import ConfigError
 from ..infer.ais import bdmc
+from ..limits import check_count, check_seed
 from ..training.checkpoint import BDMC, resolve_device, write_json
 
 
 def bdmc_run(run, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False) -> List[dict]:
+             device="cpu", progress: bool = False, write: bool = True) -> List[dict]:
     """BDMC on ``num_datapoints`` datapoints simulated from ``run``'s model (a ``pyvae.Run``),
     once per number of AIS steps in ``steps``: one row per run (lower, upper, mean width and
-    its standard error, acceptance), written to bdmc.json."""
+    its standard error, acceptance), written to bdmc.json unless ``write=False``. Every count
+    is checked before the model is loaded."""
+    steps = list(steps) if isinstance(steps, (list, tuple)) else [steps]
+    if not steps:
+        raise ConfigError("bdmc needs at least one number of AIS steps")
+    for num_steps in steps:
+        check_count("num_steps", num_steps)
+    check_count("num_chains", num_chains)
+    check_count("num_datapoints", num_datapoints)
+    check_seed(seed)
     device = resolve_device(device)
     vae = run.load_vae(device)
     pyro.clear_param_store()
@@ -23,5 +34,11 @@ def bdmc_run(run, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10,
         r = bdmc(vae.model, vae.guide, template, num_steps=num_steps, num_chains=num_chains,
                  seed=seed, progress=progress)
         rows.append(dict(r.summary(), width_stderr=float(r.width.std() / len(r.width) ** 0.5)))
-    write_json(run.file(BDMC), {"runs": rows, "seed": seed})
+    if write:
+        write_bdmc(run, rows, seed)
     return rows
+
+
+def write_bdmc(run, rows: List[dict], seed: int) -> str:
+    write_json(run.file(BDMC), {"runs": rows, "seed": seed})
+    return run.file(BDMC)

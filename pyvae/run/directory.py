@@ -29,12 +29,17 @@ class Run:
     """
 
     def __init__(self, path: str):
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"Run needs the path of a run directory, got {path!r}")
+        path = os.fspath(path)
         if not os.path.isdir(path):
             raise ConfigError(f"{path} is not a pyvae run directory (not a directory)")
         if not is_run_dir(path):
             raise ConfigError(f"{path} is not a pyvae run directory (no {CHECKPOINT})")
         self.path = path
         self._payload = None
+        #: whether eval-progress.pt holds every result of the last resumable ``evaluate``
+        self.progress_kept = False
 
     def __repr__(self):
         return f"Run({self.path!r})"
@@ -130,10 +135,11 @@ class Run:
         try:
             keep_evaluation(self.path, result)
         except OSError as e:
+            kept = (f" and the per-datapoint ones kept in {EVAL_PROGRESS}" if self.progress_kept
+                    and os.path.isfile(self.file(EVAL_PROGRESS)) else "")
             raise ConfigError(f"could not write {os.path.join(self.path, EVALUATIONS)} "
-                              f"({e.strerror}); the results are printed above and the "
-                              f"per-datapoint ones kept in {EVAL_PROGRESS}") from None
-        return write_result(self.path, result)
+                              f"({e.strerror}); the results are printed above{kept}") from None
+        return write_result(self.path, result, self.progress_kept)
 
     def evaluations(self) -> List[dict]:
         """The run's kept evaluations, oldest first: one dict each with its ``name`` (the file
@@ -148,10 +154,15 @@ class Run:
         return read_evaluation(self.path, name)
 
     def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False) -> List[dict]:
-        """BDMC on data simulated from the run's model, written to bdmc.json; see
-        ``pyvae.run.bdmc.bdmc_run``."""
-        return _bdmc.bdmc_run(self, steps, num_chains, num_datapoints, seed, device, progress)
+             device="cpu", progress: bool = False, write: bool = True) -> List[dict]:
+        """BDMC on data simulated from the run's model, written to bdmc.json unless
+        ``write=False`` (``write_bdmc`` then writes it); see ``pyvae.run.bdmc.bdmc_run``."""
+        return _bdmc.bdmc_run(self, steps, num_chains, num_datapoints, seed, device, progress,
+                              write)
+
+    def write_bdmc(self, rows: List[dict], seed: int) -> str:
+        """bdmc.json (atomically); returns its path."""
+        return _bdmc.write_bdmc(self, rows, seed)
 
     def snr(self, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",
             groups: int = TrainConfig.groups, ciwae_beta: float = TrainConfig.ciwae_beta,

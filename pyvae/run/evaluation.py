@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..infer import evaluate as _evaluate
 from ..infer.ais import ais
 from ..infer.evaluate import NUM_SAMPLES
-from ..limits import check_at_most, check_seed
+from ..limits import check_count, check_seed
 from ..models.likelihoods import bits_per_dim
 from ..training import evalrun
 from ..training.checkpoint import resolve_device
@@ -39,7 +39,14 @@ def evaluate_run(run, split: str = "test", num_samples: int = NUM_SAMPLES,
     the result depends on the seed, ``batch_size`` and ``chunk_size``, not on the process
     count or on what ran before."""
     check_seed(seed)
-    check_at_most("num_samples", num_samples)
+    check_count("num_samples", num_samples)
+    check_count("batch_size", batch_size)
+    for name, value in (("max_datapoints", max_datapoints), ("chunk_size", chunk_size)):
+        if value is not None:
+            check_count(name, value)
+    if ais_steps is not None:
+        check_count("ais_steps", ais_steps, minimum=0)  # 0: no AIS
+    check_count("ais_chains", ais_chains)
     if distributed is not None and resumable:
         raise ConfigError("a distributed evaluation keeps no progress file: it cannot be "
                           "resumable")
@@ -53,15 +60,18 @@ def evaluate_run(run, split: str = "test", num_samples: int = NUM_SAMPLES,
     # is drawn here, seeded, so that the numbers repeat
     x = data.batch(torch.arange(n, device=device), torch.Generator(device).manual_seed(seed))
     estimate = None
+    run.progress_kept = False  # whether eval-progress.pt holds every result (write_evaluation)
     if resumable:
-        key = {"seeds": "per batch", "split": split, "num_samples": int(num_samples),
-               "seed": int(seed), "n": n,
-               "batch_size": int(batch_size), "chunk_size": chunk_size,
-               "epoch": run.checkpoint["epoch"], "step": run.checkpoint.get("step")}
+        # with the weights' and the data's sha256, what decides the per-datapoint numbers
+        settings = {"seeds": "per batch", "split": split, "num_samples": int(num_samples),
+                    "seed": int(seed), "datapoints": n, "batch_size": int(batch_size),
+                    "chunk_size": chunk_size, "device": device.type}
 
         def resumed():
-            return evalrun.log_likelihood_resumable(run.path, vae, x, key, num_samples, seed,
-                                                    batch_size, chunk_size, progress, log)[0]
+            ll, run.progress_kept = evalrun.log_likelihood_resumable(
+                run.path, vae, x, settings, num_samples, seed, batch_size, chunk_size, progress,
+                log)
+            return ll
         estimate = resumed
     result = {"split": split, "epoch": run.checkpoint["epoch"], "batch_size": int(batch_size),
               "chunk_size": chunk_size,

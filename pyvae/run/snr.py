@@ -9,6 +9,7 @@ import torch
 from ..training.config import TrainConfig
 from ..infer.diagnostics import gradient_snr
 from ..infer.objectives import make_objective
+from ..limits import check_count, check_seed
 from ..training.checkpoint import SNR, resolve_device, write_json
 
 
@@ -20,6 +21,12 @@ def snr_run(run, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwa
     """Gradient SNR of the encoder and the decoder of ``run`` (a ``pyvae.Run``) for each k and
     estimator of ``loss``, on the first ``batch_size`` datapoints of ``split``: one row per
     (k, estimator), written to snr.json."""
+    ks = list(ks) if isinstance(ks, (list, tuple)) else [ks]
+    for k in ks:
+        check_count("k", k)
+    check_count("repeats", repeats, minimum=2)
+    check_count("batch_size", batch_size)
+    check_seed(seed)
     # every setting checked (as TrainConfig checks a run's) before the work
     settings = {(k, e): TrainConfig(loss=loss, particles=k, estimator=e, groups=groups,
                                     ciwae_beta=ciwae_beta) for k in ks for e in estimators}

@@ -23,6 +23,8 @@ from .schedules import OPTIMIZERS, SCHEDULES
 # --------------------------------------------------------------------------- training
 #: how ``TrainConfig.jit`` may be set
 JIT_MODES = ("auto", "on", "off")
+#: the losses with M groups of k samples (``TrainConfig.groups``)
+GROUPED_LOSSES = ("miwae", "piwae")
 
 
 @dataclass
@@ -78,6 +80,13 @@ class TrainConfig(Config):
             raise ConfigError(f"the {self.loss} objective takes the estimator(s) "
                               f"{', '.join(allowed)}, not {self.estimator!r}"
                               + ("; with k = 1 dreg equals stl" if self.estimator == "dreg" else ""))
+        # an option the loss does not take would be ignored silently: it is refused
+        if self.groups != TrainConfig.groups and self.loss not in GROUPED_LOSSES:
+            raise ConfigError(f"--groups {self.groups} applies to the "
+                              f"{' and '.join(GROUPED_LOSSES)} losses only, not {self.loss}")
+        if self.ciwae_beta != TrainConfig.ciwae_beta and self.loss != "ciwae":
+            raise ConfigError(f"--ciwae-beta {self.ciwae_beta} applies to the ciwae loss only, "
+                              f"not {self.loss}")
 
 
 # --------------------------------------------------------------------------- data

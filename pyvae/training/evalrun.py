@@ -19,39 +19,86 @@ import torch
 
 from ..errors import ConfigError, TrainingInterrupted
 from ..infer import evaluate
-from .checkpoint import EVAL, EVAL_PROGRESS, atomic_write, write_json
+from .checkpoint import (EVAL, EVAL_PROGRESS, atomic_write_bytes, safe_load, tensor_digest,
+                         torch_bytes, write_json)
 from .rundir import RunDir
 from .signals import StopSignals
 
 PROGRESS, RESULT = EVAL_PROGRESS, EVAL
 FIELDS = ("value", "stderr", "ess", "elbo", "elbo_stderr", "khat")
+FORMAT = "pyvae-eval-progress"
+#: what a progress file must share with the evaluation that continues it, and how each is named
+KEY_PARTS = {"checkpoint": "another checkpoint", "data": "other data"}
 
 
-def _load_progress(path: str, key: dict):
+def progress_key(vae, x, settings: dict) -> dict:
+    """What ties saved progress to its evaluation: the sha256 of the weights evaluated, of the
+    data (after binarization) and the settings that decide the numbers."""
+    return {"checkpoint": tensor_digest(vae.state_dict()), "data": tensor_digest({"x": x}),
+            "settings": dict(settings)}
+
+
+def _progress_problem(saved, key: dict, n: int, batch_size: int):
+    """Why ``saved`` cannot be continued (one phrase), or None."""
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT or \
+            not isinstance(saved.get("key"), dict):
+        return "is not an evaluation progress file"
+    theirs = saved["key"]
+    for part, name in KEY_PARTS.items():
+        if theirs.get(part) != key[part]:
+            return f"was made with {name}"
+    mine, stored = key["settings"], theirs.get("settings")
+    if not isinstance(stored, dict):
+        return "records no settings"
+    for name in mine:
+        if stored.get(name) != mine[name]:
+            return f"was made with other settings ({name} {stored.get(name)!r}, now {mine[name]!r})"
+    fields = [saved.get(f) for f in FIELDS]
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 1 and t.is_floating_point()
+               for t in fields):
+        return "is damaged (a field is not a 1-D float tensor)"
+    rows = {t.shape[0] for t in fields}
+    if len(rows) != 1:
+        return "is damaged (its fields have different lengths)"
+    done = rows.pop()
+    if done > n or (done < n and done % batch_size):
+        return f"is damaged ({done} rows for {n} datapoints in batches of {batch_size})"
+    # every field but Pareto k (NaN where it cannot be fitted) is a finite number
+    if not all(torch.isfinite(t).all() for t in fields[:-1]) or torch.isinf(fields[-1]).any():
+        return "is damaged (it holds NaN or Inf)"
+    return None
+
+
+def _load_progress(path: str, key: dict, n: int, batch_size: int, log):
+    """The saved progress if it continues this evaluation; otherwise None, and, for a file
+    that is there, one line through ``log`` saying why the evaluation starts over."""
     if not os.path.isfile(path):
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None  # damaged: start again
-    if not isinstance(saved, dict) or saved.get("key") != key:
-        return None  # another evaluation's: start again
-    if any(not isinstance(saved.get(f), torch.Tensor) for f in FIELDS):
-        return None
-    return saved
+        saved = safe_load(path, "evaluation progress file", "cpu")
+        problem = _progress_problem(saved, key, n, batch_size)
+    except ConfigError as e:
+        problem = f"cannot be read ({str(e).split(': ', 1)[-1]})"
+    if problem is None:
+        return saved
+    log(f"starting over: {path} {problem}")
+    return None
 
 
-def log_likelihood_resumable(run_dir, vae, x, key, num_samples, seed, batch_size, chunk_size,
+def log_likelihood_resumable(run_dir, vae, x, settings, num_samples, seed, batch_size, chunk_size,
                              progress=True, log=print):
-    """Per-datapoint log p(x) of ``x``, continuing from ``RUN_DIR/eval-progress.pt`` if it
-    matches ``key``; returns a ``LogLikelihood`` and whether every progress save succeeded.
+    """Per-datapoint log p(x) of ``x``, continuing from ``RUN_DIR/eval-progress.pt`` if it was
+    made by the same weights, on the same data, with the same ``settings``
+    (``progress_key``); returns a ``LogLikelihood`` and whether every progress save succeeded.
 
     Each batch is seeded from (``seed``, its first row), as in ``evaluate.log_likelihood`` with
     that seed, so a continued evaluation skips the finished batches and gives the same numbers
-    as one that was never stopped; no random state needs keeping.
+    as one that was never stopped; no random state needs keeping. A progress file of another
+    evaluation, or a damaged one, is not used: the evaluation starts over and ``log`` says why.
     """
     path = os.path.join(run_dir, PROGRESS)
-    saved = _load_progress(path, key)
+    key = progress_key(vae, x, settings)
+    saved = _load_progress(path, key, len(x), batch_size, log)
     parts = {f: [] if saved is None else [saved[f]] for f in FIELDS}
     done = 0 if saved is None else int(saved["value"].shape[0])
     if done:
@@ -64,9 +111,9 @@ def log_likelihood_resumable(run_dir, vae, x, key, num_samples, seed, batch_size
         for f, t in zip(FIELDS, result):
             parts[f].append(t.detach().cpu())
         end = min(len(x), start + batch_size)
-        state = {"key": key, **{f: torch.cat(parts[f]) for f in FIELDS}}
+        state = {"format": FORMAT, "key": key, **{f: torch.cat(parts[f]) for f in FIELDS}}
         try:
-            atomic_write(path, lambda fh: torch.save(state, fh))
+            atomic_write_bytes(path, torch_bytes(state))
         except OSError as e:
             if status["saved_ok"]:
                 log(f"warning: cannot save evaluation progress ({e.strerror}); going on")
@@ -145,15 +192,17 @@ def locked(run_dir: str, ctx=None):
             handle.close()
 
 
-def write_result(run_dir: str, result: dict) -> str:
-    """eval.json; then the progress file goes. A full disk is a one-line error, the progress
-    file (and the printed table) keep the work."""
+def write_result(run_dir: str, result: dict, progress_kept: bool = True) -> str:
+    """eval.json; then the progress file goes. A full or read-only disk is a one-line error
+    that says where the work is: printed above, and in the progress file if that was saved."""
     path = os.path.join(run_dir, RESULT)
     try:
         write_json(path, result)
     except OSError as e:
+        kept = (f" and the per-datapoint ones kept in {PROGRESS}" if progress_kept and
+                os.path.isfile(os.path.join(run_dir, PROGRESS)) else "")
         raise ConfigError(f"could not write {path} ({e.strerror}); the results are printed "
-                          f"above and the per-datapoint ones kept in {PROGRESS}") from None
+                          f"above{kept}") from None
     try:
         os.unlink(os.path.join(run_dir, PROGRESS))
     except FileNotFoundError:

@@ -25,7 +25,9 @@ import tempfile
 from ..errors import ConfigError
 from .checkpoint import (CHECKPOINT, CONFIG, METRICS, TMP_PREFIX, atomic_write_text, dir_mode,
                          file_mode, save_checkpoint, umask, write_json)  # noqa: F401 (file_mode, umask: pyvae.training.rundir.*)
-def _lock(path: str) -> int:
+
+
+def lock(path: str) -> int:
     """An exclusive, non-blocking flock on the directory ``path``; returns the held descriptor."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -66,7 +68,7 @@ def _remove_stale_siblings(parent: str, name: str) -> None:
         if not entry.startswith(prefix) or not os.path.isdir(full) or os.path.islink(full):
             continue
         try:
-            fd = _lock(full)
+            fd = lock(full)
         except (ConfigError, OSError):
             continue  # a live writer's
         try:
@@ -95,7 +97,7 @@ def check_new(out: str, overwrite: bool = False) -> None:
         raise ConfigError(f"cannot create {out}: {probe} is not writable")
 
 
-def _exchange(a: str, b: str) -> bool:
+def exchange(a: str, b: str) -> bool:
     """Atomically swap the paths ``a`` and ``b`` (Linux renameat2 RENAME_EXCHANGE); False if the
     system cannot."""
     try:
@@ -130,11 +132,14 @@ class RunDir:
         if resume:
             if not os.path.isdir(out):
                 raise ConfigError(f"cannot resume: {out} is not a directory")
-            self._fds.append(_lock(out))
+            self._fds.append(lock(out))
             remove_stale_temp_files(out)
             _remove_stale_siblings(*os.path.split(os.path.abspath(out)))
             self.path = out
             return
+        if os.path.islink(out):  # a link to a run: the run it names is replaced, the link kept
+            out = os.path.realpath(out)
+        self.out = out
         check_new(out, overwrite)
         parent, name = os.path.split(os.path.abspath(out))
         os.makedirs(parent, exist_ok=True)
@@ -144,12 +149,12 @@ class RunDir:
         except FileExistsError:
             pass
         try:
-            self._fds.append(_lock(out))
+            self._fds.append(lock(out))
             check_new(out, overwrite)  # again, under the lock: another writer may have been first
             _remove_stale_siblings(parent, name)
             self.staging = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=parent)
             os.chmod(self.staging, dir_mode())
-            self._fds.append(_lock(self.staging))
+            self._fds.append(lock(self.staging))
         except BaseException:
             self.close()
             raise
@@ -163,7 +168,7 @@ class RunDir:
         """The temp sibling becomes ``out``; what was there before is removed."""
         if self.staging is None:
             return
-        if _exchange(self.staging, self.out):
+        if exchange(self.staging, self.out):
             old = self.staging
         else:  # two renames: a crash between them leaves the old run in a temp sibling
             old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(self.out))}-",
@@ -173,7 +178,10 @@ class RunDir:
             os.rename(self.staging, self.out)
         self.staging = None
         self.path = self.out
-        shutil.rmtree(old, ignore_errors=True)
+        if os.path.islink(old):
+            os.unlink(old)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
     def write_metrics(self, history) -> None:
         atomic_write_text(os.path.join(self.path, METRICS),

@@ -192,7 +192,10 @@ class Trainer:
                 if payload["vae_config"] is None:
                     raise ConfigError(f"{out}: the run used custom components; pass the VAE to "
                                       "resume it")
-                model = VAE.from_config(payload["vae_config"])
+                try:
+                    model = VAE.from_config(payload["vae_config"])
+                except (TypeError, KeyError, AttributeError) as e:
+                    raise ConfigError(f"{out}: the checkpoint's model config is damaged: {e}") from None
             elif payload["vae_config"] is not None and model.config != payload["vae_config"]:
                 raise ConfigError(f"{out}: the given VAE's config differs from the run's")
             try:
@@ -204,7 +207,11 @@ class Trainer:
             stored["epochs"] = int(epochs)
         if num_threads is not None:  # float results depend on it: the run's own is the default
             stored["num_threads"] = int(num_threads)
-        trainer = cls(model, guide, config=TrainConfig.from_dict(stored), device=device, out=out,
+        try:
+            config = TrainConfig.from_dict(stored)
+        except TypeError as e:  # a key that is no training option
+            raise ConfigError(f"{out}: the checkpoint's trainer config is damaged: {e}") from None
+        trainer = cls(model, guide, config=config, device=device, out=out,
                       extra_config=payload.get("extra_config"), **kwargs)
         trainer._resume_payload = payload
         trainer.history = list(payload["history"])

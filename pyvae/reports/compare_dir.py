@@ -1,0 +1,220 @@
+"""A comparison's directory on disk (``pyvae compare --out OUT``): one writer, nothing of the
+user's replaced, ``--overwrite`` all or nothing, an interrupted comparison continued.
+
+* What ``OUT`` may be: missing or empty (a new comparison); an unfinished comparison of the same
+  settings (continued); with ``--overwrite``, anything but a training run or a directory holding
+  the ``--shared-decoder`` run. A finished comparison, another one's unfinished work and a
+  directory of someone's files are refused without ``--overwrite``; a training run always (a
+  comparison writes only into a directory of its own).
+* Continuing: ``OUT/compare-progress.json`` records what the comparison is (its settings and
+  the sha256 of its data and of the shared decoder) and each finished family's row. Rerunning
+  the same comparison keeps the finished families, resumes the family whose training was
+  stopped from its checkpoint, and trains the rest; different settings are refused with one
+  line naming the flag.
+* All or nothing: with ``--overwrite`` the new comparison is built in a locked temp sibling
+  ``.tmp-NAME-XXXXXX`` and exchanged with ``OUT`` once its report is written, so an old
+  comparison is replaced whole (no family folder of it survives) or, if the new one fails or is
+  stopped, left as it was.
+"""
+import json
+import math
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+from ..errors import ConfigError
+from ..run import good_records
+from ..training.checkpoint import is_run_dir, write_json
+from ..training.rundir import TMP_PREFIX, dir_mode, exchange, lock, remove_stale_temp_files
+
+PROGRESS = "compare-progress.json"
+REPORT = "compare.json"
+FORMAT = "pyvae-compare-progress"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _plain(obj):
+    """``obj`` as it reads back from JSON (tuples as lists, keys as strings)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _inside(path: str, directory: str) -> bool:
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _entries(path: str):
+    return [n for n in os.listdir(path) if not n.startswith(TMP_PREFIX)]
+
+
+def check_out(out: str, overwrite: bool, shared_decoder: Optional[str] = None) -> str:
+    """What a comparison may do with ``out`` ("new", "continue" or "replace"), or a ConfigError
+    saying why it may not write there; writes nothing."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    if shared_decoder is not None and _inside(shared_decoder, out):
+        raise ConfigError(f"--out {out} holds the --shared-decoder run {shared_decoder}; "
+                          "choose another --out")
+    if os.path.isdir(out) and is_run_dir(out):
+        raise ConfigError(f"--out {out} is a training run (pyvae train); a comparison needs a "
+                          "directory of its own")
+    probe = os.path.abspath(out)  # the directory that must let us write: out, or its nearest ancestor
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ConfigError(f"cannot create {out}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {out}: {probe} is not writable")
+    if not os.path.isdir(out) or not _entries(out):
+        return "new"
+    if overwrite:
+        return "replace"
+    if os.path.isfile(os.path.join(out, REPORT)):
+        raise ConfigError(f"{out} already holds a comparison, finished; pass --overwrite to "
+                          "replace it")
+    if os.path.isfile(os.path.join(out, PROGRESS)):
+        return "continue"
+    raise ConfigError(f"{out} is not empty and is not a pyvae comparison; choose another --out "
+                      "or pass --overwrite to replace it")
+
+
+def _good_row(family: str, row) -> bool:
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    return (isinstance(row, dict) and row.get("guide") == family
+            and all(number(row.get(k)) for k in ("elbo", "log_px", "gap"))
+            and isinstance(row.get("iwae"), dict) and all(number(v) for v in row["iwae"].values())
+            and good_records(row.get("history") or []))
+
+
+def _settings_difference(stored: dict, mine: dict) -> Optional[str]:
+    """The first setting that differs, as the flag and both values, or None."""
+    for name in sorted(set(stored) | set(mine)):
+        if stored.get(name) != mine.get(name):
+            if name == "data":
+                return "other data (their sha256 differs)"
+            if name == "shared_decoder_weights":
+                return "another --shared-decoder model (its weights' sha256 differs)"
+            return f"{_flag(name)} {stored.get(name)!r} there, {mine.get(name)!r} now"
+    return None
+
+
+class ComparisonDir:
+    """The writer's handle on a comparison's directory; ``path`` is where its files go now.
+
+    ``key``: what the comparison is (settings, data and decoder fingerprints; JSON-able), stored
+    in the progress file and compared when an unfinished comparison is continued.
+    """
+
+    def __init__(self, out: str, key: dict, overwrite: bool = False,
+                 shared_decoder: Optional[str] = None):
+        self.out, self.key, self.rows = out, _plain(key), {}
+        self._fds, self.staging = [], None
+        mode = check_out(out, overwrite, shared_decoder)
+        try:
+            if mode == "replace":
+                parent, name = os.path.split(os.path.abspath(out))
+                self.staging = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=parent)
+                os.chmod(self.staging, dir_mode())
+                self._fds.append(lock(self.staging))
+                self._fds.append(lock(out))  # nobody else writes the old one meanwhile
+                self.path = self.staging
+            else:
+                os.makedirs(out, mode=dir_mode(), exist_ok=True)
+                self._fds.append(lock(out))
+                remove_stale_temp_files(out)
+                self.path = out
+                if mode == "continue":
+                    self.rows = self._read_progress()
+            self.continued = mode == "continue"
+            self._write_progress()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_progress(self) -> dict:
+        path = os.path.join(self.out, PROGRESS)
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            if not isinstance(saved, dict) or saved.get("format") != FORMAT or \
+                    not isinstance(saved.get("key"), dict) or not isinstance(saved.get("rows"), dict):
+                raise ValueError("not a comparison's progress file")
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path} is damaged ({e}); pass --overwrite to start the "
+                              "comparison over") from None
+        stored = saved["key"]
+        difference = _settings_difference(stored.get("settings") or {}, self.key["settings"]) \
+            or (None if stored.get("data") == self.key["data"] else "other data (their sha256 differs)") \
+            or (None if stored.get("shared_decoder_weights") == self.key["shared_decoder_weights"]
+                else "another --shared-decoder model (its weights' sha256 differs)")
+        if difference:
+            raise ConfigError(f"{self.out} holds an unfinished comparison made with {difference}; "
+                              "run it with its own settings to continue it, or pass --overwrite "
+                              "to start over")
+        families = self.key["settings"]["guides"]
+        bad = [f for f, row in saved["rows"].items() if f not in families or not _good_row(f, row)]
+        if bad:
+            raise ConfigError(f"{path} is damaged (the row of {bad[0]} is not a finished "
+                              "family's); pass --overwrite to start the comparison over")
+        return saved["rows"]
+
+    def _write_progress(self) -> None:
+        write_json(os.path.join(self.path, PROGRESS),
+                   {"format": FORMAT, "key": self.key, "rows": self.rows})
+
+    def family_dir(self, family: str) -> str:
+        return os.path.join(self.path, family)
+
+    def finished(self, family: str) -> Optional[dict]:
+        """The row of a family finished before (its run directory still there), or None."""
+        row = self.rows.get(family)
+        if row is None or not is_run_dir(self.family_dir(family)):
+            return None
+        row = dict(row)
+        for name in ("iwae", "iwae_stderr"):  # JSON keys are strings; the k are ints
+            row[name] = {int(k): v for k, v in (row.get(name) or {}).items()}
+        return row
+
+    def record(self, family: str, row: dict) -> None:
+        """A finished family's row, kept so that a rerun need not redo it."""
+        self.rows[family] = _plain(row)
+        self._write_progress()
+
+    def commit(self) -> None:
+        """The report is written: the progress file goes, and a replacement takes ``out``'s
+        place (what was there before is removed whole)."""
+        os.unlink(os.path.join(self.path, PROGRESS))
+        if self.staging is None:
+            return
+        if exchange(self.staging, self.out):
+            old = self.staging
+        else:  # two renames where the system cannot exchange
+            old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(self.out))}-",
+                                   dir=os.path.dirname(os.path.abspath(self.out)))
+            os.rmdir(old)
+            os.rename(self.out, old)
+            os.rename(self.staging, self.out)
+        self.staging, self.path = None, self.out
+        shutil.rmtree(old, ignore_errors=True)
+
+    def close(self) -> None:
+        """Release the locks; an uncommitted replacement goes, the old comparison stays."""
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
