@@ -87,10 +87,14 @@ def test_library_signatures_take_their_defaults_from_the_dataclasses():
     vae = inspect.signature(pyvae.VAE).parameters
     for name in ("z_dim", "hidden", "activation", "likelihood", "guide", "prior", "arch"):
         assert vae[name].default == getattr(ModelConfig, name), name
+    # the Trainer takes TrainConfig's fields as keyword options; its signature spells them out
     trainer = inspect.signature(pyvae.Trainer).parameters
     for name in ("lr", "batch_size", "epochs", "loss", "particles", "optimizer", "schedule",
-                 "clip_norm", "seed", "beta", "kl_warmup", "jit"):
+                 "clip_norm", "seed", "beta", "kl_warmup", "jit", "estimator", "groups"):
         assert trainer[name].default == getattr(TrainConfig, name), name
+        assert trainer[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    assert pyvae.Trainer(pyvae.VAE(x_dim=4, z_dim=2, hidden=(3,)),
+                         lr=0.5).train_config == TrainConfig(lr=0.5)
     cmp = inspect.signature(pyvae.compare).parameters
     for name in ("z_dim", "hidden", "activation", "likelihood", "prior"):
         assert cmp[name].default == getattr(ModelConfig, name), name

@@ -81,7 +81,7 @@ def test_cifar10_is_channel_first_and_not_binarized_by_default(monkeypatch):
             self.data = pixels if train else pixels[:4]
             self.targets = list(range(len(self.data)))
 
-    monkeypatch.setattr(data, "_torchvision_dataset", lambda name: (FakeCIFAR10, {}))
+    monkeypatch.setattr(data.catalogue, "_torchvision_dataset", lambda name: (FakeCIFAR10, {}))
     train = load_dataset("cifar10", "train", valid_size=3)
     test = load_dataset("cifar10", "test", valid_size=3)
     assert len(train) == 6 and len(test) == 4 and train.binarize == "none"
@@ -145,3 +145,34 @@ def test_complete_data_config_and_load_split_of_a_file(tmp_path):
     assert no_valid is None
     named = data.complete_data_config(dict(open_cfg, data_file=None), binary_data=None)
     assert named["binarize"] == "none" and named["valid_size"] is None  # 10,000 when loaded
+
+
+def test_an_offline_download_names_cause_and_fix_and_leaves_no_empty_folder(tmp_path, monkeypatch,
+                                                                            capsys):
+    """What torchvision does offline: it makes ROOT/MNIST/raw, then raises "Error downloading
+    FILE:" with the cause on its last line. The message ends with the cause and the fix."""
+    class MNIST:  # (the class name names the folder, as in torchvision)
+        def __init__(self, root, train=True, download=False):
+            os.makedirs(os.path.join(root, "MNIST", "raw"), exist_ok=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried "
+                               "https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n<urlopen "
+                               "error [Errno -2] Name or service not known>\n")
+
+    monkeypatch.setattr(data.catalogue, "_torchvision_dataset", lambda name: (MNIST, {}))
+    root = tmp_path / "cache" / "pyvae-data"
+    with pytest.raises(ConfigError) as e:
+        load_dataset("mnist", data_dir=str(root))
+    message = str(e.value)
+    assert "\n" not in message and not message.endswith(":")
+    assert "urlopen error [Errno -2] Name or service not known" in message
+    assert "--data-dir DIR" in message and "--no-download" in message
+    assert "docs/training.md#data-without-a-network" in message
+    assert not (tmp_path / "cache").exists()  # the folders it made are gone, none of the others
+    assert tmp_path.exists()
+    # from the command line: one line, exit status 2
+    from pyvae.cli import main
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(root), "--out",
+                 str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Name or service not known" in err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

@@ -83,6 +83,20 @@ def _train(case: str, distributed: bool, out=None, epochs: int = 3, batch_size: 
     return history, _flat(vae), trainer
 
 
+def _train_user(distributed: bool, out=None):
+    """A Pyro model and guide of a user's own (``tests/user_pair.py``, a point-mass guide):
+    its parameters live in Pyro's param store, whose gradients are summed over the ranks."""
+    from pyvae import Trainer
+    from user_pair import UserPair
+
+    x = _data()
+    pair = UserPair(x_dim=D, point=True)
+    trainer = Trainer(pair.model, pair.guide, lr=1e-2, batch_size=40, epochs=3, seed=3, out=out,
+                      progress=False, num_threads=1, distributed=distributed)
+    history = trainer.fit(x[:200], x[200:])
+    return history, torch.cat([p.detach().reshape(-1) for p in trainer.params]), trainer
+
+
 def _worker(result_path: str, out_dir: str) -> None:
     """Run under torchrun: both cases; rank 0 writes histories, parameters and rank spreads."""
     import torch.distributed as tdist
@@ -90,8 +104,9 @@ def _worker(result_path: str, out_dir: str) -> None:
     from pyvae import Trainer
 
     results = {}
-    for case in ("point", "vamp"):
-        history, flat, trainer = _train(case, True, out=os.path.join(out_dir, case))
+    for case in ("point", "vamp", "user"):
+        history, flat, trainer = (_train(case, True, out=os.path.join(out_dir, case)) if case != "user"
+                                  else _train_user(True, out=os.path.join(out_dir, case)))
         gathered = [torch.zeros_like(flat) for _ in range(tdist.get_world_size())]
         tdist.all_gather(gathered, flat)
         spread = max(float((g - gathered[0]).abs().max()) for g in gathered)
@@ -133,7 +148,7 @@ def two_process_run(tmp_path_factory):
 
 def test_parameters_identical_on_all_ranks(two_process_run):
     results, _ = two_process_run
-    for case in ("point", "vamp"):
+    for case in ("point", "vamp", "user"):
         assert results[case]["world_size"] == 2
         assert results[case]["rank_spread"] == 0.0, case  # bitwise equal after every step
 
@@ -149,6 +164,16 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(two_process_ru
     # the train ELBO moved (the comparison is not between two untrained models)
     assert history[-1]["train_elbo"] > history[0]["train_elbo"] + 0.05
     np.testing.assert_allclose(results["point"]["params"], flat.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_user_model_on_two_processes_equals_one_process(two_process_run):
+    results, _ = two_process_run
+    history, flat, _ = _train_user(False)
+    for one, two in zip(history, results["user"]["history"]):
+        for key in ("train_elbo", "valid_elbo"):
+            assert two[key] == pytest.approx(one[key], rel=1e-5, abs=0), key
+    assert history[-1]["train_elbo"] > history[0]["train_elbo"] + 0.05
+    np.testing.assert_allclose(results["user"]["params"], flat.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_rank_zero_writes_the_run_and_its_checkpoint_resumes_in_one_process(two_process_run):

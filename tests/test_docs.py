@@ -354,8 +354,12 @@ def test_signatures_show_the_config_defaults_as_values():
     for name in ("z_dim", "hidden", "activation", "likelihood", "guide", "prior", "arch"):
         assert vae[name] == repr(getattr(ModelConfig, name)) == model_fields[name], name
     assert (vae["z_dim"], vae["hidden"], vae["activation"]) == ("50", "(200, 200)", "'tanh'")
+    # the Trainer's training options are TrainConfig's fields (its **options), shown there
+    train_fields = {p.name: p.default
+                    for p in package["training.config.TrainConfig"].members["__init__"].parameters}
+    assert "options" in trainer
     for name in ("lr", "batch_size", "epochs", "seed"):
-        assert trainer[name] == repr(getattr(TrainConfig, name)), name
+        assert train_fields[name] == repr(getattr(TrainConfig, name)), name
     assert package["models.config.ModelConfig"].members["z_dim"].value == "50"
     # no default anywhere in the package is left as a config attribute's name
     left = [f"{obj.path}({p.name}={p.default})" for obj in _griffe_functions(package)

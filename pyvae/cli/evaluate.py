@@ -1,6 +1,7 @@
 """``pyvae evaluate``: the importance-weighted log-likelihood of a trained run (and AIS), as a
 table or JSON, written to RUN_DIR/eval.json; resumable, or shared over torchrun's processes."""
 import json
+import os
 import sys
 
 import torch
@@ -9,6 +10,7 @@ from ..errors import ConfigError
 from ..infer.ais import MIN_CHAIN_ESS
 from ..infer.evaluate import NUM_SAMPLES
 from ..run import Run
+from ..training.checkpoint import EVALUATIONS
 from ..training.distributed import joined
 from ..training.evalrun import locked
 from .flags import add_runtime_flags, positive_int, seed_type
@@ -16,11 +18,16 @@ from .flags import add_runtime_flags, positive_int, seed_type
 AIS_STEPS, AIS_CHAINS = 1000, 16  # the defaults of --ais-steps and --ais-chains
 
 
+#: where the documentation says what an unreliable datapoint's estimate means and what to do
+UNRELIABLE_DOCS = "docs/evaluation.md#when-to-trust-which-estimate"
+
+
 def add_parser(sub) -> None:
     ev = sub.add_parser("evaluate", help="importance-weighted log-likelihood of a trained run", description=(
         "Estimate log p(x) per datapoint by importance sampling with the run's guide "
         "(logsumexp_k log w_k - log K), with its standard error, the ELBO, the gap between them, "
-        "active units and KL; prints a table and writes RUN_DIR/eval.json."))
+        "active units and KL; prints a table, keeps it under RUN_DIR/evaluations/ and writes "
+        "RUN_DIR/eval.json (the latest)."))
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
     ev.add_argument("--num-samples", type=positive_int, default=NUM_SAMPLES, help=f"importance samples K per datapoint (default {NUM_SAMPLES})")
     ev.add_argument("--split", default="test", help="test (default), valid, train")
@@ -69,12 +76,17 @@ def cmd_evaluate(args) -> int:
             run.write_evaluation(result)
             return 0
         print_table(args, result)
-        print(f"written to {run.write_evaluation(result)}")
+        latest = run.write_evaluation(result)
+        kept = os.path.join(args.run_dir, EVALUATIONS, run.evaluations()[-1]["name"])
+        print(f"written to {latest} (the latest) and kept as {kept}")
     return 0
 
 
 def print_table(args, result) -> None:
     n, seconds = result["num_datapoints"], result["seconds"]
+    unreliable = result["khat_over_0.7"]
+    times = f"importance sampling {seconds:.1f} s" + (
+        f", AIS {result['ais_seconds']:.1f} s" if "ais_seconds" in result else "")
     rows = [
         ("split", f"{args.split} ({n} datapoints)"),
         (f"log p(x), K={args.num_samples}", f"{result['log_px']:.3f} ± {result['log_px_stderr']:.3f} nats"),
@@ -83,10 +95,12 @@ def print_table(args, result) -> None:
         ("gap log p(x) - ELBO", f"{result['gap']:.3f} nats"),
         ("ESS (mean / min)", f"{result['ess_mean']:.1f} / {result['ess_min']:.1f} of {args.num_samples}"),
         ("Pareto k (max; > 0.7)", "not fitted (K too small)" if result["khat_max"] is None else
-         f"{result['khat_max']:.2f}; {result['khat_over_0.7']} of {n} datapoints unreliable"),
+         f"{result['khat_max']:.2f}; {unreliable} of {n} datapoints unreliable"
+         + (f": certify log p(x) with pyvae evaluate {args.run_dir} --ais ({UNRELIABLE_DOCS})"
+            if unreliable else "")),
         ("active units", f"{result['active_units']} of {result['z_dim']}"),
         ("KL(q(z|x) || p(z))", f"{result['kl']:.3f} nats"),
-        ("time", f"{seconds:.1f} s"),
+        ("time", f"{result.get('total_seconds', seconds):.1f} s in all ({times})"),
     ]
     if "ais_log_px" in result:
         rows[3:3] = [(f"log p(x), AIS {args.ais_steps} steps x {args.ais_chains} chains",

@@ -46,6 +46,7 @@ from ..errors import ConfigError
 from .estimates import Estimate
 from .hmc import HMC, INITIAL_STEP
 from ..limits import check_count
+from .progress import progress_disabled
 from .weights import data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule",
@@ -370,7 +371,7 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
     with torch.no_grad():
         nesting = max_plate_nesting(model, guide, x[:batch_size])
     batches = range(0, x.shape[0], batch_size)
-    bar = tqdm(total=num_steps * len(batches), desc=desc, unit="step", disable=not progress,
+    bar = tqdm(total=num_steps * len(batches), desc=desc, unit="step", disable=progress_disabled(progress),
                leave=False, dynamic_ncols=True)
     with bar:
         for i, lo in enumerate(batches):

@@ -21,6 +21,7 @@ enough that a chunk's decoder output and its temporaries stay in the processor's
 rows: 12.5 MB per 784-pixel float32 tensor; elementwise passes over larger chunks wait on
 memory), on other devices larger, for fewer kernel launches.
 """
+import itertools
 import math
 from typing import Callable, Optional
 
@@ -29,9 +30,12 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 # AIS and BDMC live in their own module; they are part of this module's interface too
 from .ais import AISEstimate, BDMCResult, GuideCannotScore, ais, bdmc, prior_guide  # noqa: F401
+from .batches import iter_batches, num_rows
 from .estimates import Estimate, Gaps, LogLikelihood, delta_method_stderr  # noqa: F401
+from .progress import progress_disabled
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
 from ..limits import check_count
 from .psis import pareto_khat_from_top, tail_length
@@ -144,21 +148,29 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
     With an int ``seed``, the global random streams are seeded with ``batch_seed(seed, start)``
     before the batch starting at row ``start``: its draws depend on nothing that ran before.
     """
-    x = _check_x(x)
     _check_counts(num_samples, chunk_size, batch_size)
-    batch_size = min(batch_size, x.shape[0])
-    if chunk_size is None:
-        chunk_size = max(1, min(num_samples, default_rows(x.device) // batch_size))
+    if isinstance(x, torch.Tensor):
+        x = _check_x(x)
+    total = num_rows(x)
+    batches = iter_batches(x, batch_size)
+    first = next(batches, None)
+    if first is None:
+        raise ConfigError("the data yielded no batches")
+    first = _check_x(first)
+    if chunk_size is None:  # (the first batch's size: batch_size, or all of a smaller x)
+        chunk_size = max(1, min(num_samples, default_rows(first.device) // first.shape[0]))
     results = []
     with torch.no_grad():
-        nesting = max_plate_nesting(model, guide, x[:batch_size])
-        bar = tqdm(total=x.shape[0], desc=desc, unit="x", disable=not progress, leave=False,
-                   dynamic_ncols=True)
+        nesting = max_plate_nesting(model, guide, first)
+        bar = tqdm(total=total, desc=desc, unit="x", disable=progress_disabled(progress),
+                   leave=False, dynamic_ncols=True)
+        start = 0
         with bar:
-            for start in range(0, x.shape[0], batch_size):
-                xb = x[start:start + batch_size]
+            for xb in itertools.chain([first], batches):
+                xb = _check_x(xb)
                 if batch_hook is not None and batch_hook(start, None):  # skip: done before
                     bar.update(xb.shape[0])
+                    start += xb.shape[0]
                     continue
                 if seed is not None:
                     pyro.set_rng_seed(batch_seed(seed, start))
@@ -170,13 +182,14 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
                 if batch_hook is not None:
                     batch_hook(start, results[-1])
                 bar.update(xb.shape[0])
+                start += xb.shape[0]
     return results
 
 
 # ------------------------------------------------------------------------------ estimators
-def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = NUM_SAMPLES,
+def log_likelihood(model: Callable, guide: Callable, x, num_samples: int = NUM_SAMPLES,
                    chunk_size: Optional[int] = None, batch_size: int = 100,
-                   progress: bool = True, batch_hook: Optional[Callable] = None,
+                   progress: Optional[bool] = None, batch_hook: Optional[Callable] = None,
                    seed: Optional[int] = None) -> LogLikelihood:
     """Importance-weighted estimate of log p(x) per datapoint, with standard error and ESS.
 
@@ -191,9 +204,11 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
     Args:
         model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
         guide: a Pyro guide of ``x`` with the same plate.
-        x: (N, ...) data.
+        x: (N, ...) data: a tensor, a map-style ``Dataset`` (taken in order, ``batch_size``
+            rows at a time), a ``DataLoader`` or an iterable of batches (its own batches, as
+            they come: data larger than memory stream through). See ``pyvae.infer.batches``.
         num_samples: K, importance samples per datapoint.
-        progress: show a tqdm bar over datapoints.
+        progress: show a tqdm bar over datapoints (None: where a terminal is attached).
         batch_hook: called as ``batch_hook(start, None)`` before the batch at row ``start`` (a
             true result skips it) and ``batch_hook(start, result)`` after it.
         seed: None draws from the global random streams as they stand, one stream through all
@@ -221,12 +236,13 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
                          khat=khat)
 
 
-def elbo(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 1,
+def elbo(model: Callable, guide: Callable, x, num_samples: int = 1,
          chunk_size: Optional[int] = None, batch_size: int = 100,
          progress: bool = False) -> Estimate:
     """ELBO(x) = E_q[log p(x, z) - log q(z|x)] per datapoint, averaged over ``num_samples`` draws.
 
-    The standard error is std(log w) / sqrt(num_samples) (NaN for one sample).
+    The standard error is std(log w) / sqrt(num_samples) (NaN for one sample). ``x`` as for
+    ``log_likelihood``: a tensor, a map-style ``Dataset``, a ``DataLoader`` or batches.
     """
     def per_batch(draw, n, device, chunk):
         acc = _Accumulator(n, device)

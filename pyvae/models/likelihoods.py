@@ -11,6 +11,11 @@ per-datapoint values (e.g. one log-scale per image). Conv decoders produce the s
 Each likelihood declares what data it accepts (``binary_data``: True for {0, 1}, False for
 [0, 1], None for any real) and whether it is a probability mass function over the data's values
 (``discrete``), in which case ``bits_per_dim`` of its negative log-likelihood is a code length.
+
+The distributions follow Pyro's validation switch (``pyro.enable_validation``, on by default
+since Pyro 1.6 unless Python runs with ``-O``): validated, a Bernoulli refuses grey pixels with
+Pyro's "Expected value argument ... to be within the support (Boolean())" error. ``pyvae.Trainer``
+and ``Run.evaluate`` check their data once and then run unvalidated, for speed.
 """
 import math
 from typing import Optional
@@ -29,7 +34,7 @@ class _BernoulliLogits(dist.Bernoulli):
     """Bernoulli whose log-density is ``bernoulli_log_density`` (the same value, cheaper)."""
 
     def log_prob(self, value):
-        if self._validate_args:
+        if self._validate_args:  # torch's own pattern for a Distribution's log_prob
             self._validate_sample(value)
         logits, value = torch.broadcast_tensors(self.logits, value)
         return bernoulli_log_density(logits, value)
@@ -104,7 +109,7 @@ class Bernoulli(Likelihood):
     discrete = True
 
     def forward(self, logits):
-        return _BernoulliLogits(logits=logits, validate_args=False).to_event(1)
+        return _BernoulliLogits(logits=logits).to_event(1)
 
 
 class ContinuousBernoulli(Likelihood):
@@ -115,7 +120,7 @@ class ContinuousBernoulli(Likelihood):
     binary_data = False
 
     def forward(self, logits):
-        return dist.ContinuousBernoulli(logits=logits, validate_args=False).to_event(1)
+        return dist.ContinuousBernoulli(logits=logits).to_event(1)
 
 
 def _log_scale(raw: torch.Tensor, min_scale: float) -> torch.Tensor:
@@ -139,7 +144,7 @@ class Gaussian(Likelihood):
 
     def forward(self, loc):
         scale = _log_scale(self.log_scale, self.min_scale).exp()
-        return dist.Normal(loc, scale.expand_as(loc), validate_args=False).to_event(1)
+        return dist.Normal(loc, scale.expand_as(loc)).to_event(1)
 
 
 class GaussianPerImage(Likelihood):
@@ -158,7 +163,7 @@ class GaussianPerImage(Likelihood):
     def forward(self, out):
         loc, log_scale = out[..., :-1], out[..., -1:]
         scale = _log_scale(log_scale, self.min_scale).exp()
-        return dist.Normal(loc, scale.expand_as(loc), validate_args=False).to_event(1)
+        return dist.Normal(loc, scale.expand_as(loc)).to_event(1)
 
 
 class DiscretizedLogisticDistribution(dist.TorchDistribution):
@@ -187,9 +192,11 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
         return DiscretizedLogisticDistribution(self.loc.expand(batch_shape), self.scale.expand(batch_shape),
-                                               self.levels, validate_args=False)
+                                               self.levels, validate_args=self._validate_args)
 
     def log_prob(self, value):
+        if self._validate_args:  # torch's own pattern for a Distribution's log_prob
+            self._validate_sample(value)
         half = 0.5 / (self.levels - 1)
         a = (value + half - self.loc) / self.scale
         b = (value - half - self.loc) / self.scale
@@ -236,7 +243,7 @@ class DiscretizedLogistic(Likelihood):
     def forward(self, out):
         loc, log_scale = out.chunk(2, dim=-1)
         scale = log_scale.clamp(min=self.min_log_scale).exp()
-        return DiscretizedLogisticDistribution(loc, scale, self.levels, validate_args=False).to_event(1)
+        return DiscretizedLogisticDistribution(loc, scale, self.levels).to_event(1)
 
 
 LIKELIHOODS = {

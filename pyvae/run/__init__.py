@@ -8,14 +8,15 @@
     vae = run.load_vae()            # the trained VAE, in eval mode
     run.evaluate(num_samples=5000)  # log p(x), ELBO, gap, active units, ... as in eval.json
 
-Reading the directory is ``pyvae.run.directory``; its evaluation ``pyvae.run.evaluation``, BDMC
+Reading the directory is ``pyvae.run.directory``; its evaluation ``pyvae.run.evaluation`` (kept
+under evaluations/ by ``pyvae.run.evaluations``), BDMC
 ``pyvae.run.bdmc`` and gradient SNR ``pyvae.run.snr``. The file names are those of
 ``pyvae.training.checkpoint`` (``CHECKPOINT``, ``CONFIG``, ...).
 """
-from ..training.checkpoint import (BDMC, CHECKPOINT, CONFIG, EVAL, FIGURES, METRICS, SNR,
-                                   TENSORBOARD)
+from ..training.checkpoint import (BDMC, CHECKPOINT, CONFIG, EVAL, EVALUATIONS, FIGURES, METRICS,
+                                   SNR, TENSORBOARD)
 from .directory import Run, good_records
 from .evaluation import evaluate_vae
 
-__all__ = ["Run", "evaluate_vae", "good_records", "CHECKPOINT", "CONFIG", "METRICS", "EVAL",
+__all__ = ["Run", "evaluate_vae", "good_records", "CHECKPOINT", "CONFIG", "METRICS", "EVAL", "EVALUATIONS",
            "SNR", "BDMC", "TENSORBOARD", "FIGURES"]

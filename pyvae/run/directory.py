@@ -13,9 +13,10 @@ from ..data import load_split
 from ..errors import ConfigError
 from ..infer.evaluate import NUM_SAMPLES
 from ..models.vae import VAE
-from ..training.checkpoint import CHECKPOINT, CONFIG, METRICS, is_run_dir, load_checkpoint, \
-    resolve_device
+from ..training.checkpoint import CHECKPOINT, CONFIG, EVAL_PROGRESS, EVALUATIONS, METRICS, \
+    is_run_dir, load_checkpoint, resolve_device
 from ..training.evalrun import write_result
+from .evaluations import keep_evaluation, list_evaluations, read_evaluation
 from . import bdmc as _bdmc
 from . import evaluation as _evaluation
 from . import snr as _snr
@@ -111,23 +112,46 @@ class Run:
     def evaluate(self, split: str = "test", num_samples: int = NUM_SAMPLES,
                  max_datapoints: Optional[int] = None, data_dir: Optional[str] = None,
                  seed: int = 0, device="cpu", chunk_size: Optional[int] = None,
-                 batch_size: int = 100, progress: bool = False, download: bool = True,
+                 batch_size: int = 100, progress: Optional[bool] = None, download: bool = True,
                  write: bool = True, ais_steps: Optional[int] = None,
                  ais_chains: int = 16, resumable: bool = False, log=print,
                  distributed=None) -> dict:
         """Importance-weighted log p(x) of the first ``max_datapoints`` of ``split`` (all by
         default), with the ELBO, the gap, ESS, Pareto k, active units and KL (and log p(x) by
-        AIS with ``ais_steps``): the keys of eval.json, which is written unless
-        ``write=False``. See ``pyvae.run.evaluation.evaluate_run``."""
+        AIS with ``ais_steps``): the keys of eval.json. Unless ``write=False`` the result is
+        kept under evaluations/ and written to eval.json (``write_evaluation``). ``progress``:
+        tqdm bars, by default where a terminal is attached. See
+        ``pyvae.run.evaluation.evaluate_run``."""
         return _evaluation.evaluate_run(
             self, split, num_samples, max_datapoints, data_dir, seed, device, chunk_size,
             batch_size, progress, download, write, ais_steps, ais_chains, resumable, log,
             distributed)
 
     def write_evaluation(self, result: dict) -> str:
-        """Write ``result`` to eval.json (and drop an evaluation's progress file); a full disk
-        is one ConfigError line that says where the per-datapoint results are kept."""
+        """Keep ``result`` as the next file under evaluations/ (``pyvae.run.evaluations``) and
+        write it to eval.json, the latest (then drop an evaluation's progress file); returns
+        eval.json's path. A full disk is one ConfigError line that says where the
+        per-datapoint results are kept."""
+        try:
+            keep_evaluation(self.path, result)
+        except OSError as e:
+            kept = (f" and the per-datapoint ones kept in {EVAL_PROGRESS}" if self.progress_kept
+                    and os.path.isfile(self.file(EVAL_PROGRESS)) else "")
+            raise ConfigError(f"could not write {os.path.join(self.path, EVALUATIONS)} "
+                              f"({e.strerror}); the results are printed above{kept}") from None
         return write_result(self.path, result, self.progress_kept)
+
+    def evaluations(self) -> List[dict]:
+        """The run's kept evaluations, oldest first: one dict each with its ``name`` (the file
+        under evaluations/), when it was ``written``, its settings (split, num_samples,
+        num_datapoints, seed, batch_size, chunk_size, ais_steps, ais_chains, epoch) and
+        ``log_px``. A run from before evaluations were kept lists its eval.json, if any."""
+        return list_evaluations(self.path)
+
+    def evaluation(self, name: Optional[str] = None) -> dict:
+        """A kept evaluation's result by ``name`` (from ``evaluations()``, or its number as in
+        "0003"); by default the latest, eval.json."""
+        return read_evaluation(self.path, name)
 
     def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
              device="cpu", progress: bool = False, write: bool = True,

@@ -11,11 +11,12 @@
     on_fit_end(trainer)                                also after an error or an interruption
 
 The trainer builds its own from its options -- ``KLWeight`` (beta, KL warm-up), ``ProgressBar``,
-``RunWriter`` (checkpoint.pt and metrics.jsonl), ``JitCompile``, ``TensorBoard`` -- and appends
-those given as
+``LogEpochs`` (a line per epoch on the "pyvae" logger), ``RunWriter`` (checkpoint.pt and
+metrics.jsonl), ``JitCompile``, ``TensorBoard`` -- and appends those given as
 ``Trainer(callbacks=[...])``. A plain function ``f(trainer, record)`` is taken as an
 ``on_epoch_end`` hook.
 """
+import logging
 import os
 import warnings
 from typing import Callable, Optional
@@ -30,6 +31,9 @@ from ..infer.objectives import compile_refusal, compiled_objective
 from ..models.vae import VAE
 from .checkpoint import TENSORBOARD
 from .rundir import RunDir
+
+#: the logger of training and evaluation summaries (``logging.getLogger("pyvae")``)
+logger = logging.getLogger("pyvae")
 
 
 class Callback:
@@ -160,16 +164,17 @@ class JitCompile(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the running ELBO (every 20 steps)."""
+    """A tqdm bar per epoch with the running ELBO (every 20 steps). ``disable`` as tqdm takes it:
+    None hides the bar where no terminal is attached."""
 
-    def __init__(self, every: int = 20):
-        self.every = every
+    def __init__(self, every: int = 20, disable: Optional[bool] = None):
+        self.every, self.disable = every, disable
         self.bar = None
 
     def on_epoch_start(self, trainer, epoch):
         self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.start_step,
-                        desc=f"epoch {epoch + 1}/{trainer.config['epochs']}", leave=False,
-                        dynamic_ncols=True)
+                        desc=f"epoch {epoch + 1}/{trainer.train_config.epochs}", leave=False,
+                        dynamic_ncols=True, disable=self.disable)
 
     def on_step_end(self, trainer, epoch, step, loss):
         self.bar.update(1)
@@ -186,6 +191,19 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class LogEpochs(Callback):
+    """One INFO line per epoch on the "pyvae" logger: the epoch, the training objective and the
+    validation ELBO, and the seconds each took (``logging.basicConfig(level=logging.INFO)``
+    shows them)."""
+
+    def on_epoch_end(self, trainer, record):
+        valid = ("" if record.get("valid_elbo") is None else
+                 f", valid ELBO {record['valid_elbo']:.4f} ({record['valid_seconds']:.1f} s)")
+        logger.info("epoch %d/%d: train %s %.4f (%.1f s)%s, lr %.3g", record["epoch"],
+                    trainer.train_config.epochs, record["train_objective"], record["train_elbo"],
+                    record["seconds"], valid, record["lr"])
 
 
 class RunWriter(Callback):

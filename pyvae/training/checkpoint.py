@@ -30,6 +30,7 @@ CHECKPOINT = "checkpoint.pt"    # weights, optimizer and random states, history:
 CONFIG = "config.json"          # pyvae.config.RunConfig.to_dict()
 METRICS = "metrics.jsonl"       # one JSON record per epoch
 EVAL = "eval.json"              # the last ``pyvae evaluate`` / ``Run.evaluate``
+EVALUATIONS = "evaluations"     # every finished evaluation, one file each, and index.json
 SNR = "snr.json"                # the last ``pyvae snr`` / ``Run.snr``
 BDMC = "bdmc.json"              # the last ``pyvae bdmc`` / ``Run.bdmc``
 TENSORBOARD = "tensorboard"     # event files of ``pyvae train --tensorboard``

@@ -113,6 +113,27 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
+    def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Set ``tensors`` on every rank to rank 0's values (as DDP's construction does)."""
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t, src=0)
+
+    def sum_gradients_(self, params: Sequence[torch.Tensor]) -> None:
+        """Replace each parameter's gradient by its sum over the ranks, in one all-reduce.
+
+        For a Pyro model and guide of the user's, whose parameters live in Pyro's param store
+        rather than in one module that DDP could wrap: the same summed gradient DDP's hook gives
+        (``_sum_allreduce``), after the backward pass instead of overlapped with it. A parameter
+        without a gradient this step counts as zero on that rank."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for p, g in zip(params, grads):
+            p.grad = flat[offset:offset + g.numel()].view_as(g)
+            offset += g.numel()
+
     def barrier(self) -> None:
         if self.device.type == "cuda" and self.backend == "nccl":
             dist.barrier(device_ids=[self.device.index])
