@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
 from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
-from .weights import DATA_PLATE, PARTICLE_PLATE, check_count, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
+from .weights import (DATA_PLATE, PARTICLE_PLATE, batches, check_count,  # noqa: F401
+                      check_x as _check_x, log_weights, max_plate_nesting)
 
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given, on the CPU
 ROWS_PER_CHUNK = 4_000
@@ -261,30 +262,33 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
     """
     x = _check_x(x)
     _check_counts(num_samples, chunk_size, batch_size)
-    batch_size = min(batch_size, x.shape[0])
+    plan = batches(guide, x, min(batch_size, x.shape[0]))
     if chunk_size is None:
-        chunk_size = max(1, min(num_samples, default_rows(x.device) // batch_size))
+        chunk_size = max(1, min(num_samples, default_rows(x.device) // plan[0].x.shape[0]))
     results = []
     with torch.no_grad():
-        nesting = max_plate_nesting(model, guide, x[:batch_size])
+        first = plan[0]
+        nesting = max_plate_nesting(first.wrap(model), first.wrap(guide), first.x)
         bar = tqdm(total=x.shape[0], desc=desc, unit="x", disable=not progress, leave=False,
                    dynamic_ncols=True)
         with bar:
-            for start in range(0, x.shape[0], batch_size):
-                xb = x[start:start + batch_size]
+            for batch in plan:
+                start = batch.rows.start
                 if batch_hook is not None and batch_hook(start, None):  # skip: done before
-                    bar.update(xb.shape[0])
+                    bar.update(len(batch.rows))
                     continue
                 if seed is not None:
                     pyro.set_rng_seed(batch_seed(seed, start))
 
-                def draw(particles, xb=xb):
-                    return log_weights(model, guide, xb, particles, nesting)[0]
+                def draw(particles, batch=batch):
+                    lw = log_weights(batch.wrap(model), batch.wrap(guide), batch.x, particles,
+                                     nesting)[0]
+                    return batch.keep(lw)
 
-                results.append(per_batch(draw, xb.shape[0], xb.device, chunk_size))
+                results.append(per_batch(draw, len(batch.rows), x.device, chunk_size))
                 if batch_hook is not None:
                     batch_hook(start, results[-1])
-                bar.update(xb.shape[0])
+                bar.update(len(batch.rows))
     return results
 
 
