@@ -357,7 +357,8 @@ def batches(guide: Callable, x: torch.Tensor, batch_size: int) -> List[Batch]:
     """How x reaches the model and guide, ``batch_size`` rows at a time where the guide's
     ``"data"`` plate follows x; else as its plate requires:
 
-    - a plate sized by x (``pyro.plate("data", len(x))`` in an amortised guide): consecutive
+    - a plate as large as the rows it is given (``pyro.plate("data", len(x))`` in an amortised
+      guide, or a minibatch plate ``pyro.plate("data", N, subsample=rows of x)``): consecutive
       slices of x;
     - a plate of fixed size N = len(x), not subsampled (``AutoNormal`` fitted to x: parameters
       per datapoint of all of x): the whole of x in one call;
@@ -370,7 +371,7 @@ def batches(guide: Callable, x: torch.Tensor, batch_size: int) -> List[Batch]:
     """
     n = x.shape[0]
     frame = _guide_data_frame(guide, x[:batch_size])
-    if frame is None or (frame.size == min(batch_size, n) and frame.full_size in (None, frame.size)):
+    if frame is None or frame.size == min(batch_size, n):
         return [Batch(x[lo:lo + batch_size], None, range(lo, min(lo + batch_size, n)))
                 for lo in range(0, n, batch_size)]
     frame = _guide_data_frame(guide, x)
