@@ -57,7 +57,7 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     check_guide_density(guide_trace)
     check_latents(model_trace, guide_trace)
-    for name, site in model_trace.nodes.items():  # e.g. grey pixels under a Bernoulli
+    for name, site in prune_subsample_sites(model_trace).nodes.items():  # e.g. grey pixels
         if site["type"] == "sample" and site["is_observed"]:
             if not bool(torch.as_tensor(site["fn"].support.check(site["value"])).all()):
                 base = getattr(site["fn"], "base_dist", site["fn"])
