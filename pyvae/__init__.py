@@ -1,5 +1,4 @@
 """pyvae: variational autoencoders in Pyro, and the gap between the ELBO and log p(x)."""
-import importlib
 import sys
 
 from .errors import ConfigError
@@ -9,6 +8,7 @@ from .infer import refine as _refine_module
 from .training import checkpoint, distributed, optim
 from .training import trainer as _trainer_module
 from .reports import compare as _compare_module
+from .reports import plots  # (matplotlib itself is loaded with the first figure)
 from . import data
 from .data import TensorData, load_dataset
 from .infer.evaluate import active_units, gaps, iwae_bound, kl_per_dimension, log_likelihood
@@ -32,20 +32,13 @@ _OLD_PATHS = {
     "vae": vae, "linear_gaussian": linear_gaussian, "beta": beta, "evaluate": evaluate,
     "objectives": objectives, "refine": _refine_module, "train": _trainer_module,
     "checkpoint": checkpoint, "distributed": distributed, "optim": optim,
-    "compare": _compare_module,
+    "compare": _compare_module, "plots": plots,
 }
 _OLD_PATHS["diagnostics"] = diagnostics  # (new, and short: pyvae.diagnostics.gradient_snr)
 for _old, _module in _OLD_PATHS.items():
     sys.modules.setdefault(f"{__name__}.{_old}", _module)
     if _old not in ("refine", "compare"):  # pyvae.refine and pyvae.compare are the functions
         globals()[_old] = _module
-
-
-def __getattr__(name):
-    # pyvae.plots loads matplotlib, so it is imported on first use rather than with pyvae
-    if name == "plots":
-        return importlib.import_module(".reports.plots", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["VAE", "Trainer", "Run", "config", "ConfigError", "TensorData", "load_dataset", "guides",

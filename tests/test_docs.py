@@ -282,11 +282,10 @@ pyvae plot runs/compare                     # the gap plot again, e.g. --format 
 
 
 def _parsers():
-    from pyvae.cli import _build_parser
+    from pyvae.cli import build_parser
 
-    parser = _build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return parser, dict(sub.choices)
+    parser = build_parser()
+    return parser, dict(parser.commands)
 
 
 def cli_markdown() -> str:
@@ -305,10 +304,9 @@ def test_cli_doc_lists_every_command_and_flag():
     for name, sub in commands.items():
         assert f"## pyvae {name}" in text, f"docs/cli.md lacks `pyvae {name}`: run python tests/test_docs.py --write-cli"
         section = text.split(f"## pyvae {name}", 1)[1].split("\n## pyvae ", 1)[0]
-        for action in sub._actions:
-            for flag in action.option_strings:
-                assert flag in section, (f"docs/cli.md: `pyvae {name}` lacks {flag}; "
-                                         "run python tests/test_docs.py --write-cli")
+        for flag in sub.flags:
+            assert flag in section, (f"docs/cli.md: `pyvae {name}` lacks {flag}; "
+                                     "run python tests/test_docs.py --write-cli")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch
 
 import pyvae
 from pyvae import evaluate
+import pyvae.cli.train
 from pyvae.cli import main
 from pyvae.errors import ConfigError, TrainingDiverged
 from pyvae.training import checkpoint as checkpoint_module, evalrun
@@ -352,8 +353,7 @@ def test_plot_refuses_damaged_files(data, tmp_path, capsys):
 def test_ctrl_c_before_training_is_one_line(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pyvae.cli, "cmd_train", interrupted)
-    monkeypatch.setattr(pyvae.cli, "_train", interrupted)
+    monkeypatch.setattr(pyvae.cli.train, "cmd_train", interrupted)
     assert main(["train", "--out", "x", "--data-file", "y"]) == 130
     assert capsys.readouterr().err == "pyvae train: interrupted\n"
 

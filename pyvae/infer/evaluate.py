@@ -35,6 +35,8 @@ from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
 from .weights import (DATA_PLATE, PARTICLE_PLATE, batches, check_count,  # noqa: F401
                       check_x as _check_x, log_weights, max_plate_nesting)
 
+#: importance samples K per datapoint of an evaluation when none is given (``pyvae evaluate``)
+NUM_SAMPLES = 5000
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given, on the CPU
 ROWS_PER_CHUNK = 4_000
 #: the same on other devices (CUDA)
@@ -293,7 +295,7 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
 
 
 # ------------------------------------------------------------------------------ estimators
-def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
+def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = NUM_SAMPLES,
                    chunk_size: Optional[int] = None, batch_size: int = 100,
                    progress: bool = True, batch_hook: Optional[Callable] = None,
                    seed: Optional[int] = None) -> LogLikelihood:
@@ -386,7 +388,7 @@ def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeat
     return Estimate(value, stderr, k * repeats)
 
 
-def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
+def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = NUM_SAMPLES,
          elbo_samples: int = 100, refined_guide: Optional[Callable] = None,
          chunk_size: Optional[int] = None, batch_size: int = 100,
          progress: bool = True, ais_steps: Optional[int] = None, ais_chains: int = 16,

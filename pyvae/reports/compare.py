@@ -31,8 +31,18 @@ import torch
 import pyro
 
 from ..config import ModelConfig, TrainConfig
+from ..data import as_data
 from ..errors import ConfigError
+from ..infer import evaluate
+from ..infer.refine import refine
 from ..infer.weights import check_count
+from ..models.guides import GUIDES, guide_options as options_of
+from ..models.vae import VAE
+from ..run import Run, evaluate_vae
+from ..training.checkpoint import atomic_write_text, resolve_device
+from ..training.rundir import check_new
+from ..training.trainer import Trainer
+from . import plots
 
 DEFAULT_IWAE_K = (5, 50)
 DEFAULT_GUIDES = ("diagonal", "full-rank", "iaf", "planar", "sylvester")
@@ -117,12 +127,6 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     Returns:
         ``{"rows": [one dict per family], "settings": {...}, "command": ..., "title": ...}``.
     """
-    from ..infer import evaluate
-    from ..models.guides import GUIDES, guide_options as options_of
-    from ..infer.refine import refine
-    from ..training.trainer import Trainer
-    from ..models.vae import VAE
-
     log = log or (lambda *_: None)
     if training is not None:
         lr, batch_size, seed = training.lr, training.batch_size, training.seed
@@ -154,8 +158,6 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
     if out is not None and os.path.isfile(os.path.join(out, "compare.json")) and not overwrite:
         raise ConfigError(f"{out} already holds a comparison; pass overwrite=True (--overwrite)")
     if out is not None and int(epochs) > 0:
-        from ..training.rundir import check_new
-
         for family in guides:  # each family's run directory, before anything is trained
             check_new(os.path.join(out, family), overwrite)
     unused = [k for k, v in (common_guide_options or {}).items()
@@ -164,11 +166,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         raise ConfigError(f"no family in {','.join(guides)} takes {', '.join(unused)}")
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
-    from ..training.checkpoint import resolve_device
-
     device = resolve_device(device)  # a bad or missing device is a ConfigError, not a traceback
-
-    from ..data import as_data
 
     train = as_data(train, "train")
     test = as_data(test, "test")
@@ -179,8 +177,6 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
                      likelihood=likelihood, prior=prior, **vae_options)
     decoder_state = None
     if shared_decoder is not None:
-        from ..run import Run
-
         shared = Run(shared_decoder)
         base, base_cfg = shared.load_vae(), shared.config.to_dict()
         # the run's generative model, minus its guide family and that family's options
@@ -249,8 +245,6 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
 
 def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, refine_size,
                      evaluate, refine, progress, ais_steps=0):
-    from ..run import evaluate_vae
-
     # log p^(x), the ELBO, the gap, ESS and active units, as ``pyvae evaluate`` measures them
     result = evaluate_vae(vae, x, num_samples, seed, progress=progress)
     row = {"guide": family, "test_size": len(x),
@@ -342,9 +336,6 @@ def _jsonable(obj):
 
 def write_report(report: dict, out: str) -> List[str]:
     """Write compare.md, compare.csv, compare.json and the figures into ``out``."""
-    from . import plots
-    from ..training.checkpoint import atomic_write_text
-
     os.makedirs(out, exist_ok=True)
     settings = report["settings"]
     md = [f"# {report['title']}", "",

@@ -15,23 +15,26 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-
 from ..errors import ConfigError
+from ..infer.latents import posterior_mean
+from ..models.nets import image_shape_for as net_image_shape
+from ..run import CHECKPOINT, FIGURES, METRICS, Run, good_records
 
 FORMATS = ("png", "pdf", "svg")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _new_figure(width: float, height: float) -> Figure:
+def _new_figure(width: float, height: float):
+    # matplotlib is loaded on the first figure: importing pyvae (or this module) does not need it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)  # attaches the Agg canvas: headless, no pyplot
     return fig
 
 
-def _save(fig: Figure, path: str) -> str:
+def _save(fig, path: str) -> str:
     fmt = os.path.splitext(path)[1].lstrip(".").lower()
     if fmt not in FORMATS:
         raise ConfigError(f"unknown figure format {fmt!r} for {path}; choose one of: {', '.join(FORMATS)}")
@@ -46,8 +49,6 @@ def image_shape_for(x_dim: int, image_shape: Optional[Sequence[int]] = None):
     given (checked by ``pyvae.nets.image_shape_for``), a square when ``x_dim`` is a perfect
     square (784 -> 28 x 28), else a one-pixel-high strip."""
     if image_shape is not None:
-        from ..models.nets import image_shape_for as net_image_shape
-
         return net_image_shape(x_dim, image_shape)[-2:]
     side = math.isqrt(x_dim)
     return (side, side) if side * side == x_dim else (1, x_dim)
@@ -76,8 +77,6 @@ def _show_grid(ax, grid: torch.Tensor, title: str) -> None:
 def encode_mean(vae, x: torch.Tensor, num_samples: int = 32) -> torch.Tensor:
     """A point summary of q(z|x) per datapoint: its mean where the family knows it in closed
     form (Gaussians), else the average of ``num_samples`` draws (flows have no closed-form mean)."""
-    from ..infer.latents import posterior_mean
-
     return posterior_mean(vae.encode(x) if hasattr(vae, "encode") else vae.encoder(x), num_samples)
 
 
@@ -176,18 +175,10 @@ def interpolation(vae, x_a: torch.Tensor, x_b: torch.Tensor, path: str, steps: i
 
 def read_metrics(run_dir: str) -> List[dict]:
     """The per-epoch records of a run (its metrics.jsonl; see ``pyvae.Run.metrics``)."""
-    from ..run import METRICS, Run
-
     run = Run(run_dir)
     if not os.path.isfile(run.file(METRICS)):
         raise ConfigError(f"no {METRICS} in {run_dir}")
     return run.metrics()
-
-
-def _good_records(records) -> bool:
-    from ..run import good_records
-
-    return good_records(records)
 
 
 def training_curves(history, path: str, title: Optional[str] = None) -> str:
@@ -212,6 +203,8 @@ def training_curves(history, path: str, title: Optional[str] = None) -> str:
         if valid:
             ax.plot(*zip(*valid), "--s", color=color, ms=3, label=f"{prefix}valid ELBO")
     ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator  # (loaded with the figure)
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("ELBO (nats per datapoint, higher is better)")
     ax.grid(alpha=0.3)
@@ -314,8 +307,6 @@ def _gap_panel(ax, results, families, exact, shift):
 # ----------------------------------------------------------------------------- run directories
 def load_run(run_dir: str, device="cpu"):
     """The trained VAE of a run directory and its config.json dict (see ``pyvae.Run``)."""
-    from ..run import Run
-
     run = Run(run_dir)
     return run.load_vae(device), run.config.to_dict()
 
@@ -327,7 +318,7 @@ def _read_report(path: str) -> dict:
         for family, r in gap_results(report).items():
             if not all(isinstance(r[k], (int, float)) for k in ("elbo", "log_px")):
                 raise ValueError(f"{family}: elbo and log_px must be numbers")
-        if not all(_good_records(r.get("history") or []) for r in report["rows"]):
+        if not all(good_records(r.get("history") or []) for r in report["rows"]):
             raise ValueError("a family's history is not a list of epoch records")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"{path} is damaged or not a comparison ({type(e).__name__}: {e})") from None
@@ -346,8 +337,6 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    from ..run import CHECKPOINT, FIGURES, Run
-
     if not os.path.isdir(run_dir):
         raise ConfigError(f"{run_dir} is not a directory")
     out = out or os.path.join(run_dir, FIGURES)

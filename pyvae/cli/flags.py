@@ -5,12 +5,21 @@ import argparse
 import typing
 from typing import List
 
-from .config import (DataConfig, ModelConfig, TrainConfig, flag_fields, guide_option_fields,
-                     int_list)
-from .errors import ConfigError
+from ..config import (DataConfig, ModelConfig, TrainConfig, flag_fields, guide_option_fields,
+                      int_list)
+from ..errors import ConfigError
+from ..limits import check_seed
+
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with errors on one line: ``pyvae train: error: ...`` and exit status 2."""
+    """argparse, with errors on one line: ``pyvae train: error: ...`` and exit status 2; and
+    ``flags``, the option strings of every argument added (docs/cli.md is checked against them)."""
+
+    def add_argument(self, *names, **kwargs):
+        action = super().add_argument(*names, **kwargs)
+        # argparse's own __init__ adds --help through here, before any attribute of ours exists
+        self.flags = getattr(self, "flags", []) + list(action.option_strings)
+        return action
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -34,8 +43,6 @@ def int_list_type(text: str):
 
 
 def seed_type(text: str) -> int:
-    from .limits import check_seed
-
     try:
         return check_seed(int(text))
     except (ValueError, ConfigError) as e:

@@ -1,0 +1,151 @@
+"""Reading a run directory: ``Run(path)``'s config, metrics, checkpoint, trained VAE and data;
+its ``evaluate``, ``bdmc`` and ``snr`` are those of ``pyvae.run.evaluation``,
+``pyvae.run.bdmc`` and ``pyvae.run.snr``.
+
+The file names are those of ``pyvae.training.checkpoint`` (``CHECKPOINT``, ``CONFIG``, ...).
+"""
+import json
+import os
+from typing import List, Optional
+
+from ..config import RunConfig, TrainConfig
+from ..data import load_split
+from ..errors import ConfigError
+from ..infer.evaluate import NUM_SAMPLES
+from ..models.vae import VAE
+from ..training.checkpoint import CHECKPOINT, CONFIG, METRICS, is_run_dir, load_checkpoint, \
+    resolve_device
+from ..training.evalrun import write_result
+from . import bdmc as _bdmc
+from . import evaluation as _evaluation
+from . import snr as _snr
+
+
+class Run:
+    """The run directory at ``path``: its config, metrics, checkpoint and trained VAE.
+
+    Raises ConfigError when ``path`` is not a directory with a checkpoint.
+    """
+
+    def __init__(self, path: str):
+        if not os.path.isdir(path):
+            raise ConfigError(f"{path} is not a pyvae run directory (not a directory)")
+        if not is_run_dir(path):
+            raise ConfigError(f"{path} is not a pyvae run directory (no {CHECKPOINT})")
+        self.path = path
+        self._payload = None
+
+    def __repr__(self):
+        return f"Run({self.path!r})"
+
+    def file(self, name: str) -> str:
+        """The path of one of the run's files (``Run(p).file(METRICS)``)."""
+        return os.path.join(self.path, name)
+
+    @property
+    def checkpoint(self) -> dict:
+        """The checkpoint's payload (weights, optimizer and random states, history), on the CPU."""
+        if self._payload is None:
+            self._payload = load_checkpoint(self.file(CHECKPOINT), map_location="cpu")
+        return self._payload
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's configuration (from config.json; from the checkpoint if that is missing)."""
+        path = self.file(CONFIG)
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    stored = json.load(f)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"cannot read {path}: {e}") from None
+        else:
+            p = self.checkpoint
+            stored = {"vae": p.get("vae_config"), "trainer": p.get("trainer_config"),
+                      "data": p.get("extra_config")}
+        return RunConfig.from_dict(stored)
+
+    def metrics(self) -> List[dict]:
+        """One dict per finished epoch (metrics.jsonl): epoch, lr, train_elbo, valid_elbo, ..."""
+        path = self.file(METRICS)
+        if not os.path.isfile(path):
+            return []
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+        try:
+            records = [json.loads(line) for line in lines]
+        except ValueError as e:
+            raise ConfigError(f"{path} is damaged (not one JSON record per line): {e}") from None
+        if not good_records(records):
+            raise ConfigError(f"{path} is damaged: every line must be a record with an epoch "
+                              "and a train_elbo")
+        return records
+
+    def load_vae(self, device="cpu") -> VAE:
+        """The trained VAE, rebuilt from the config and loaded with the checkpoint's weights."""
+        payload = self.checkpoint
+        if payload.get("vae_config") is None:
+            raise ConfigError(f"{self.path}: the run used custom components; rebuild the VAE "
+                              "in Python and load run.checkpoint['model_state'] into it")
+        try:
+            vae = VAE.from_config(payload["vae_config"])
+        except (TypeError, KeyError) as e:
+            raise ConfigError(f"{self.path}: the checkpoint's model config is damaged: {e}") from None
+        try:
+            vae.load_state_dict(payload["model_state"])
+        except (RuntimeError, KeyError, TypeError) as e:
+            raise ConfigError(f"{self.path}: checkpoint does not fit the model: "
+                              f"{str(e).splitlines()[0]}") from None
+        return vae.to(resolve_device(device)).eval()
+
+    def data(self, split: str = "test", data_dir: Optional[str] = None, download: bool = True):
+        """The run's data split as ``TensorData`` (from its data config)."""
+        # as the trainer recorded them: a run on bare tensors records no source, and says so
+        return load_split(self.checkpoint.get("extra_config") or {}, split, data_dir, download)
+
+    def evaluate(self, split: str = "test", num_samples: int = NUM_SAMPLES,
+                 max_datapoints: Optional[int] = None, data_dir: Optional[str] = None,
+                 seed: int = 0, device="cpu", chunk_size: Optional[int] = None,
+                 batch_size: int = 100, progress: bool = False, download: bool = True,
+                 write: bool = True, ais_steps: Optional[int] = None,
+                 ais_chains: int = 16, resumable: bool = False, log=print,
+                 distributed=None) -> dict:
+        """Importance-weighted log p(x) of the first ``max_datapoints`` of ``split`` (all by
+        default), with the ELBO, the gap, ESS, Pareto k, active units and KL (and log p(x) by
+        AIS with ``ais_steps``): the keys of eval.json, which is written unless
+        ``write=False``. See ``pyvae.run.evaluation.evaluate_run``."""
+        return _evaluation.evaluate_run(
+            self, split, num_samples, max_datapoints, data_dir, seed, device, chunk_size,
+            batch_size, progress, download, write, ais_steps, ais_chains, resumable, log,
+            distributed)
+
+    def write_evaluation(self, result: dict) -> str:
+        """Write ``result`` to eval.json (and drop an evaluation's progress file); a full disk
+        is one ConfigError line that says where the per-datapoint results are kept."""
+        return write_result(self.path, result)
+
+    def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
+             device="cpu", progress: bool = False) -> List[dict]:
+        """BDMC on data simulated from the run's model, written to bdmc.json; see
+        ``pyvae.run.bdmc.bdmc_run``."""
+        return _bdmc.bdmc_run(self, steps, num_chains, num_datapoints, seed, device, progress)
+
+    def snr(self, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",
+            groups: int = TrainConfig.groups, ciwae_beta: float = TrainConfig.ciwae_beta,
+            repeats: int = 100, batch_size: int = 100,
+            split: str = "test", data_dir: Optional[str] = None, seed: int = 0, device="cpu",
+            download: bool = True, log=None) -> List[dict]:
+        """Gradient SNR of the encoder and the decoder for each k and estimator of ``loss``,
+        written to snr.json (``pyvae.reports.plots.plot_snr`` draws the rows); see
+        ``pyvae.run.snr.snr_run``."""
+        return _snr.snr_run(self, ks, estimators, loss, groups, ciwae_beta, repeats, batch_size,
+                            split, data_dir, seed, device, download, log)
+
+
+def good_records(records) -> bool:
+    """Whether ``records`` are epoch records: dicts with an int epoch and a numeric train_elbo."""
+    number = (int, float)
+    return isinstance(records, list) and all(
+        isinstance(r, dict) and isinstance(r.get("epoch"), int)
+        and isinstance(r.get("train_elbo"), number)
+        and isinstance(r.get("valid_elbo"), (*number, type(None))) for r in records)
