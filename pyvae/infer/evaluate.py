@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
 from .psis import KHAT_THRESHOLD, pareto_khat_from_top, tail_length
 from .weights import (DATA_PLATE, PARTICLE_PLATE, batches, check_count,  # noqa: F401
-                      check_x as _check_x, log_weights, max_plate_nesting)
+                      check_x as _check_x, joint_log_weights, log_weights, max_plate_nesting)
 
 #: importance samples K per datapoint of an evaluation when none is given (``pyvae evaluate``)
 NUM_SAMPLES = 5000
@@ -47,8 +47,8 @@ def default_rows(device) -> int:
     """Samples x datapoints per chunk when ``chunk_size`` is not given, on ``device``."""
     return ROWS_PER_CHUNK if torch.device(device).type == "cpu" else ROWS_PER_CHUNK_ACCELERATOR
 
-__all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "elbo", "iwae_bound", "gaps",
-           "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting", "ais", "bdmc",
+__all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "joint_log_likelihood", "elbo",
+           "iwae_bound", "gaps", "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting", "ais", "bdmc",
            "AISEstimate", "BDMCResult", "batch_seed"]
 
 
@@ -338,6 +338,41 @@ def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_sample
     parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
                     f"log p(x), K={num_samples}", per_batch, batch_hook, seed)
     value, stderr, ess, elbo_mean, elbo_se, khat = (torch.cat(p) for p in zip(*parts))
+    return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se,
+                         khat=khat)
+
+
+def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
+                         num_samples: int = 1000, chunk_size: Optional[int] = None,
+                         progress: bool = False) -> LogLikelihood:
+    """Importance-weighted estimate of log p(x_1, ..., x_N) for the rows of x as a whole:
+
+        log p^(X) = logsumexp_{k<=K} [log p(X, Z_k) - log q(Z_k|X)] - log K,   Z_k ~ q(Z|X),
+
+    with Z all rows' latents drawn together. For a guide whose q couples the datapoints (an
+    ``AutoContinuous`` guide: ``AutoDiagonalNormal``, ``AutoMultivariateNormal``,
+    ``AutoLowRankMultivariateNormal``, ``AutoIAFNormal`` draw one vector for all rows), which
+    has no per-datapoint estimate; it equals sum_n log p(x_n) for a model of independent rows.
+    The guide must cover x as fitted (all rows, in order); the weights live in a space of all
+    rows' latents, so K must grow with N for the same accuracy (watch ``ess`` and ``khat``).
+
+    Returns:
+        a ``LogLikelihood`` whose tensors have one entry, the batch's: value, stderr, ess, the
+        K-sample ELBO of the batch and the Pareto k^ of the K weights.
+    """
+    x = _check_x(x)
+    _check_counts(num_samples, chunk_size, 1)
+    if chunk_size is None:
+        chunk_size = max(1, min(num_samples, default_rows(x.device) // x.shape[0]))
+    acc = _Accumulator(1, x.device, keep_top=tail_length(num_samples) + 1)
+    with torch.no_grad():
+        nesting = max_plate_nesting(model, guide, x, joint=True)
+        for size in tqdm(list(_chunks(num_samples, chunk_size)), desc=f"log p(X), K={num_samples}",
+                         disable=not progress, leave=False, dynamic_ncols=True):
+            acc.update(joint_log_weights(model, guide, x, size, nesting)[:, None])
+    value, stderr, ess = acc.log_mean_exp()
+    elbo_mean, elbo_se = acc.mean()
+    khat = pareto_khat_from_top(acc.top.T, num_samples)
     return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se,
                          khat=khat)
 

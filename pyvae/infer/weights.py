@@ -45,10 +45,11 @@ DATA_PLATE = "data"
 PARTICLE_PLATE = "_iw_particles"
 
 
-def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
+def max_plate_nesting(model: Callable, guide: Callable, *args, joint: bool = False, **kwargs) -> int:
     """How many plate dimensions the model and guide use (traced once, without gradients).
 
-    Also checks (ConfigError if not) that every sample site lies inside the ``"data"`` plate,
+    Also checks (ConfigError if not) that every sample site (of the model only, with
+    ``joint``: for ``joint_log_weights``) lies inside the ``"data"`` plate,
     that every latent site of the model is sampled by the guide or enumerated in the model
     (``check_latents``), and that the guide has a density (``check_guide_density``).
     """
@@ -69,7 +70,8 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
     for trace in (prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)):
         for name, site in trace.nodes.items():
             if site["type"] == "sample":
-                data_frame(name, site)  # every site must be per datapoint
+                if not (joint and trace is not model_trace):
+                    data_frame(name, site)  # every site must be per datapoint
                 dims += [-frame.dim for frame in site["cond_indep_stack"] if frame.vectorized]
     return max(dims)
 
@@ -233,7 +235,8 @@ def data_frame(name, site):
             f"the {DATA_PLATE!r} plate (an AutoContinuous guide: AutoDiagonalNormal, "
             "AutoMultivariateNormal, AutoLowRankMultivariateNormal, AutoIAFNormal): its q is one "
             "joint distribution over all rows, so there is no per-datapoint q(z|x), ELBO or "
-            "log p(x); fit AutoNormal (one factor per datapoint) or an amortised guide")
+            "log p(x); fit AutoNormal (one factor per datapoint) or an amortised guide, or estimate "
+            "log p(x_1..N) of the rows together with pyvae.evaluate.joint_log_likelihood")
     raise ConfigError(
         f"site {name!r} is outside the {DATA_PLATE!r} plate; per-datapoint importance weights "
         f"need every sample site of the model and guide inside pyro.plate({DATA_PLATE!r}, ...)")
@@ -300,6 +303,34 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
                                      scaled)
             log_w = log_w - lq
     return log_w, data_scale
+
+
+def joint_log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: int,
+                      nesting: int) -> torch.Tensor:
+    """log w = log p(X, Z) - log q(Z | X) for the rows X of x as a whole, shape (particles,),
+    float64: for a guide whose q couples the datapoints (an ``AutoContinuous`` guide draws one
+    vector holding every row's latents, outside the data plate), which has no per-datapoint
+    weights. Drawn as ``log_weights`` draws (one guide call for all particles); the model's
+    log-density is ``model_log_density`` summed over the rows, the guide's every site summed
+    over all dimensions but the particles'. Unscaled by any subsampling."""
+    particle_dim = -(nesting + 1)
+    with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        replayed = enumerated(poutine.replay(model, trace=guide_trace), nesting)
+        model_trace = poutine.trace(replayed).get_trace(x)
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    log_p, _ = model_log_density(model_trace, guide_sites(guide_trace), particles, nesting)
+    log_w = log_p.sum(1)
+    for site in guide_trace.nodes.values():
+        if site["type"] == "sample" and not site["is_observed"]:
+            lq = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"]).to(torch.float64)
+            lq = lq.reshape((1,) * (nesting + 1 - lq.dim()) + tuple(lq.shape))
+            right = list(range(lq.dim() + particle_dim + 1, lq.dim()))  # the plates' dims
+            log_w = log_w - (lq.sum(right) if right else lq).reshape(-1).expand(particles)
+    return log_w
 
 
 def own_vae(model: Callable, guide: Callable):

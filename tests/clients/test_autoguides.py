@@ -94,3 +94,27 @@ def test_auto_delta_is_refused_in_one_line(lg, x):
         with pytest.raises(ConfigError, match="point mass .*without a density") as err:
             call()
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("cls", [autoguide.AutoDiagonalNormal, autoguide.AutoMultivariateNormal])
+def test_joint_estimate_of_the_batch(lg, cls):
+    # q over all rows' latents at the exact posterior (packed row by row): log w = log p(X)
+    x = lg.simulate(6)
+    guide = _fitted(cls(lg.model), x)
+    post = lg.posterior(x).base_dist
+    store, name = pyro.get_param_store(), cls.__name__
+    with torch.no_grad():
+        guide.loc.copy_(post.loc.reshape(-1))  # an nn.Parameter of the guide
+    store[f"{name}.scale"] = post.scale.reshape(-1)
+    if cls is autoguide.AutoMultivariateNormal:
+        store[f"{name}.scale_tril"] = torch.eye(x.numel(), dtype=torch.float64)
+    exact = lg.exact_log_px(x).sum()
+    joint = ev.joint_log_likelihood(lg.model, guide, x, num_samples=3)
+    assert joint.value.shape == (1,) and float(joint.value) == pytest.approx(float(exact), abs=1e-9)
+    # away from it: the IW estimate of log p(X) within its error, above the batch's ELBO
+    with torch.no_grad():
+        guide.loc.mul_(0.9)
+    store[f"{name}.scale"] = 1.2 * post.scale.reshape(-1)
+    joint = ev.joint_log_likelihood(lg.model, guide, x, num_samples=4000)
+    assert abs(float(joint.value) - float(exact)) < 4 * float(joint.stderr) + 1e-3
+    assert float(joint.elbo) < float(exact)
