@@ -21,6 +21,9 @@ from .reports.compare import compare
 from .training.trainer import Trainer
 from .run import Run
 from . import config
+from .models import config as _model_config
+from .models.guides import FlowOptions, LowRankOptions, SplineOptions, SylvesterOptions
+from .training import config as _train_config
 
 __version__ = "0.1.0"
 
@@ -40,6 +43,15 @@ for _old, _module in _OLD_PATHS.items():
     if _old not in ("refine", "compare"):  # pyvae.refine and pyvae.compare are the functions
         globals()[_old] = _module
 
+# ``pyvae.config`` holds how options are declared and checked, and imports nothing above it; the
+# config classes live beside what they configure and keep their old path ``pyvae.config.X``
+for _name, _obj in {"ModelConfig": _model_config.ModelConfig, "TrainConfig": _train_config.TrainConfig,
+                    "DataConfig": _train_config.DataConfig, "RunConfig": _train_config.RunConfig,
+                    "JIT_MODES": _train_config.JIT_MODES, "LowRankOptions": LowRankOptions,
+                    "FlowOptions": FlowOptions, "SplineOptions": SplineOptions,
+                    "SylvesterOptions": SylvesterOptions, "options_for": guides.options_for,
+                    "guide_option_fields": guides.guide_option_fields}.items():
+    setattr(config, _name, _obj)
 
 __all__ = ["VAE", "Trainer", "Run", "config", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",

@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from .errors import ConfigError
+from .models.linear_gaussian import LinearGaussian
 
 BINARIZE = ("dynamic", "fixed", "none")
 EMNIST_SPLITS = ("balanced", "byclass", "bymerge", "letters", "digits", "mnist")
@@ -390,8 +391,6 @@ def load_linear_gaussian(split: str = "train", x_dim: int = 5, z_dim: int = 2, s
     its own seeded generator, as float32. The generating model is ``data.true_model`` (float64),
     so ``data.true_model.log_marginal(x)`` is the exact log p(x) to compare bounds against.
     """
-    from .models.linear_gaussian import LinearGaussian
-
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if binarize != "none":

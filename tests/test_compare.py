@@ -9,7 +9,7 @@ import torch
 import pyvae
 from pyvae import ConfigError, TensorData
 from pyvae.cli import main
-from pyvae.compare import compare, markdown_table
+from pyvae.compare import compare, markdown_table, refinement_text
 from pyvae.plots import load_run
 
 from test_plots import assert_png
@@ -147,10 +147,46 @@ def test_cli_bad_guide_one_line_exit_2(tmp_path, capsys):
     assert "unknown guide 'bogus'" in err and err.count("\n") == 1
 
 
-def test_markdown_table_dashes_for_missing_values():
-    report = {"rows": [{"guide": "g", "guide_params": 3, "train_seconds": 1.0, "valid_elbo": None,
-                        "elbo": -2.0, "elbo_stderr": 0.1, "iwae": {5: -1.5}, "log_px": -1.0,
-                        "log_px_stderr": 0.05, "gap": 1.0, "approximation_gap": None,
-                        "amortization_gap": None, "active_units": 1}]}
-    line = markdown_table(report).splitlines()[2]
-    assert line == "| g | 3 | 1 | – | -2.00 ± 0.10 | 5: -1.50 | -1.00 ± 0.05 | 1.00 | – | – | 1 |"
+def _report_row(**overrides):
+    row = {"guide": "g", "guide_params": 3, "train_seconds": 1.0, "valid_elbo": None,
+           "elbo": -2.0, "elbo_stderr": 0.1, "iwae": {5: -1.5}, "log_px": -1.0,
+           "log_px_stderr": 0.05, "gap": 1.0, "approximation_gap": None,
+           "amortization_gap": None, "active_units": 1}
+    return dict(row, **overrides)
+
+
+def test_markdown_table_without_refinement_has_no_split_columns():
+    report = {"rows": [_report_row()], "settings": {"refine_steps": 0, "num_samples": 10}}
+    header, _, line = markdown_table(report).splitlines()
+    assert "approx. gap" not in header and "amort. gap" not in header
+    assert line == "| g | 3 | 1 | – | -2.00 ± 0.10 | 5: -1.50 | -1.00 ± 0.05 | 1.00 | 1 |"
+    text = refinement_text(report)
+    assert "not split" in text and "--refine-steps" in text and "0 steps" not in text
+
+
+def test_markdown_table_with_refinement_says_how_the_gap_was_split():
+    rows = [_report_row(approximation_gap=0.25, amortization_gap=0.75, refine_size=8)]
+    report = {"rows": rows, "settings": {"refine_steps": 30, "num_samples": 10, "ais_steps": 5}}
+    header, _, line = markdown_table(report).splitlines()
+    assert header.endswith("| approx. gap | amort. gap | active units |")
+    assert line.endswith("| 0.25 | 0.75 | 1 |")
+    text = refinement_text(report)
+    assert "30 SVI steps on the first 8 test points" in text and "AIS with 5 steps" in text
+
+
+def test_compare_md_says_what_was_not_computed_and_the_last_line_names_every_file(splits, tmp_path):
+    train, test = splits
+    out = str(tmp_path / "cmp")
+    lines = []
+    compare(["diagonal", "iaf"], train, test, out=out, common_guide_options={"flow_length": 1},
+            **dict(SMALL, epochs=1, log=lines.append))
+    md = open(os.path.join(out, "compare.md"), encoding="utf-8").read()
+    assert "not split into approximation and amortization gaps" in md
+    assert "0 steps" not in md and "approx. gap" not in md
+    last = lines[-1]
+    files = [n for n in os.listdir(out) if os.path.isfile(os.path.join(out, n))]
+    assert sorted(files) == ["compare.csv", "compare.json", "compare.md", "curves.png", "gap.png"]
+    for name in files:
+        assert os.path.join(out, name) in last, name
+    for family in ("diagonal", "iaf"):
+        assert os.path.join(out, family) + os.sep in last

@@ -184,6 +184,35 @@ def test_tutorial_prose_numbers(tutorial):
         assert text_ko.replace("-", "−") in ko, text_ko
 
 
+def test_tutorial_terms_are_explained_where_first_used():
+    """The analogies both pages tell, and the Korean terms: one rendering each, defined at first use."""
+    en = open(os.path.join(DOCS, TUTORIALS[0]), encoding="utf-8").read()
+    ko = open(os.path.join(DOCS, TUTORIALS[1]), encoding="utf-8").read()
+    for word in ("Morse", "··· ––– ···", "MBTI", "INTJ"):
+        assert word in en and (word in ko or word == "Morse"), word
+    assert "모스 부호" in ko
+    assert "**latent space**" in en and "**잠재 공간**(latent space)" in ko
+    # 집안 (family): its first use is where it is defined
+    first = ko.index("집안")
+    assert "**집안**(family" in ko[first - 4:first + 20], ko[first - 40:first + 40]
+    assert en.index("family") == en.index("**family**") + 2
+    # "tight" has one Korean rendering (조이다), explained at its first use
+    assert "빡빡" not in ko and "(tight:" in ko
+    assert ko.index("(tight:") < min(ko.index(w) for w in ("조여", "조인") if w in ko) + 30
+
+
+def test_code_lines_fit_the_text_column():
+    """At 1280 px the text column holds about 110 characters of code (the page contents sit in the
+    left column, mkdocs.yml: toc.integrate); longer lines would scroll."""
+    for name in (*TUTORIALS, *API_PAGES):
+        text = open(os.path.join(DOCS, name), encoding="utf-8").read()
+        code = [line for _, body in re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S)
+                for line in body.splitlines()]
+        code += re.findall(r"^    .*$", re.sub(r"```.*?```", "", text, flags=re.S), flags=re.M)
+        long = [line for line in code if len(line) > 104]
+        assert not long, f"{name}: {long[0]!r} is {len(long[0])} characters"
+
+
 def _figures_module():
     sys.path.insert(0, os.path.join(DOCS, "figures"))
     try:
@@ -220,6 +249,31 @@ def test_compare_table_rows_are_ordered_as_the_tutorial_says():
         assert abs(r["log_px"] - r["elbo"] - r["gap"]) <= 0.02, family
 
 
+def test_compare_gap_figure_draws_bounds_as_points_and_gaps_as_bars_from_zero(tmp_path, monkeypatch):
+    """docs/figures/compare-gap.png: no bar starts where an axis happens to be cut."""
+    import matplotlib.figure
+    from matplotlib.patches import Rectangle
+
+    figures = _figures_module()
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: saved.append(self))
+    rows = figures.compare_table()
+    figures.gap_figure(rows, str(tmp_path / "compare-gap.png"))
+    bounds, gaps = saved[0].axes
+    assert not [p for p in bounds.patches if isinstance(p, Rectangle)]  # the bounds are points
+    order = [t.get_text() for t in bounds.get_yticklabels()]
+    assert sorted(order) == sorted(rows)
+    for i, family in enumerate(order):  # each row's points are the table's ELBO, IWAE_k, log p^(x)
+        xs = sorted(float(x) for line in bounds.lines for x, y in zip(line.get_xdata(), line.get_ydata())
+                    if y == i and line.get_marker() not in ("None", None, ""))
+        r = rows[family]
+        assert xs == pytest.approx(sorted([r["elbo"], *r["iwae"].values(), r["log_px"]]))
+    bars = [p for p in gaps.patches if isinstance(p, Rectangle)]
+    assert len(bars) == len(rows) and gaps.get_xlim()[0] == 0.0
+    for bar, family in zip(bars, order):
+        assert bar.get_x() == 0.0 and bar.get_width() == pytest.approx(rows[family]["gap"])
+
+
 @pytest.mark.slow
 def test_example_prints_what_the_tutorial_shows():
     """The output of examples/linear_gaussian_exact.py that both tutorials quote (about a minute)."""
@@ -251,6 +305,113 @@ def test_example_prints_what_the_tutorial_shows():
 ])
 def test_same_output(actual, expected, ok):
     assert same_output(actual, expected) is ok
+
+
+# ------------------------------------------------------------------------------ the API reference
+API_PAGES = ("api.md", "api-models.md", "api-data.md", "api-evaluation.md", "api-refinement.md",
+             "api-components.md", "api-figures.md")
+
+
+def test_every_public_name_is_on_an_api_page_and_every_page_in_the_nav():
+    import pyvae
+
+    text = "\n".join(open(os.path.join(DOCS, name), encoding="utf-8").read() for name in API_PAGES)
+    documented = set(re.findall(r"^::: pyvae\.([\w.]+)", text, flags=re.M))
+    for name in pyvae.__all__:
+        assert name in documented or any(d.startswith(name + ".") for d in documented), (
+            f"pyvae.{name} is on no API page")
+    nav = open(os.path.join(ROOT, "mkdocs.yml"), encoding="utf-8").read()
+    for name in API_PAGES:
+        assert re.search(rf"^\s*- {re.escape(name)}$", nav, flags=re.M), f"{name} is not in the nav"
+
+
+@pytest.mark.parametrize("page", API_PAGES)
+def test_api_page_example_runs_and_prints_what_the_page_shows(page):
+    examples = blocks(page)
+    assert len(examples) == 1 and examples[0][1] is not None, f"{page} needs one example with its output"
+    code, expected = examples[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            exec(compile(code, f"{page}:example", "exec"), {"__name__": "example"})
+    finally:
+        torch.set_num_threads(threads)
+    assert same_output(buf.getvalue(), expected), f"{page} printed:\n{buf.getvalue()}\nthe page shows:\n{expected}"
+
+
+def test_signatures_show_the_config_defaults_as_values():
+    """docs/griffe_extensions.py, as mkdocs.yml loads it: each default is its field's value."""
+    griffe = pytest.importorskip("griffe", reason="griffe is not installed: pip install -e \".[docs]\"")
+    from pyvae.config import ModelConfig, TrainConfig
+
+    extensions = griffe.load_extensions(os.path.join(DOCS, "griffe_extensions.py") + ":LiteralDefaults")
+    package = griffe.load("pyvae", search_paths=[ROOT], extensions=extensions)
+    vae = {p.name: p.default for p in package["VAE"].members["__init__"].parameters}
+    trainer = {p.name: p.default for p in package["Trainer"].members["__init__"].parameters}
+    model_fields = {p.name: p.default for p in package["config.ModelConfig"].members["__init__"].parameters}
+    for name in ("z_dim", "hidden", "activation", "likelihood", "guide", "prior", "arch"):
+        assert vae[name] == repr(getattr(ModelConfig, name)) == model_fields[name], name
+    assert (vae["z_dim"], vae["hidden"], vae["activation"]) == ("50", "(200, 200)", "'tanh'")
+    for name in ("lr", "batch_size", "epochs", "seed"):
+        assert trainer[name] == repr(getattr(TrainConfig, name)), name
+    assert package["config.ModelConfig"].members["z_dim"].value == "50"
+    # no default anywhere in the package is left as a config attribute's name
+    left = [f"{obj.path}({p.name}={p.default})" for obj in _griffe_functions(package)
+            for p in obj.parameters if re.fullmatch(r"\w*Config\.\w+", str(p.default))]
+    assert not left, left
+
+
+def _griffe_functions(obj):
+    for member in obj.members.values():
+        if member.is_alias:
+            continue
+        if member.is_function:
+            yield member
+        elif member.is_class or member.is_module:
+            yield from _griffe_functions(member)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The documentation site, built as CI builds it (``mkdocs build --strict``)."""
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed: pip install -e \".[docs]\"")
+    pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed: pip install -e \".[docs]\"")
+    import subprocess
+
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1",
+                               "PYTHONPATH": os.path.abspath(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _page(site, path):
+    return (site / path / "index.html").read_text(encoding="utf-8")
+
+
+def test_site_korean_tutorial_is_served_in_korean(site):
+    ko, en = _page(site, "tutorial-elbo.ko"), _page(site, "tutorial-elbo")
+    assert '<html lang="ko"' in ko and '<html lang="en"' in en
+    assert 'placeholder="검색"' in ko and 'placeholder="Search"' in en  # material's own labels
+    assert 'aria-label="목차"' in ko and 'aria-label="목차"' not in en
+    for page in (ko, en):
+        assert "stylesheets/extra.css" in page
+
+
+def test_site_api_page_shows_literal_defaults(site):
+    import html
+
+    page = html.unescape(re.sub(r"<[^>]+>", "", _page(site, "api-models")))
+    start = re.search(r"pyvae\.VAE\s*¶\s*VAE\(", page).start()  # the class heading's signature
+    signature = " ".join(page[start:page.index("**guide_options", start)].split())
+    for text in ("VAE( x_dim: int = 784,", "z_dim: int = 50", "hidden: Sequence[int] = (200, 200)"):
+        assert text in signature, text
+    assert re.search(r"activation: str = [\"']tanh[\"']", signature)
+    assert "ModelConfig.z_dim" not in page and "= z_dim" not in page
 
 
 # ------------------------------------------------------------------------------ docs/cli.md

@@ -106,13 +106,13 @@ def _weights_both_ways(vae, x, particles=6, seed=0):
     """(VAE.log_weights as evaluation takes it, the Pyro path through traced model and guide)."""
     from pyvae.infer import weights
 
-    assert weights.own_vae(vae.model, vae.guide) is vae
+    assert weights.own_weights(vae.model, vae.guide) is vae
     pyro.set_rng_seed(seed)
     fast, scale = weights.log_weights(vae.model, vae.guide, x, particles)
     assert scale == 1.0
     pyro.set_rng_seed(seed)
     with pyro.poutine.block(hide=[]):  # a handler around them: the generic, traced path
-        assert weights.own_vae(vae.model, vae.guide) is None
+        assert weights.own_weights(vae.model, vae.guide) is None
         traced, _ = weights.log_weights(vae.model, vae.guide, x, particles)
     return fast, traced
 
@@ -138,11 +138,30 @@ def test_vae_log_weights_of_a_conv_vae_and_of_a_subclass():
     fast, traced = _weights_both_ways(pyvae.VAE(784, 2, hidden=(16,), arch="conv"), x, particles=2)
     torch.testing.assert_close(fast, traced, rtol=0, atol=1e-9)
 
-    class Custom(pyvae.VAE):  # a subclass may change model or guide: it keeps the traced path
+    class Custom(pyvae.VAE):  # a subclass that changes model keeps the traced path
+        def model(self, x):
+            return super().model(x)
+
+    class Same(pyvae.VAE):  # one that changes neither model nor guide keeps log_weights
         pass
     from pyvae.infer import weights
 
     custom = Custom(12, 2, hidden=(8,))
-    assert weights.own_vae(custom.model, custom.guide) is None
+    assert weights.own_weights(custom.model, custom.guide) is None
+    same = Same(12, 2, hidden=(8,))
+    assert weights.own_weights(same.model, same.guide) is same
     other = pyvae.VAE(12, 2, hidden=(8,))
-    assert weights.own_vae(other.model, custom.guide) is None
+    assert weights.own_weights(other.model, custom.guide) is None
+
+    class Scorer:  # any object with model, guide and log_weights of its own (duck-typed)
+        def model(self, x):
+            pass
+
+        def guide(self, x):
+            pass
+
+        def log_weights(self, x, particles):
+            return torch.zeros(particles, x.shape[0], dtype=torch.float64)
+
+    scorer = Scorer()
+    assert weights.own_weights(scorer.model, scorer.guide) is scorer

@@ -1,16 +1,16 @@
 """``pyvae compare``: one VAE per variational family, trained with the same seed, data and
 decoder (or guides fitted to a trained run's frozen decoder), evaluated side by side."""
-import os
 import shlex
 
-from ..config import DataConfig, ModelConfig, TrainConfig
+from ..models.config import ModelConfig
+from ..training.config import DataConfig, TrainConfig
 from ..data import load_split, load_train_valid
 from ..errors import ConfigError
 from ..reports.compare import compare
 from ..run import Run
 from .data import recorded_data_config
-from .flags import (DATA_FLAGS, GUIDE_FLAGS, MODEL_FLAGS, TRAIN_FLAGS, add_config_flags,
-                    add_runtime_flags, given_flags, int_list_type, positive_int)
+from .flags import (DATA_FLAGS, MODEL_FLAGS, TRAIN_FLAGS, add_config_flags,
+                    add_runtime_flags, given_flags, guide_flags, int_list_type, positive_int)
 
 # the training options a comparison shares between its families
 COMPARE_TRAIN_OPTIONS = ("lr", "batch_size", "seed")
@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
     cmp.add_argument("--refine-size", type=positive_int, default=100, help="test datapoints refined (default 100)")
     add_runtime_flags(cmp, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     add_config_flags(cmp, COMPARE_MODEL_FLAGS)
-    add_config_flags(cmp, GUIDE_FLAGS)  # each family gets the options it takes
+    add_config_flags(cmp, guide_flags())  # each family gets the options it takes
     add_config_flags(cmp, COMPARE_TRAIN_FLAGS)
     add_config_flags(cmp, DATA_FLAGS)
     cmp.set_defaults(func=cmd_compare)
@@ -74,10 +74,9 @@ def cmd_compare(args) -> int:
     command = f"pyvae compare --guides {','.join(guides)} {given}"
     compare(guides, train, test, valid, epochs=args.epochs, num_samples=args.num_samples,
             iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
-            shared_decoder=args.shared_decoder, common_guide_options=given_flags(args, GUIDE_FLAGS),
+            shared_decoder=args.shared_decoder, common_guide_options=given_flags(args, guide_flags()),
             refine_steps=args.refine_steps, refine_size=args.refine_size, ais_steps=args.ais_steps,
             num_threads=args.threads, device=args.device, progress=not args.no_progress,
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,
-            model=model, training=training)
-    print(f"wrote {os.path.join(args.out, 'compare.md')}, compare.csv, compare.json, gap.png")
+            model=model, training=training)  # its last line names every file it wrote
     return 0

@@ -2,7 +2,7 @@
 records: the defaults that follow the likelihood filled in, paths stored absolute."""
 import os
 
-from ..config import DataConfig
+from ..training.config import DataConfig
 from ..models.likelihoods import LIKELIHOODS
 
 

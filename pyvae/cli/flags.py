@@ -1,14 +1,18 @@
-"""Flags of the ``pyvae`` command, generated from the config dataclasses (``pyvae.config``):
-each field gives a flag's type, check, help and default, so a default and its check live in one
-place; plus the runtime flags (device, threads, data location, progress, tracebacks)."""
+"""Flags of the ``pyvae`` command, generated from the config dataclasses (``ModelConfig``, each
+guide family's ``Options`` in ``GUIDES``, ``TrainConfig``, ``DataConfig``): each field gives a
+flag's type, check, help and default, so a default and its check live in one place; plus the
+runtime flags (device, threads, data location, progress, tracebacks). The guide flags are read
+from the registry when a parser is built: a family registered in ``GUIDES`` brings its own."""
 import argparse
 import typing
 from typing import List
 
-from ..config import (DataConfig, ModelConfig, TrainConfig, flag_fields, guide_option_fields,
-                      int_list)
+from ..config import flag_fields, int_list, parse_int_list
 from ..errors import ConfigError
 from ..limits import check_seed
+from ..models.config import ModelConfig
+from ..models.guides import guide_option_fields
+from ..training.config import DataConfig, TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,7 +41,7 @@ def positive_int(text: str):
 
 def int_list_type(text: str):
     try:
-        return list(int_list(text, "every value", noun=None))  # counts: k, AIS steps
+        return list(int_list(parse_int_list(text), "every value", noun=None))  # counts: k, AIS steps
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -58,8 +62,8 @@ def _flag_type(f):
     kind = f.type
     if typing.get_origin(kind) is typing.Union:  # Optional[X] -> X
         kind = next(a for a in typing.get_args(kind) if a is not type(None))
-    if check is int_list:
-        parse = str
+    if getattr(check, "parse", None) is not None:  # text such as "200,200"
+        parse = check.parse
     elif kind is bool:
         return None
     elif kind in (int, float):
@@ -70,8 +74,8 @@ def _flag_type(f):
         return parse
 
     def convert(text):
-        value = parse(text)  # a ValueError here reads "invalid int value: 'x'"
         try:
+            value = parse(text)  # a ValueError here reads "invalid int value: 'x'"
             value = check(value, f.metadata.get("name") or f.name)
         except ConfigError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
@@ -118,10 +122,15 @@ def add_config_flags(parser, config_fields) -> List[str]:
 
 
 MODEL_FLAGS = flag_fields(ModelConfig)
-GUIDE_FLAGS = list(guide_option_fields().values())
 TRAIN_FLAGS = [f for f in flag_fields(TrainConfig) if f.name != "epochs"]
 DATA_FLAGS = flag_fields(DataConfig)
 SNR_FLAGS = [f for f in TRAIN_FLAGS if f.name in ("groups", "ciwae_beta")]
+
+
+def guide_flags():
+    """One flag per option of the families in ``GUIDES`` now (a family registered after import
+    brings its options)."""
+    return list(guide_option_fields().values())
 
 
 def given_flags(args, config_fields) -> dict:

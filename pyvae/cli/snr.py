@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from ..config import TrainConfig
+from ..training.config import TrainConfig
 from ..infer.diagnostics import snr_table
 from ..reports.plots import plot_snr
 from ..run import FIGURES, SNR, Run

@@ -4,7 +4,8 @@ import os
 
 import pyro
 
-from ..config import DataConfig, ModelConfig, TrainConfig
+from ..models.config import ModelConfig
+from ..training.config import DataConfig, TrainConfig
 from ..data import load_dataset, load_split, load_train_valid
 from ..errors import ConfigError
 from ..models.likelihoods import bits_per_dim
@@ -14,8 +15,8 @@ from ..training.callbacks import as_callback
 from ..training.rundir import check_new
 from ..training.trainer import Trainer
 from .data import recorded_data_config
-from .flags import (DATA_FLAGS, GUIDE_FLAGS, MODEL_FLAGS, TRAIN_FLAGS, add_config_flags,
-                    add_runtime_flags, given_flags)
+from .flags import (DATA_FLAGS, MODEL_FLAGS, TRAIN_FLAGS, add_config_flags,
+                    add_runtime_flags, given_flags, guide_flags)
 
 
 def add_parser(sub) -> None:
@@ -34,7 +35,7 @@ def add_parser(sub) -> None:
     train.add_argument("--backend", choices=("gloo", "nccl"), default=None, help=(
         "with --distributed: gloo (default on the CPU) or nccl (default with --device cuda)"))
     add_runtime_flags(train, "device", "data-dir", "no-download", "threads", "no-progress", "debug")
-    for config_fields in (MODEL_FLAGS, GUIDE_FLAGS, TRAIN_FLAGS, DATA_FLAGS):
+    for config_fields in (MODEL_FLAGS, guide_flags(), TRAIN_FLAGS, DATA_FLAGS):
         add_config_flags(train, config_fields)
     train.set_defaults(func=cmd_train)
 
@@ -62,7 +63,7 @@ def cmd_train(args) -> int:
 
 
 def train(args, ddp=None) -> int:
-    given = {**given_flags(args, MODEL_FLAGS), **given_flags(args, GUIDE_FLAGS), **given_flags(args, TRAIN_FLAGS),
+    given = {**given_flags(args, MODEL_FLAGS), **given_flags(args, guide_flags()), **given_flags(args, TRAIN_FLAGS),
              **given_flags(args, DATA_FLAGS)}
     if args.resume:
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
@@ -76,7 +77,7 @@ def train(args, ddp=None) -> int:
         if not args.out:
             raise ConfigError("--out RUN_DIR is required (or --resume RUN_DIR)")
         check_new(args.out, args.overwrite)  # before the data are loaded
-        model = ModelConfig.from_dict({**given_flags(args, MODEL_FLAGS), **given_flags(args, GUIDE_FLAGS)})
+        model = model_config(args)
         training = TrainConfig(**given_flags(args, TRAIN_FLAGS), num_threads=args.threads,
                                **({} if args.epochs is None else {"epochs": args.epochs}))
         data = DataConfig(**given_flags(args, DATA_FLAGS), seed=training.seed)
@@ -97,6 +98,11 @@ def train(args, ddp=None) -> int:
     if history and (ddp is None or ddp.is_main):
         print(f"run in {trainer.out} ({history[-1]['epoch']} epochs)")
     return 0
+
+
+def model_config(args) -> ModelConfig:
+    """The model the flags describe: the model flags and those of the guide families."""
+    return ModelConfig.from_dict({**given_flags(args, MODEL_FLAGS), **given_flags(args, guide_flags())})
 
 
 def check_resume_flags(run_dir: str, trainer, given: dict) -> None:

@@ -41,7 +41,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
 
 from ..errors import ConfigError
-from .evaluate import Estimate, delta_method_stderr
+from .estimates import Estimate, delta_method_stderr
 from .hmc import HMC
 from .weights import (batches, check_count, check_x as _check_x, data_frame, enumerated, guide_sites,
                       max_plate_nesting, model_log_density, per_datapoint)

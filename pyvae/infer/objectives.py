@@ -35,7 +35,7 @@ import torch
 import pyro
 import pyro.infer
 import pyro.poutine as poutine
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import TransformedDistribution
 
 from ..errors import ConfigError
@@ -43,28 +43,27 @@ from .weights import (PARTICLE_PLATE, enumerated, log_weights, max_plate_nesting
                       model_log_density, site_log_density)
 
 ESTIMATORS = ("reparam", "stl", "dreg")
+#: the estimators of the objectives that take fewer than all of ``ESTIMATORS``
+OBJECTIVE_ESTIMATORS = {"trace_elbo": ("reparam", "stl"), "tracemeanfield_elbo": ("reparam",)}
+
+
+def estimators_of(loss: str):
+    """The guide-gradient estimators the objective ``loss`` takes (``TrainConfig`` checks)."""
+    return OBJECTIVE_ESTIMATORS.get(loss, ESTIMATORS)
 
 
 def _trace_elbo(num_particles, estimator="reparam", **_):
     # ELBO = E_q[log p(x,z) - log q(z|x)], estimated with num_particles reparameterised draws
     if estimator == "stl":
         return ImportanceWeighted(num_particles=1, groups=num_particles, estimator="stl")
-    _check_estimator(estimator, ("reparam", "stl"), "trace_elbo")
     return pyro.infer.Trace_ELBO(num_particles=num_particles,
                                  vectorize_particles=num_particles > 1)
 
 
 def _mean_field_elbo(num_particles, estimator="reparam", **_):
     # the same ELBO with KL(q || p) computed in closed form where Pyro knows it
-    _check_estimator(estimator, ("reparam",), "tracemeanfield_elbo")
     return pyro.infer.TraceMeanField_ELBO(num_particles=num_particles,
                                           vectorize_particles=num_particles > 1)
-
-
-def _check_estimator(estimator, allowed, name):
-    if estimator not in allowed:
-        raise ConfigError(f"the {name} objective takes the estimator(s) {', '.join(allowed)}, "
-                          f"not {estimator!r}" + ("; with k = 1 dreg equals stl" if estimator == "dreg" else ""))
 
 
 class ImportanceWeighted(pyro.infer.ELBO):
@@ -97,10 +96,7 @@ class ImportanceWeighted(pyro.infer.ELBO):
     shared_weights = True
 
     def __init__(self, num_particles: int = 50, estimator: str = "reparam", groups: int = 1):
-        if int(num_particles) < 1 or int(groups) < 1:
-            raise ConfigError(f"particles and groups must be >= 1, got {num_particles} and {groups}")
-        if estimator not in ESTIMATORS:
-            raise ConfigError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+        # the counts and the estimator are trusted: ``TrainConfig`` checks them, once
         super().__init__(num_particles=int(num_particles))
         self.groups, self.estimator = int(groups), estimator
         self._nesting = None
@@ -146,6 +142,8 @@ class ImportanceWeighted(pyro.infer.ELBO):
         return float(loss.detach())
 
     def _get_trace(self, model, guide, args, kwargs):
+        # Pyro's ELBO declares this hook abstract; the particles here are drawn vectorised
+        # (``_log_weights``), never one trace at a time, so nothing calls it
         raise NotImplementedError("this objective draws its particles vectorised")
 
     # ---------------------------------------------------------------- log-weights
@@ -225,7 +223,7 @@ class ImportanceWeighted(pyro.infer.ELBO):
             trace = poutine.trace(guide).get_trace(x)
         for name, site in trace.nodes.items():
             if site["type"] == "sample" and not site["is_observed"] and \
-                    type(site["fn"]).__name__ != "_Subsample" and not site["fn"].has_rsample:
+                    not site_is_subsample(site) and not site["fn"].has_rsample:
                 raise ConfigError(f"importance-weighted objectives need reparameterised guide "
                                   f"sites; site {name!r} ({type(site['fn']).__name__}) has no rsample")
 
@@ -254,8 +252,6 @@ class CIWAE(ImportanceWeighted):
     (a mean of 1-sample bounds) gets stl."""
 
     def __init__(self, num_particles: int, beta: float, estimator: str = "reparam"):
-        if not 0 <= float(beta) <= 1:
-            raise ConfigError(f"the ciwae beta must lie in [0, 1], got {beta}")
         super().__init__(num_particles, estimator, groups=1)
         self.beta = float(beta)
 
@@ -369,15 +365,11 @@ def bound_name(config: dict) -> str:
 def make_objective(name: str, num_particles: int = 1, estimator: str = "reparam",
                    groups: int = 1, ciwae_beta: float = 0.5):
     """The objective ``name`` with k = ``num_particles`` (per group), M = ``groups`` (miwae,
-    piwae) and beta = ``ciwae_beta`` (ciwae), trained with the guide-gradient ``estimator``."""
-    if name not in OBJECTIVES:
-        raise ConfigError(f"unknown loss {name!r}; choose one of: {', '.join(sorted(OBJECTIVES))}")
-    if int(num_particles) < 1:
-        raise ConfigError(f"particles must be >= 1, got {num_particles}")
-    if int(groups) < 1:
-        raise ConfigError(f"groups must be >= 1, got {groups}")
-    if estimator not in ESTIMATORS:
-        raise ConfigError(f"unknown estimator {estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+    piwae) and beta = ``ciwae_beta`` (ciwae), trained with the guide-gradient ``estimator``.
+
+    The arguments are trusted, as Pyro's ELBOs trust theirs: they are the fields of a
+    ``TrainConfig``, which checks each of them (and the estimator against the objective) once;
+    ``TrainConfig(loss=..., ...)`` is the way to check values from elsewhere."""
     return OBJECTIVES[name](int(num_particles), estimator=estimator, groups=int(groups),
                             ciwae_beta=float(ciwae_beta))
 

@@ -39,7 +39,6 @@ from pyro.ops.rings import LogRing
 from pyro.poutine.util import prune_subsample_sites
 
 from ..errors import ConfigError
-from ..models.vae import VAE
 
 DATA_PLATE = "data"
 PARTICLE_PLATE = "_iw_particles"
@@ -122,8 +121,8 @@ def check_guide_density(guide_trace) -> None:
 
 def guide_sites(guide_trace) -> set:
     """The names of the guide's sample sites (subsample sites of plates excluded)."""
-    return {name for name, site in guide_trace.nodes.items()
-            if site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample"}
+    return {name for name, site in prune_subsample_sites(guide_trace).nodes.items()
+            if site["type"] == "sample"}
 
 
 def enumerated(model: Callable, nesting: int) -> Callable:
@@ -136,7 +135,9 @@ def enumerated(model: Callable, nesting: int) -> Callable:
 def model_log_density(model_trace, sampled: set, particles: int, nesting: int,
                       scaled: bool = False, log_prob: Optional[Callable] = None):
     """log p(x, z) per datapoint from a trace of ``enumerated(model)`` taken inside the particle
-    plate (or any plate at dim ``-(nesting + 1)``, as AIS's chains), with the enumerated sites summed out (see the module docstring).
+    plate (or any plate at dim ``-(nesting + 1)``, as AIS's chains), its plates' subsample sites
+    pruned (``prune_subsample_sites``), with the enumerated sites summed out (see the module
+    docstring).
 
     Args:
         sampled: names of the sites whose values come from the guide (never summed out).
@@ -154,7 +155,7 @@ def model_log_density(model_trace, sampled: set, particles: int, nesting: int,
               and site["infer"].get("enumerate") == "parallel"}
     total, data_scale, factors = 0.0, None, []
     for name, site in model_trace.nodes.items():
-        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+        if site["type"] != "sample":
             continue
         lp = site["unscaled_log_prob"] if log_prob is None else log_prob(site)
         if summed and (name in summed or enum_dims(lp, particle_dim)):
@@ -283,9 +284,9 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
     """
     if nesting is None:
         nesting = max_plate_nesting(model, guide, x)
-    vae = own_vae(model, guide)
-    if vae is not None:  # no subsampled plate, no poutine.scale: the data scale is 1
-        return vae.log_weights(x, particles), 1.0
+    owner = own_weights(model, guide)
+    if owner is not None:  # no subsampled plate, no poutine.scale: the data scale is 1
+        return owner.log_weights(x, particles), 1.0
     particle_dim = -(nesting + 1)
     with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
         guide_trace = poutine.trace(guide).get_trace(x)
@@ -333,13 +334,26 @@ def joint_log_weights(model: Callable, guide: Callable, x: torch.Tensor, particl
     return log_w
 
 
-def own_vae(model: Callable, guide: Callable):
-    """The ``pyvae.VAE`` whose own model and guide these are, called with no Pyro handler
-    around them, or None: then ``VAE.log_weights`` computes their weights without tracing."""
-    vae = getattr(model, "__self__", None)
-    if type(vae) is not VAE or model != vae.model or guide != vae.guide:
+def own_weights(model: Callable, guide: Callable):
+    """The object whose own ``model`` and ``guide`` methods these are and which offers
+    ``log_weights(x, particles)`` for them (as ``pyvae.VAE`` does), called with no Pyro handler
+    around them; or None. Then ``owner.log_weights`` computes their weights without tracing.
+
+    ``log_weights`` must come from the class that defines ``model`` and ``guide`` (a subclass
+    that overrides one of them without its own ``log_weights`` keeps the traced path)."""
+    owner = getattr(model, "__self__", None)
+    if owner is None or getattr(guide, "__self__", None) is not owner \
+            or model != getattr(owner, "model", None) or guide != getattr(owner, "guide", None):
         return None
-    return None if poutine.runtime.am_i_wrapped() else vae
+    home = _defined_in(type(owner), "log_weights")
+    if home is None or any(_defined_in(type(owner), name) is not home for name in ("model", "guide")):
+        return None
+    return None if poutine.runtime.am_i_wrapped() else owner
+
+
+def _defined_in(cls: type, name: str):
+    """The class of ``cls``'s method resolution order that defines ``name`` (None: none)."""
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
 
 
 def site_log_density(name: str, site: dict, log_prob: torch.Tensor, particles: int,

@@ -25,6 +25,7 @@ from torch.distributions import Transform, constraints
 
 from pyro.distributions.conditional import ConditionalTransformModule
 
+from ..config import choose
 from ..errors import ConfigError
 from .nets import MLP
 
@@ -86,8 +87,7 @@ class ConditionalSylvester(ConditionalTransformModule):
     def __init__(self, z_dim: int, context_dim: int, hidden=(), kind: str = "orthogonal",
                  householders: int = 4, reverse: bool = False, activation: str = "tanh"):
         super().__init__()
-        if kind not in SYLVESTER_KINDS:
-            raise ConfigError(f"unknown Sylvester kind {kind!r}; choose one of: {', '.join(SYLVESTER_KINDS)}")
+        choose(kind, SYLVESTER_KINDS, "Sylvester kind")
         if int(householders) < 1:
             raise ConfigError(f"householders must be >= 1, got {householders}")
         self.z_dim, self.kind, self.householders = int(z_dim), kind, int(householders)

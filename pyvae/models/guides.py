@@ -23,8 +23,8 @@ layers have no closed-form inverse: such a q can score only the samples it drew 
 that evaluates log q must pass the very tensor ``rsample`` returned to ``log_prob`` of the same
 distribution object (Pyro's ELBOs do).
 """
-from dataclasses import fields
-from typing import Sequence
+from dataclasses import Field, dataclass, fields
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -34,10 +34,10 @@ import pyro.distributions.transforms as T
 from pyro.distributions.conditional import (ConditionalDistribution,
                                             ConditionalTransformedDistribution)
 
-from ..config import (FlowOptions, LowRankOptions, NoOptions, SplineOptions, SylvesterOptions,
-                      guide_option_fields, options_for)
+from ..config import (Config, NoOptions, at_least_one, at_most, choose, int_list, one_of, option,
+                      positive_float, positive_int)
 from ..errors import ConfigError
-from .flows import ConditionalSylvester
+from .flows import SYLVESTER_KINDS, ConditionalSylvester
 from .nets import MLP, activation_class
 from .priors import SummedOverEvent, unit_normal_log_density
 
@@ -83,15 +83,68 @@ class SelfScoringNormal(dist.Normal):
         return unit_normal_log_density(eps, summed=True) - self.scale.log().sum(-1)
 
 
+# ------------------------------------------------------------------------- the families' options
+# Each family's options are a dataclass beside it (its ``Options``): every option's default,
+# check, help and command-line flag, once. ``ModelConfig`` builds them, and a family trusts the
+# ``options`` object it is given.
+def at_least_two(value, name: str) -> int:
+    value = positive_int(value, name)
+    if value < 2:
+        raise ConfigError(f"need {name} >= 2, got {value}")
+    return value
+
+
+@dataclass
+class LowRankOptions(Config):
+    rank: int = option(2, "low-rank guide: rank of the covariance factor",
+                       at_most(positive_int, "rank"), example=1)
+
+
+@dataclass
+class FlowOptions(Config):
+    """Normalizing-flow families: q(z|x) = base pushed through ``flow_length`` transforms."""
+    flow_length: int = option(2, "flow guides: number of transforms",
+                              at_most(at_least_one, "flow_length"), metavar="K", example=3)
+    flow_hidden: Optional[Tuple[int, ...]] = option(
+        None, "flow guides: hidden sizes of each transform's network (default 10*z_dim; "
+              "sylvester: none)", at_most(int_list, "flow_hidden"), example=(6,))
+
+
+@dataclass
+class SplineOptions(FlowOptions):
+    count_bins: int = option(8, "spline guide: segments per dimension", at_least_two, example=3)
+    bound: float = option(5.0, "spline guide: half-width of the spline's box",
+                          positive_float, example=2.5)
+
+
+@dataclass
+class SylvesterOptions(FlowOptions):
+    sylvester_kind: str = option("orthogonal", "sylvester guide: how Q is built",
+                                 one_of(SYLVESTER_KINDS, names_only=True), choices=True,
+                                 example="triangular")
+    householders: int = option(4, "sylvester guide, householder kind: reflections per layer",
+                               positive_int, example=3)
+
+
 class GuideFamily(nn.Module):
-    """Base class: an amortized q(z|x)."""
+    """Base class: an amortized q(z|x).
+
+    A family with options names their dataclass in ``Options`` and is built with an instance
+    of it (``options=``, as ``ModelConfig`` holds them) or with their values as keywords."""
 
     #: a training step through this family can be traced by torch.jit (``TrainConfig.jit``)
     traceable = True
+    #: the family's options (a ``pyvae.config.Config`` dataclass)
+    Options = NoOptions
 
-    def __init__(self, x_dim: int, z_dim: int):
+    def __init__(self, x_dim: int, z_dim: int, options: Optional[Config] = None,
+                 **option_values):
         super().__init__()
         self.x_dim, self.z_dim = int(x_dim), int(z_dim)
+        if options is not None and option_values:
+            raise ConfigError(f"give the options of {type(self).__name__} as options= or as "
+                              "keywords, not both")
+        self.options = self.Options(**option_values) if options is None else options
 
     def forward(self, x):
         raise NotImplementedError
@@ -104,8 +157,8 @@ class Diagonal(GuideFamily):
     """
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh"):
-        super().__init__(x_dim, z_dim)
+                 activation: str = "tanh", options: Optional[NoOptions] = None):
+        super().__init__(x_dim, z_dim, options)
         self.net = MLP(x_dim, hidden, 2 * self.z_dim, activation)
 
     def loc_scale(self, x):
@@ -125,8 +178,8 @@ class FullRank(GuideFamily):
     """
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh"):
-        super().__init__(x_dim, z_dim)
+                 activation: str = "tanh", options: Optional[NoOptions] = None):
+        super().__init__(x_dim, z_dim, options)
         d = self.z_dim
         self.n_tril = d * (d + 1) // 2
         self.net = MLP(x_dim, hidden, d + self.n_tril, activation)
@@ -168,9 +221,9 @@ class LowRank(GuideFamily):
     traceable = False
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", **options):
-        super().__init__(x_dim, z_dim)
-        self.options = self.Options(**options)
+                 activation: str = "tanh", options: Optional[LowRankOptions] = None,
+                 **option_values):
+        super().__init__(x_dim, z_dim, options, **option_values)
         rank = self.options.rank
         if not 1 <= rank <= self.z_dim:
             raise ConfigError(f"rank must be between 1 and z_dim={self.z_dim}, got {rank}")
@@ -214,9 +267,9 @@ class Flow(GuideFamily):
     Options = FlowOptions
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", **options):
-        super().__init__(x_dim, z_dim)
-        self.options = self.Options(**options)
+                 activation: str = "tanh", options: Optional[FlowOptions] = None,
+                 **option_values):
+        super().__init__(x_dim, z_dim, options, **option_values)
         hidden = [int(h) for h in hidden]
         self.flow_length = self.options.flow_length
         flow_hidden = self.options.flow_hidden
@@ -304,12 +357,11 @@ class Spline(Flow):
     traceable = False
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", **options):
-        options = self.Options(**options)
-        if options.count_bins < 2:
-            raise ConfigError(f"need count_bins >= 2, got {options.count_bins}")
+                 activation: str = "tanh", options: Optional[SplineOptions] = None,
+                 **option_values):
+        options = self.Options(**option_values) if options is None else options
         self.count_bins, self.bound = options.count_bins, options.bound
-        super().__init__(x_dim, z_dim, hidden, activation, **options.to_dict())
+        super().__init__(x_dim, z_dim, hidden, activation, options)
 
     def make_transform(self, k):
         if min(self.flow_hidden) < self.z_dim:
@@ -331,10 +383,11 @@ class Sylvester(Flow):
     Options = SylvesterOptions
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
-                 activation: str = "tanh", **options):
-        options = self.Options(**options)
+                 activation: str = "tanh", options: Optional[SylvesterOptions] = None,
+                 **option_values):
+        options = self.Options(**option_values) if options is None else options
         self.sylvester_kind, self.householders = options.sylvester_kind, options.householders
-        super().__init__(x_dim, z_dim, hidden, activation, **options.to_dict())
+        super().__init__(x_dim, z_dim, hidden, activation, options)
 
     needs_flow_hidden = False
 
@@ -364,8 +417,43 @@ GUIDES = {
 
 def guide_options(name: str):
     """The keyword options (beyond hidden and activation) that the family ``name`` accepts: the
-    fields of its ``Options`` dataclass (``pyvae.config``)."""
-    return [f.name for f in fields(getattr(GUIDES[name], "Options", NoOptions))]
+    fields of its ``Options`` dataclass."""
+    return [f.name for f in fields(GUIDES[name].Options)]
+
+
+def guide_option_fields() -> Dict[str, Field]:
+    """Every option of every registered family, by name (one flag each on the command line):
+    the fields of the families' ``Options``, in the order of ``GUIDES``."""
+    out = {}
+    for family in GUIDES.values():
+        for f in fields(family.Options):
+            out.setdefault(f.name, f)
+    return out
+
+
+def options_for(guide, options: dict, strict: bool = True) -> Config:
+    """The options dataclass of ``guide`` (a name, or a ``GuideFamily`` object) from a dict:
+    None means the default; a name no family takes is an error; with ``strict`` an option the
+    family does not take is an error, without it an option of another family is dropped (one
+    set of options can serve a comparison)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    known = guide_option_fields()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown guide option {', '.join(unknown)}; guide options are: "
+                          f"{', '.join(sorted(known))}")
+    if not isinstance(guide, str):
+        if options:
+            raise ConfigError(f"guide options {', '.join(sorted(options))} given with a guide "
+                              "object; pass them to its constructor instead")
+        return NoOptions()
+    cls = GUIDES[choose(guide, list(GUIDES), "guide")].Options
+    taken = {f.name for f in fields(cls)}
+    foreign = sorted(set(options) - taken)
+    if foreign and strict:
+        raise ConfigError(f"the {guide} guide takes no {', '.join(foreign)} (its options: "
+                          f"{', '.join(sorted(taken)) or 'none'})")
+    return cls(**{k: v for k, v in options.items() if k in taken})
 
 
 def resolved_guide_options(name: str, options: dict) -> dict:
@@ -377,27 +465,17 @@ def resolved_guide_options(name: str, options: dict) -> dict:
 
 
 def make_guide(spec, x_dim: int, z_dim: int, hidden=(200, 200), activation="tanh",
-               **options) -> GuideFamily:
+               options: Optional[Config] = None, **option_values) -> GuideFamily:
     """A guide family from its name (see ``GUIDES``) or a ``GuideFamily`` instance.
 
-    ``options`` are family options (``flow_length``, ``flow_hidden``, ``rank``,
-    ``sylvester_kind``, ...). An option set to None means "the family's default"; an option of
-    another family is ignored (so one set of options can serve several families, as in a
-    comparison); a name no family takes is an error.
+    ``options``: the family's ``Options`` as a config holds them (trusted); or their values as
+    keywords (``flow_length``, ``flow_hidden``, ``rank``, ``sylvester_kind``, ...), where None
+    means "the family's default", an option of another family is ignored (so one set of
+    options can serve several families, as in a comparison) and a name no family takes is an
+    error.
     """
-    options = {k: v for k, v in options.items() if v is not None}
-    known = guide_option_fields()
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown guide option {', '.join(unknown)}; guide options are: "
-                          f"{', '.join(sorted(known))}")
+    if options is None:
+        options = options_for(spec, option_values, strict=False)
     if isinstance(spec, GuideFamily):
-        if options:
-            raise ConfigError(f"guide options {', '.join(sorted(options))} given with a guide "
-                              "object; pass them to its constructor instead")
         return spec
-    if isinstance(spec, str) and spec in GUIDES:
-        taken = guide_options(spec)
-        return GUIDES[spec](x_dim, z_dim, hidden=hidden, activation=activation,
-                            **{k: v for k, v in options.items() if k in taken})
-    raise ConfigError(f"unknown guide {spec!r}; choose one of: {', '.join(sorted(GUIDES))}")
+    return GUIDES[spec](x_dim, z_dim, hidden=hidden, activation=activation, options=options)

@@ -21,6 +21,7 @@ from torch import nn
 
 import pyro.distributions as dist
 
+from ..config import choose
 from ..errors import ConfigError
 
 
@@ -255,16 +256,12 @@ def make_likelihood(spec, x_dim: Optional[int] = None, **options) -> Likelihood:
     """
     if isinstance(spec, Likelihood):
         return spec
-    if isinstance(spec, str) and spec in LIKELIHOODS:
-        cls = LIKELIHOODS[spec]
-        if cls is Gaussian:
-            if x_dim is None:
-                raise ConfigError("the gaussian likelihood needs x_dim (its per-pixel scales)")
-            return cls(x_dim, **options)
-        return cls(**options)
-    raise ConfigError(
-        f"unknown likelihood {spec!r}; choose one of: {', '.join(sorted(LIKELIHOODS))}"
-    )
+    cls = LIKELIHOODS[choose(spec, list(LIKELIHOODS), "likelihood")]
+    if cls is Gaussian:
+        if x_dim is None:
+            raise ConfigError("the gaussian likelihood needs x_dim (its per-pixel scales)")
+        return cls(x_dim, **options)
+    return cls(**options)
 
 
 def bits_per_dim(nats_per_datapoint: float, x_dim: int, levels: Optional[int] = None) -> float:

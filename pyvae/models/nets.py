@@ -4,6 +4,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..config import choose
 from ..errors import ConfigError
 
 ACTIVATIONS = {
@@ -19,12 +20,7 @@ ACTIVATIONS = {
 
 def activation_class(name: str):
     """Look up an activation by name; unknown names raise a ConfigError listing the valid ones."""
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown activation {name!r}; choose one of: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+    return ACTIVATIONS[choose(name, list(ACTIVATIONS), "activation")]
 
 
 class MLP(nn.Sequential):

@@ -3,7 +3,7 @@ with batch shape ``()`` and event shape ``(z_dim,)``; the model's ``"data"`` pla
 its ``log_prob`` accepts z of shape ``(..., z_dim)`` (e.g. ``(particles, N, z_dim)``).
 
 Learned priors keep their parameters as module parameters; ``VAE.model`` registers the prior with
-``pyro.module("prior", ...)`` so that SVI trains them.
+``pyro.module("prior", ...)`` so that the trainer's optimizer trains them.
 """
 import inspect
 import math
@@ -15,6 +15,7 @@ from torch import nn
 
 import pyro.distributions as dist
 
+from ..config import choose
 from ..errors import ConfigError
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -170,9 +171,7 @@ def make_prior(spec, z_dim: int, x_dim: Optional[int] = None, unit_interval: boo
     """
     if isinstance(spec, Prior):
         return spec
-    if not (isinstance(spec, str) and spec in PRIORS):
-        raise ConfigError(f"unknown prior {spec!r}; choose one of: {', '.join(sorted(PRIORS))}")
-    cls = PRIORS[spec]
+    cls = PRIORS[choose(spec, list(PRIORS), "prior")]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "z_dim"}
     for key in options:
         if key not in accepted:

@@ -15,18 +15,12 @@ from torch import nn
 
 import pyro
 
-from ..config import ModelConfig, options_for
 from ..errors import ConfigError
+from .config import ModelConfig
 from .guides import make_guide
 from .likelihoods import make_likelihood
-from .nets import ARCHS, MLP, ConvDecoder, ConvEncoder, check_input_dim, image_shape_for
+from .nets import MLP, ConvDecoder, ConvEncoder, check_input_dim, image_shape_for
 from .priors import make_prior
-
-
-def _ALL_GUIDE_OPTIONS():
-    from .guides import GUIDES, guide_options
-
-    return {o for name in GUIDES for o in guide_options(name)}
 
 
 class VAE(nn.Module):
@@ -56,39 +50,22 @@ class VAE(nn.Module):
                  image_shape=None, prior_components=None, *, config: Optional[ModelConfig] = None,
                  **guide_options):
         super().__init__()
-        if config is None and (isinstance(hidden, (str, bytes)) or not all(
-                hasattr(h, "__index__") and not isinstance(h, bool)
-                for h in (hidden if hasattr(hidden, "__iter__") else [hidden]))):
-            raise ConfigError(f"hidden must be a sequence of integers such as (200, 200), got {hidden!r}")
-        if config is None:
+        if config is None:  # the keywords, checked once as a ModelConfig
             config = ModelConfig(x_dim=x_dim, z_dim=z_dim, hidden=hidden, activation=activation,
                                  likelihood=likelihood, guide=guide, prior=prior, arch=arch,
                                  image_shape=image_shape, prior_components=prior_components,
-                                 guide_options=options_for(guide, guide_options, strict=False))
+                                 guide_options=guide_options)
         elif not isinstance(config, ModelConfig):
             raise ConfigError(f"config must be a pyvae.config.ModelConfig, got {type(config).__name__}")
         elif config.x_dim is None:
             raise ConfigError("the model config needs x_dim (the size of a datapoint)")
-        self.model_config = config
+        elif guide_options:
+            raise ConfigError(f"guide options {', '.join(sorted(guide_options))} given with a "
+                              "config; set them in its guide_options")
         x_dim, z_dim, hidden, activation = config.x_dim, config.z_dim, config.hidden, config.activation
         likelihood, guide, prior, arch = config.likelihood, config.guide, config.prior, config.arch
         image_shape, prior_components = config.image_shape, config.prior_components
-        if not guide_options:  # (given as keywords, they are checked again by make_guide)
-            guide_options = {k: v for k, v in config.guide_options.to_dict().items()
-                             if v is not None}
         self.x_dim, self.z_dim = int(x_dim), int(z_dim)
-        hidden = tuple(int(h) for h in hidden)
-        if isinstance(guide, str):  # an option no family takes is an error in make_guide
-            from .guides import GUIDES, guide_options as options_of
-
-            foreign = [k for k, v in guide_options.items()
-                       if v is not None and guide in GUIDES and k in _ALL_GUIDE_OPTIONS()
-                       and k not in options_of(guide)]
-            if foreign:
-                raise ConfigError(f"the {guide} guide takes no {', '.join(foreign)} "
-                                  f"(its options: {', '.join(options_of(guide)) or 'none'})")
-        if arch not in ARCHS:
-            raise ConfigError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
         self.likelihood = make_likelihood(likelihood, self.x_dim)
         prior_options = {} if prior_components is None else {"components": int(prior_components)}
         self.prior = make_prior(prior, self.z_dim, x_dim=self.x_dim,
@@ -106,7 +83,7 @@ class VAE(nn.Module):
         # the guide family maps encoder-body features (x itself for the MLP) to q(z|x)
         feature_dim = self.x_dim if arch == "mlp" else self.encoder_body.out_dim
         self.encoder = make_guide(guide, feature_dim, self.z_dim, hidden=hidden,
-                                  activation=activation, **guide_options)
+                                  activation=activation, options=config.guide_options)
         if self.encoder.z_dim != self.z_dim or self.encoder.x_dim != feature_dim:
             raise ConfigError(
                 f"guide has x_dim={self.encoder.x_dim}, z_dim={self.encoder.z_dim}; "
@@ -114,12 +91,16 @@ class VAE(nn.Module):
             )
         if self.prior.needs_encoder:  # VampPrior: p(z) = 1/K sum_k q(z|u_k), with this encoder
             self.prior.attach_encoder(self.encode)
-        # what it takes to build this VAE again (used by checkpoints); None when an object was
-        # passed for a component, since objects cannot be stored as plain config
-        named = all(isinstance(c, str) for c in (likelihood, guide, prior))
         if arch != "mlp":
-            self.model_config = config = config.replace(image_shape=tuple(image_shape))
-        self.config = config.to_dict() if named else None
+            config = config.replace(image_shape=tuple(image_shape))
+        self.model_config = config
+
+    @property
+    def config(self) -> Optional[dict]:
+        """What it takes to build this VAE again (the "vae" entry of config.json, used by
+        checkpoints): ``model_config.to_dict()``; None when an object was passed for a
+        component, since objects cannot be stored as plain config."""
+        return self.model_config.to_dict() if self.model_config.named else None
 
     @classmethod
     def from_config(cls, config) -> "VAE":

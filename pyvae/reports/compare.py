@@ -30,7 +30,7 @@ import torch
 
 import pyro
 
-from ..config import ModelConfig, TrainConfig
+from ..models.config import ModelConfig
 from ..data import as_data
 from ..errors import ConfigError
 from ..infer import evaluate
@@ -40,6 +40,7 @@ from ..models.guides import GUIDES, guide_options as options_of
 from ..models.vae import VAE
 from ..run import Run, evaluate_vae
 from ..training.checkpoint import atomic_write_text, resolve_device
+from ..training.config import TrainConfig
 from ..training.rundir import check_new
 from ..training.trainer import Trainer
 from . import plots
@@ -56,7 +57,7 @@ COLUMNS = [  # (key in a row, markdown/CSV header)
     ("iwae", "IWAE_k"),
     ("log_px", "log p̂(x)"),
     ("gap", "log p̂(x) − ELBO"),
-    ("approximation_gap", "approx. gap"),
+    ("approximation_gap", "approx. gap"),  # (in the table only when the gap was split)
     ("amortization_gap", "amort. gap"),
     ("active_units", "active units"),
 ]
@@ -239,7 +240,9 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
                          num_threads=num_threads, **model_cfg),
     }
     if out is not None:
-        write_report(report, out)
+        written = write_report(report, out)
+        log("wrote " + ", ".join(written) + "; run directories "
+            + ", ".join(os.path.join(out, family) + os.sep for family in guides))
     return report
 
 
@@ -287,13 +290,25 @@ def _iwae_text(row) -> str:
     return ", ".join(f"{k}: {v:.2f}" for k, v in sorted((int(k), v) for k, v in row["iwae"].items()))
 
 
+REFINEMENT_COLUMNS = ("approximation_gap", "amortization_gap")
+
+
+def _refined(report: dict) -> bool:
+    """Whether the gap of any family was split (refinement ran)."""
+    return any(row.get(key) is not None for row in report["rows"] for key in REFINEMENT_COLUMNS)
+
+
 def markdown_table(report: dict) -> str:
-    """The comparison as a markdown table (nats per datapoint; higher bounds are tighter)."""
-    header = "| " + " | ".join(h for _, h in COLUMNS) + " |"
-    lines = [header, "|" + "|".join("---" if k == "guide" else "---:" for k, _ in COLUMNS) + "|"]
+    """The comparison as a markdown table (nats per datapoint; higher bounds are tighter).
+
+    The approximation/amortization columns appear only when the gap was split; "–" marks a
+    value that was not measured (a valid ELBO without validation data)."""
+    columns = [(k, h) for k, h in COLUMNS if _refined(report) or k not in REFINEMENT_COLUMNS]
+    header = "| " + " | ".join(h for _, h in columns) + " |"
+    lines = [header, "|" + "|".join("---" if k == "guide" else "---:" for k, _ in columns) + "|"]
     for row in report["rows"]:
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in columns:
             if key == "iwae":
                 cells.append(_iwae_text(row) or "–")
             elif key == "train_seconds":
@@ -305,6 +320,22 @@ def markdown_table(report: dict) -> str:
                 cells.append(_fmt(row.get(key)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def refinement_text(report: dict) -> str:
+    """What compare.md says about the split of the gap: how it was computed, or that it was not."""
+    settings = report["settings"]
+    if not _refined(report):
+        return ("The gap is not split into approximation and amortization gaps: no refinement "
+                "was run (refine_steps = 0; `--refine-steps S` splits it on the first "
+                "`--refine-size` test points).")
+    size = max(row.get("refine_size") or 0 for row in report["rows"])
+    ais = settings.get("ais_steps") or 0
+    log_px = (f"AIS with {ais} steps" if ais else
+              f"the importance-weighted estimate with K = {settings['num_samples']}")
+    return ("Approximation/amortization gaps: members of each family refined per datapoint by "
+            f"{settings['refine_steps']} SVI steps on the first {size} test points, with log p(x) "
+            f"from {log_px}; they add up to the gap on those {size} points, not on all of them.")
 
 
 def csv_text(report: dict) -> str:
@@ -342,9 +373,9 @@ def write_report(report: dict, out: str) -> List[str]:
           "Nats per datapoint on held-out data (higher is better; every bound is ≤ log p(x)). "
           f"log p̂(x): importance-weighted with K = {settings['num_samples']} samples; IWAE_k "
           "with fresh samples per k; gap = log p̂(x) − ELBO ≈ KL(q(z|x) ‖ p(z|x)). "
-          "Approximation/amortization gaps: per-datapoint refined members of each family "
-          f"({settings['refine_steps']} steps on {settings['refine_size']} points) where computed. "
-          "Active units: dimensions with Cov_x E_q[z_j|x] > 0.01.", "",
+          "Active units: dimensions with Cov_x E_q[z_j|x] > 0.01. "
+          "valid ELBO: – when no validation data was given.", "",
+          refinement_text(report), "",
           markdown_table(report)]
     if report.get("command"):
         md += ["", "Command:", "", "```bash", report["command"], "```"]

@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from ..config import choose
 from ..errors import ConfigError
 from ..infer.latents import posterior_mean
 from ..models.nets import image_shape_for as net_image_shape
@@ -36,8 +37,7 @@ def _new_figure(width: float, height: float):
 
 def _save(fig, path: str) -> str:
     fmt = os.path.splitext(path)[1].lstrip(".").lower()
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown figure format {fmt!r} for {path}; choose one of: {', '.join(FORMATS)}")
+    choose(fmt, FORMATS, f"figure format for {path}:")
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fig.savefig(path, format=fmt, bbox_inches="tight")
@@ -335,8 +335,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     (compare.json, from ``pyvae compare``) gets the gap plot and the training curves of every
     family. Returns the written paths.
     """
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    choose(fmt, FORMATS, "format")
     if not os.path.isdir(run_dir):
         raise ConfigError(f"{run_dir} is not a directory")
     out = out or os.path.join(run_dir, FIGURES)

@@ -8,7 +8,7 @@ import json
 import os
 from typing import List, Optional
 
-from ..config import RunConfig, TrainConfig
+from ..training.config import RunConfig, TrainConfig
 from ..data import load_split
 from ..errors import ConfigError
 from ..infer.evaluate import NUM_SAMPLES

@@ -6,7 +6,7 @@ from typing import List, Optional
 import pyro
 import torch
 
-from ..config import TrainConfig
+from ..training.config import TrainConfig
 from ..infer.diagnostics import gradient_snr
 from ..infer.objectives import make_objective
 from ..training.checkpoint import SNR, resolve_device, write_json
@@ -20,8 +20,11 @@ def snr_run(run, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwa
     """Gradient SNR of the encoder and the decoder of ``run`` (a ``pyvae.Run``) for each k and
     estimator of ``loss``, on the first ``batch_size`` datapoints of ``split``: one row per
     (k, estimator), written to snr.json."""
-    objectives = {(k, e): make_objective(loss, k, e, groups, ciwae_beta)
-                  for k in ks for e in estimators}  # every name checked before the work
+    # every setting checked (as TrainConfig checks a run's) before the work
+    settings = {(k, e): TrainConfig(loss=loss, particles=k, estimator=e, groups=groups,
+                                    ciwae_beta=ciwae_beta) for k in ks for e in estimators}
+    objectives = {key: make_objective(c.loss, c.particles, c.estimator, c.groups, c.ciwae_beta)
+                  for key, c in settings.items()}
     device = resolve_device(device)
     vae = run.load_vae(device)
     data = run.data(split, data_dir, download)

@@ -24,9 +24,12 @@ import torch
 
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
 from ..infer.beta import SiteScale, kl_weight, scale_site
 from ..infer.objectives import compile_refusal, compiled_objective
 from ..models.vae import VAE
+from .checkpoint import TENSORBOARD
+from .rundir import RunDir
 
 
 class Callback:
@@ -69,8 +72,6 @@ def as_callback(cb) -> Callback:
         return cb
     if callable(cb):
         return EpochEnd(cb)
-    from ..errors import ConfigError
-
     raise ConfigError(f"a callback is a pyvae Callback or a function f(trainer, record), "
                       f"got {type(cb).__name__}")
 
@@ -193,8 +194,6 @@ class RunWriter(Callback):
     metrics.jsonl and checkpoint.pt (atomically)."""
 
     def on_fit_start(self, trainer):
-        from .rundir import RunDir
-
         resuming = trainer.resumed
         trainer.run_dir = RunDir(trainer.out, overwrite=trainer.overwrite, resume=resuming)
         if resuming:  # metrics.jsonl as the checkpoint has them (a kill may have cut between)
@@ -221,8 +220,6 @@ class TensorBoard(Callback):
     def on_epoch_end(self, trainer, record):
         if self.writer is None:  # opened after the first checkpoint: a new run's directory
             from torch.utils.tensorboard import SummaryWriter  # takes its name only then
-
-            from .checkpoint import TENSORBOARD
 
             log_dir = self.log_dir or (os.path.join(trainer.out, TENSORBOARD) if trainer.out else None)
             self.writer = SummaryWriter(log_dir=log_dir)

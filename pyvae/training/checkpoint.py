@@ -5,14 +5,15 @@ and loaded with ``torch.load(weights_only=True)``, so a file carrying a pickled 
 would run code is refused rather than executed.
 """
 import json
+import math
 import os
 import random
 import tempfile
+import threading
 
 import torch
 
-from ..errors import ConfigError
-from .rundir import file_mode
+from ..errors import ConfigError, TrainingDiverged
 
 FORMAT = "pyvae-checkpoint"
 VERSION = 1
@@ -30,6 +31,34 @@ BDMC = "bdmc.json"              # the last ``pyvae bdmc`` / ``Run.bdmc``
 TENSORBOARD = "tensorboard"     # event files of ``pyvae train --tensorboard``
 FIGURES = "figures"             # ``pyvae plot``'s default output
 EVAL_PROGRESS = "eval-progress.pt"  # per-datapoint results of an unfinished evaluation
+TMP_PREFIX = ".tmp-"            # temp files and directories, removed when a writer opens the run
+
+
+_umask_lock = threading.Lock()
+
+
+def umask() -> int:
+    """The process's umask (read from /proc where possible, without changing it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open``: 0o666 less the umask."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    return 0o777 & ~umask()
 
 
 def atomic_write(path: str, write) -> None:
@@ -38,7 +67,7 @@ def atomic_write(path: str, write) -> None:
     Readers see either the old file or the complete new one, never a half-written one.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
     try:
         os.fchmod(fd, file_mode())  # mkstemp makes 0600; a run's files get the umask's mode
         with os.fdopen(fd, "wb") as f:
@@ -63,10 +92,6 @@ def write_json(path: str, obj) -> None:
 def check_finite_result(module, history, epoch: int) -> None:
     """Raise ``TrainingDiverged`` if a parameter or the last epoch's train/valid ELBO is NaN/Inf:
     such a state is never written as a checkpoint."""
-    import math
-
-    from ..errors import TrainingDiverged
-
     bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
     last = history[-1] if history else {}
     if bad or any(v is not None and not math.isfinite(v)

@@ -5,9 +5,9 @@
 Each of the N processes (ranks) holds the whole VAE and the whole (resident) data set. Every step
 draws the same global minibatch of ``batch_size`` datapoints on all ranks (the permutation comes
 from the seed, as in a single process) and rank r trains on its contiguous slice of it. The model
-and guide stay the Pyro functions of ``pyvae.vae`` trained by ``SVI``; while they run, the VAE's
-nets (``encoder_body``, ``encoder``, ``decoder`` and any ``prior``/``likelihood`` with parameters)
-are called through one ``DistributedDataParallel`` over all of them, so the backward pass
+and guide stay the Pyro functions of ``pyvae.vae``, trained through the objective's
+``differentiable_loss``; while they run, the VAE's nets (``encoder_body``, ``encoder``,
+``decoder`` and any ``prior``/``likelihood`` with parameters) are called through one ``DistributedDataParallel`` over all of them, so the backward pass
 all-reduces their gradients and every rank takes the identical optimizer step.
 
 Why the result equals one process with the global batch: Pyro's ``Trace_ELBO`` loss (and the IWAE
@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..config import choose
 from ..errors import ConfigError
 
 BACKENDS = ("gloo", "nccl")
@@ -193,8 +194,8 @@ def setup(device="cpu", backend: Optional[str] = None, timeout_s: Optional[float
     CUDA, where each process uses ``cuda:LOCAL_RANK`` (``torch.cuda.set_device``).
     """
     device = local_device(device)
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend is not None:
+        choose(backend, BACKENDS, "backend")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {device} requested but CUDA is not available")
@@ -285,24 +286,25 @@ class _Routed(nn.Module):
 
     def __init__(self, ddp: DistributedDataParallel, name: str, net: nn.Module):
         super().__init__()
-        # plain attributes, not submodules: this stand-in owns no parameters of its own
-        self.__dict__.update(_ddp=ddp, _name=name, _net=net)
+        # a tuple is a plain attribute for nn.Module, not submodules: this stand-in owns no
+        # parameters of its own
+        self.target = (ddp, name, net)
         self.train(net.training)
 
     def forward(self, *args, **kwargs):
-        return self._ddp(self._name, *args, **kwargs)
+        ddp, name, _ = self.target
+        return ddp(name, *args, **kwargs)
 
     def named_parameters(self, *args, **kwargs):
-        return self._net.named_parameters(*args, **kwargs)
+        return self.target[2].named_parameters(*args, **kwargs)
 
     def __getattr__(self, attr):
         try:
             return super().__getattr__(attr)
         except AttributeError:
-            net = self.__dict__.get("_net")
-            if net is None:
+            if attr == "target":  # (not set yet)
                 raise
-            return getattr(net, attr)
+            return getattr(self.target[2], attr)
 
 
 class DataParallelVAE:
@@ -310,7 +312,9 @@ class DataParallelVAE:
 
     ``route(fn)`` returns ``fn`` (e.g. ``vae.model``) running with the VAE's submodule slots
     (``SLOTS``) holding stand-ins that call the nets through one DDP; outside those calls the VAE
-    is untouched, so its ``state_dict``, ``encode`` and validation see the plain modules. A net
+    is untouched, so its ``state_dict``, ``encode`` and validation see the plain modules. (The
+    slots are swapped per call because the model and guide look their nets up on the VAE, and
+    a standing wrapper in a slot would rename the VAE's parameters in its ``state_dict``.) A net
     may be called several times per step (the VampPrior runs the encoder on its pseudo-inputs
     as well as the guide on x); autograd sums the uses before the gradient hook DDP waits on.
 
@@ -376,7 +380,8 @@ class DataParallelVAE:
         gc.collect()
 
     def route(self, fn):
-        """``fn`` run inside ``routed()``: give ``route(vae.model)``, ``route(vae.guide)`` to SVI."""
+        """``fn`` run inside ``routed()``: give ``route(vae.model)``, ``route(vae.guide)`` to the
+        objective."""
         @functools.wraps(fn)
         def routed_fn(*args, **kwargs):
             with self.routed():

@@ -20,6 +20,7 @@ import torch
 from ..errors import ConfigError, TrainingInterrupted
 from ..infer import evaluate
 from .checkpoint import EVAL, EVAL_PROGRESS, atomic_write, write_json
+from .rundir import RunDir
 from .signals import StopSignals
 
 PROGRESS, RESULT = EVAL_PROGRESS, EVAL
@@ -123,8 +124,6 @@ def ais_sharded(ctx, vae, x, num_steps, num_chains, seed, batch_size, progress=F
 def locked(run_dir: str, ctx=None):
     """The run directory's writer lock for an evaluation (not while it trains); with ``ctx``
     rank 0 alone takes it and the others learn whether it did (its error, on every rank)."""
-    from .rundir import RunDir
-
     if ctx is None:
         with RunDir(run_dir, resume=True):
             yield

@@ -21,39 +21,10 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 
 from ..errors import ConfigError
-
-TMP_PREFIX = ".tmp-"
-CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.json", "metrics.jsonl"
-_umask_lock = threading.Lock()
-
-
-def umask() -> int:
-    """The process's umask (read from /proc where possible, without changing it)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    with _umask_lock:
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """The mode a new file gets from ``open``: 0o666 less the umask."""
-    return 0o666 & ~umask()
-
-
-def dir_mode() -> int:
-    return 0o777 & ~umask()
-
-
+from .checkpoint import (CHECKPOINT, CONFIG, METRICS, TMP_PREFIX, atomic_write_text, dir_mode,
+                         file_mode, save_checkpoint, umask, write_json)  # noqa: F401 (file_mode, umask: pyvae.training.rundir.*)
 def _lock(path: str) -> int:
     """An exclusive, non-blocking flock on the directory ``path``; returns the held descriptor."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -205,16 +176,12 @@ class RunDir:
         shutil.rmtree(old, ignore_errors=True)
 
     def write_metrics(self, history) -> None:
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(os.path.join(self.path, METRICS),
                           "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
 
     def write(self, config: dict, history, checkpoint: dict) -> None:
         """config.json, metrics.jsonl, then checkpoint.pt (so metrics never lag the checkpoint),
         each atomically; the first checkpoint of a new run then commits it."""
-        from .checkpoint import save_checkpoint, write_json
-
         write_json(os.path.join(self.path, CONFIG), config)
         self.write_metrics(history)
         save_checkpoint(os.path.join(self.path, CHECKPOINT), checkpoint)

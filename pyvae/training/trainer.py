@@ -11,7 +11,6 @@ refused before they reach the parameters, and the learning rate set per epoch by
 ``LambdaLR`` schedule. Everything optional -- beta/KL warm-up, progress bars, the run directory's
 checkpoint and metrics, TensorBoard, user hooks -- is a callback (``pyvae.training.callbacks``).
 """
-import json
 import math
 import os
 import signal
@@ -23,7 +22,7 @@ import torch
 import pyro
 from pyro.infer import Trace_ELBO
 
-from ..config import TrainConfig
+from .config import TrainConfig
 from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir, resolve_device,
                          get_rng_state, load_checkpoint, set_rng_state)
 from . import distributed as _distributed
@@ -46,7 +45,8 @@ def _seed_for(seed: int, epoch: int, step: int) -> int:
 
 
 class Trainer:
-    """Fits a ``VAE`` by SVI: the training options are those of ``pyvae.config.TrainConfig``
+    """Fits a ``VAE`` by stochastic gradient steps on its objective
+    (``objective.differentiable_loss(model, guide, x)``, one torch optimizer): the options are those of ``pyvae.config.TrainConfig``
     (as keywords, or as ``config=``), and these:
 
     (lr, batch_size, epochs, loss, particles, optimizer, schedule, clip_norm, seed, num_threads,
@@ -420,6 +420,3 @@ class Trainer:
         self._stops = StopSignals(active=self.out is not None)
         return self._stops
 
-
-def _json_line(record: dict) -> str:
-    return json.dumps(record, sort_keys=True) + "\n"
