@@ -47,7 +47,8 @@ from .estimates import Estimate
 from .hmc import HMC, INITIAL_STEP
 from ..limits import check_count
 from .progress import progress_disabled
-from .weights import data_frame, per_datapoint, check_x as _check_x, max_plate_nesting
+from .weights import (batches, check_x as _check_x, data_frame, enumerated, guide_sites,
+                      max_plate_nesting, model_log_density, per_datapoint)
 
 __all__ = ["ais", "bdmc", "AISEstimate", "BDMCResult", "prior_guide", "sigmoid_schedule",
            "recommend_steps"]
@@ -164,7 +165,12 @@ def prior_guide(model: Callable) -> Callable:
 
 class GuideCannotScore(ConfigError):
     """The start guide's q(z|x) has no density at points it did not draw itself (a flow
-    without an inverse); AIS needs log q0 everywhere."""
+    without an inverse), or gives a non-finite log q0 at its own draws; AIS needs log q0
+    everywhere."""
+
+
+#: the auxiliary site that holds a latent site's unconstrained value in ``AutoNormal``
+AUXILIARY_SUFFIX = "_unconstrained"
 
 
 def _bijection(name, support):
@@ -183,23 +189,34 @@ def _bijection(name, support):
 class _Target:
     """log p(x, z), log q0(z) and log|det dz/du| per (chain, datapoint), from Pyro traces.
 
-    The model is traced with its latent sites conditioned on z = biject_to(support)(u); the
+    The model is traced with its latent sites conditioned on z = biject_to(support)(u), and its
+    sites marked for enumeration summed out (``pyvae.infer.weights.model_log_density``); the
     guide likewise (so guides whose sites depend on earlier latents are scored correctly). The
-    guide's distribution must be able to score any z (flows without an inverse cannot).
+    guide's distribution must be able to score any z (flows without an inverse cannot). A guide
+    that draws z through an auxiliary site ``z_unconstrained`` and a Delta at
+    biject_to(support)(z_unconstrained) (``AutoNormal``) has that site conditioned on u too:
+    the Delta then sits at its own value and q0 is scored by the auxiliary site's density and
+    the Delta's log-Jacobian. At the start the guide must score its own draws finitely
+    (``GuideCannotScore`` if not).
     """
 
     def __init__(self, model, guide, x, chains, nesting):
         self.model, self.guide, self.x, self.chains = model, guide, x, chains
-        self.chain_dim = -(nesting + 1)
+        self.nesting, self.chain_dim = nesting, -(nesting + 1)
         with torch.no_grad(), poutine.block():
             start = self._run(guide)
             replay = self._run(poutine.replay(model, trace=start))
+        sampled = guide_sites(start)
         self.sites, self.layout = {}, {}
         for name, site in replay.nodes.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
+            if name not in sampled and site["infer"].get("enumerate") == "parallel":
+                continue  # summed out in log p(x, z)
             if site["fn"].support.is_discrete:
-                raise ConfigError(f"latent site {name!r} is discrete; AIS needs continuous latents")
+                raise ConfigError(f"latent site {name!r} is discrete; AIS needs continuous latents "
+                                  "(a discrete site of the model alone can be marked for "
+                                  "enumeration: config_enumerate)")
             if name not in start.nodes:
                 raise ConfigError(f"the guide has no sample site {name!r}; the model needs it")
             self.sites[name] = _bijection(name, site["fn"].support)
@@ -207,12 +224,25 @@ class _Target:
             self.layout[name] = (data_frame(name, site).dim, self.sites[name].domain.event_dim)
         if not self.sites:
             raise ConfigError("the model has no latent sample sites")
+        self.auxiliary = {name + AUXILIARY_SUFFIX: name for name in self.sites
+                          if start.nodes.get(name + AUXILIARY_SUFFIX, {}).get("infer", {})
+                          .get("is_auxiliary")}
         self.start = {name: start.nodes[name]["value"].detach() for name in self.sites}
+        with torch.no_grad():
+            log_q = self.evaluate(self.to_unconstrained(self.start))[1]
+        if not bool(torch.isfinite(log_q).all()):
+            raise GuideCannotScore(
+                "the start guide gives a non-finite log q0 at its own draws (a guide whose latent "
+                "is a deterministic map of an auxiliary site it redraws cannot be scored at a "
+                "given z); start AIS from a guide with a density at any z, e.g. "
+                "pyvae.infer.ais.prior_guide(model)")
 
-    def _run(self, fn, data=None):
+    def _run(self, fn, data=None, enumerate_sites=False):
         with pyro.plate(CHAIN_PLATE, self.chains, dim=self.chain_dim):
             if data is not None:
                 fn = poutine.condition(fn, data=data)
+            if enumerate_sites:
+                fn = enumerated(fn, self.nesting)
             trace = poutine.trace(fn).get_trace(self.x)
         trace = prune_subsample_sites(trace)
         trace.compute_log_prob()
@@ -222,7 +252,8 @@ class _Target:
         total = 0.0
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or (skip_observed and site["is_observed"]
-                                            and name not in self.sites):
+                                            and name not in self.sites
+                                            and name not in self.auxiliary):
                 continue
             frame = data_frame(name, site)
             lp = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
@@ -260,9 +291,11 @@ class _Target:
                 ld = ld.expand(u[name].shape[:u[name].dim() - self.layout[name][1]])
                 log_det = log_det + per_datapoint(ld, self.chain_dim, self.layout[name][0],
                                                    self.chains)
-            log_p = self._sum(self._run(self.model, z), skip_observed=False)
+            model_trace = self._run(self.model, z, enumerate_sites=True)
+            log_p = model_log_density(model_trace, set(self.sites), self.chains, self.nesting)[0]
+            guide_values = dict(z, **{aux: u[name] for aux, name in self.auxiliary.items()})
             try:
-                log_q = self._sum(self._run(self.guide, z), skip_observed=True)
+                log_q = self._sum(self._run(self.guide, guide_values), skip_observed=True)
             except (NotImplementedError, KeyError):  # (Pyro's planar/radial raise KeyError)
                 raise GuideCannotScore("the guide's q(z|x) cannot score arbitrary z (a flow without an "
                                   "inverse: planar, radial, sylvester); start AIS from another "
@@ -368,19 +401,22 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
     betas = sigmoid_schedule(num_steps)
     reverse = start is not None
     values, errs, weights, esss, accepts, steps, tuned = [], [], [], [], [], [], []
+    plan = batches(guide, x, min(batch_size, x.shape[0]))
+    if reverse and plan[0].subsample is not None:
+        raise ConfigError("BDMC needs the data plate to follow x (no subsampled plate)")
     with torch.no_grad():
-        nesting = max_plate_nesting(model, guide, x[:batch_size])
-    batches = range(0, x.shape[0], batch_size)
-    bar = tqdm(total=num_steps * len(batches), desc=desc, unit="step", disable=progress_disabled(progress),
+        nesting = max_plate_nesting(plan[0].wrap(model), plan[0].wrap(guide), plan[0].x)
+    bar = tqdm(total=num_steps * len(plan), desc=desc, unit="step",
+               disable=progress_disabled(progress),
                leave=False, dynamic_ncols=True)
     with bar:
-        for i, lo in enumerate(batches):
+        for i, batch in enumerate(plan):
             if seed is not None:  # one seed per fixed chunk of datapoints
                 pyro.set_rng_seed(seed + i)
-            xb = x[lo:lo + batch_size]
-            target = _Target(model, guide, xb, num_chains, nesting)
+            xb = batch.x
+            target = _Target(batch.wrap(model), batch.wrap(guide), xb, num_chains, nesting)
             if reverse:
-                z = {k: v[lo:lo + batch_size] for k, v in start.items()}
+                z = {k: v[batch.rows.start:batch.rows.stop] for k, v in start.items()}
                 missing = set(target.sites) - set(z)
                 if missing:
                     raise ConfigError(f"no start values for latent sites {sorted(missing)}")
@@ -388,7 +424,8 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
             else:
                 z = target.start
             u = target.to_unconstrained(z)
-            hmc = HMC(target, xb.shape[0], INITIAL_STEP if step_size is None else float(step_size),
+            size = xb.shape[0] if batch.subsample is None else len(batch.subsample)
+            hmc = HMC(target, size, INITIAL_STEP if step_size is None else float(step_size),
                       leapfrog_steps, x.device)
             log_w = _anneal(target, u, betas, hmc, reverse, bar, tune=step_size is None)
             value, stderr, ess = _log_mean_exp(log_w)
@@ -397,7 +434,7 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
             for out, item in zip((values, errs, weights, esss, accepts, steps, tuned),
                                  (value, stderr, log_w, ess, hmc.accept_sum / max(hmc.transitions, 1),
                                   hmc.step, hmc.tuned_step)):
-                out.append(item)
+                out.append(None if item is None else batch.keep(item))
     ess = torch.cat(esss)
     return AISEstimate(torch.cat(values), torch.cat(errs), num_chains,
                        log_weights=torch.cat(weights, 1), ess=ess,

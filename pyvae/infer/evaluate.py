@@ -39,7 +39,8 @@ from .progress import progress_disabled
 from .latents import active_units, kl_per_dimension, kl_to_prior  # noqa: F401 (pyvae.evaluate.*)
 from ..limits import check_count
 from .psis import pareto_khat_from_top, tail_length
-from .weights import DATA_PLATE, PARTICLE_PLATE, check_x as _check_x, log_weights, max_plate_nesting  # noqa: F401
+from .weights import (DATA_PLATE, PARTICLE_PLATE, Batch, batches,  # noqa: F401
+                      check_x as _check_x, joint_log_weights, log_weights, max_plate_nesting)
 
 #: importance samples K per datapoint of an evaluation when none is given (``pyvae evaluate``)
 NUM_SAMPLES = 5000
@@ -53,8 +54,8 @@ def default_rows(device) -> int:
     """Samples x datapoints per chunk when ``chunk_size`` is not given, on ``device``."""
     return ROWS_PER_CHUNK if torch.device(device).type == "cpu" else ROWS_PER_CHUNK_ACCELERATOR
 
-__all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "elbo", "iwae_bound", "gaps",
-           "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting", "ais", "bdmc",
+__all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "joint_log_likelihood", "elbo",
+           "iwae_bound", "gaps", "active_units", "kl_per_dimension", "log_weights", "max_plate_nesting", "ais", "bdmc",
            "AISEstimate", "BDMCResult", "batch_seed"]
 
 
@@ -139,6 +140,15 @@ def batch_seed(seed: int, start: int) -> int:
                .generate_state(1, np.uint32)[0])
 
 
+def _streamed(data, batch_size: int):
+    """The batches of a Dataset, DataLoader or stream as ``Batch``es over consecutive rows."""
+    start = 0
+    for xb in iter_batches(data, batch_size):
+        xb = _check_x(xb)
+        yield Batch(xb, None, range(start, start + xb.shape[0]))
+        start += xb.shape[0]
+
+
 def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc, per_batch,
             batch_hook=None, seed=None):
     """Run ``per_batch(accumulate)`` over datapoint batches, feeding log-weight chunks to it.
@@ -149,40 +159,42 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
     before the batch starting at row ``start``: its draws depend on nothing that ran before.
     """
     _check_counts(num_samples, chunk_size, batch_size)
-    if isinstance(x, torch.Tensor):
+    if isinstance(x, torch.Tensor):  # the guide's plate decides how x is cut (weights.batches)
         x = _check_x(x)
-    total = num_rows(x)
-    batches = iter_batches(x, batch_size)
-    first = next(batches, None)
+        total = x.shape[0]
+        plan = iter(batches(guide, x, min(batch_size, total)))
+    else:  # a Dataset, DataLoader or stream: its batches as they come, each covering its rows
+        total = num_rows(x)
+        plan = _streamed(x, batch_size)
+    first = next(plan, None)
     if first is None:
         raise ConfigError("the data yielded no batches")
-    first = _check_x(first)
+    device = first.x.device
     if chunk_size is None:  # (the first batch's size: batch_size, or all of a smaller x)
-        chunk_size = max(1, min(num_samples, default_rows(first.device) // first.shape[0]))
+        chunk_size = max(1, min(num_samples, default_rows(device) // first.x.shape[0]))
     results = []
     with torch.no_grad():
-        nesting = max_plate_nesting(model, guide, first)
+        nesting = max_plate_nesting(first.wrap(model), first.wrap(guide), first.x)
         bar = tqdm(total=total, desc=desc, unit="x", disable=progress_disabled(progress),
                    leave=False, dynamic_ncols=True)
-        start = 0
         with bar:
-            for xb in itertools.chain([first], batches):
-                xb = _check_x(xb)
+            for batch in itertools.chain([first], plan):
+                start = batch.rows.start
                 if batch_hook is not None and batch_hook(start, None):  # skip: done before
-                    bar.update(xb.shape[0])
-                    start += xb.shape[0]
+                    bar.update(len(batch.rows))
                     continue
                 if seed is not None:
                     pyro.set_rng_seed(batch_seed(seed, start))
 
-                def draw(particles, xb=xb):
-                    return log_weights(model, guide, xb, particles, nesting)[0]
+                def draw(particles, batch=batch):
+                    lw = log_weights(batch.wrap(model), batch.wrap(guide), batch.x, particles,
+                                     nesting)[0]
+                    return batch.keep(lw)
 
-                results.append(per_batch(draw, xb.shape[0], xb.device, chunk_size))
+                results.append(per_batch(draw, len(batch.rows), device, chunk_size))
                 if batch_hook is not None:
                     batch_hook(start, results[-1])
-                bar.update(xb.shape[0])
-                start += xb.shape[0]
+                bar.update(len(batch.rows))
     return results
 
 
@@ -232,6 +244,41 @@ def log_likelihood(model: Callable, guide: Callable, x, num_samples: int = NUM_S
     parts = _stream(model, guide, x, num_samples, chunk_size, batch_size, progress,
                     f"log p(x), K={num_samples}", per_batch, batch_hook, seed)
     value, stderr, ess, elbo_mean, elbo_se, khat = (torch.cat(p) for p in zip(*parts))
+    return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se,
+                         khat=khat)
+
+
+def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
+                         num_samples: int = 1000, chunk_size: Optional[int] = None,
+                         progress: bool = False) -> LogLikelihood:
+    """Importance-weighted estimate of log p(x_1, ..., x_N) for the rows of x as a whole:
+
+        log p^(X) = logsumexp_{k<=K} [log p(X, Z_k) - log q(Z_k|X)] - log K,   Z_k ~ q(Z|X),
+
+    with Z all rows' latents drawn together. For a guide whose q couples the datapoints (an
+    ``AutoContinuous`` guide: ``AutoDiagonalNormal``, ``AutoMultivariateNormal``,
+    ``AutoLowRankMultivariateNormal``, ``AutoIAFNormal`` draw one vector for all rows), which
+    has no per-datapoint estimate; it equals sum_n log p(x_n) for a model of independent rows.
+    The guide must cover x as fitted (all rows, in order); the weights live in a space of all
+    rows' latents, so K must grow with N for the same accuracy (watch ``ess`` and ``khat``).
+
+    Returns:
+        a ``LogLikelihood`` whose tensors have one entry, the batch's: value, stderr, ess, the
+        K-sample ELBO of the batch and the Pareto k^ of the K weights.
+    """
+    x = _check_x(x)
+    _check_counts(num_samples, chunk_size, 1)
+    if chunk_size is None:
+        chunk_size = max(1, min(num_samples, default_rows(x.device) // x.shape[0]))
+    acc = _Accumulator(1, x.device, keep_top=tail_length(num_samples) + 1)
+    with torch.no_grad():
+        nesting = max_plate_nesting(model, guide, x, joint=True)
+        for size in tqdm(list(_chunks(num_samples, chunk_size)), desc=f"log p(X), K={num_samples}",
+                         disable=not progress, leave=False, dynamic_ncols=True):
+            acc.update(joint_log_weights(model, guide, x, size, nesting)[:, None])
+    value, stderr, ess = acc.log_mean_exp()
+    elbo_mean, elbo_se = acc.mean()
+    khat = pareto_khat_from_top(acc.top.T, num_samples)
     return LogLikelihood(value, stderr, num_samples, ess=ess, elbo=elbo_mean, elbo_stderr=elbo_se,
                          khat=khat)
 

@@ -39,7 +39,8 @@ from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import TransformedDistribution
 
 from ..errors import ConfigError
-from .weights import PARTICLE_PLATE, log_weights, max_plate_nesting, site_log_density
+from .weights import (PARTICLE_PLATE, enumerated, log_weights, max_plate_nesting,
+                      model_log_density, site_log_density)
 
 ESTIMATORS = ("reparam", "stl", "dreg")
 #: the estimators of the objectives that take fewer than all of ``ESTIMATORS``
@@ -172,22 +173,30 @@ class ImportanceWeighted(pyro.infer.ELBO):
             guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(x))
             latent = {name: site for name, site in guide_trace.nodes.items()
                       if site["type"] == "sample" and not site["is_observed"]}
-            if self.estimator != "reparam" and len(latent) != 1:
-                raise ConfigError(f"the {self.estimator} estimator needs a guide with one latent "
-                                  f"sample site, got {len(latent)}: {', '.join(latent)}")
             leaves = {name: site["value"].detach().requires_grad_() for name, site in latent.items()}
-            conditioned = poutine.condition(model, data=leaves)
+            conditioned = enumerated(poutine.condition(model, data=leaves), nesting)
             model_trace = prune_subsample_sites(poutine.trace(conditioned).get_trace(x))
-        log_p, scale = 0.0, None
-        for name, site in model_trace.nodes.items():
-            if site["type"] == "sample":
-                lp = site["fn"].log_prob(site["value"])
-                term, scale = site_log_density(name, site, lp, particles, nesting, scaled=True)
-                log_p = log_p + term
+            joint = None
+            if self.estimator != "reparam" and len(latent) > 1:
+                # log q of the leaves, the guide's sites depending on earlier leaves: its
+                # gradient is the joint d log q(z) / dz at fixed parameters (see the class)
+                joint = prune_subsample_sites(
+                    poutine.trace(poutine.condition(guide, data=leaves)).get_trace(x))
+        log_p, scale = model_log_density(model_trace, set(leaves), particles, nesting, scaled=True,
+                                         log_prob=lambda site: site["fn"].log_prob(site["value"]))
         score_p = torch.autograd.grad(log_p.sum(), list(leaves.values()), retain_graph=True,
                                       allow_unused=True)
+        score_q = [None] * len(latent)
+        if joint is not None:
+            log_q_leaves = 0.0
+            for name in latent:
+                site = joint.nodes[name]
+                term, _ = site_log_density(name, site, _score(site), particles, nesting, scaled=True)
+                log_q_leaves = log_q_leaves + term
+            score_q = torch.autograd.grad(log_q_leaves.sum(), list(leaves.values()),
+                                          allow_unused=True)
         log_q, phi_term = 0.0, 0.0
-        for (name, site), s_p in zip(latent.items(), score_p):
+        for (name, site), s_p, s_q in zip(latent.items(), score_p, score_q):
             z, fn = site["value"], site["fn"]
             moved, events = z - z.detach(), tuple(range(-len(fn.event_shape), 0))
             term, _ = site_log_density(name, site, fn.log_prob(z), particles, nesting, scaled=True)
@@ -197,6 +206,11 @@ class ImportanceWeighted(pyro.infer.ELBO):
                 phi_term = phi_term + path
             if self.estimator == "reparam":  # the whole derivative of log q, score term included
                 phi_term = phi_term - term
+            elif joint is not None:  # the joint path derivative, already scaled and masked
+                if s_q is not None:
+                    path, _ = site_log_density(name, site, (s_q * moved).sum(events), particles,
+                                               nesting)
+                    phi_term = phi_term - path
             else:  # only its path through z
                 path = (path_score(fn, z) * moved).sum(events)
                 path, _ = site_log_density(name, site, path, particles, nesting, scaled=True)
@@ -268,6 +282,17 @@ class PIWAE(ImportanceWeighted):
         a = _normalised(log_w, 1, self.groups * self.num_particles)
         _, b = super().weights(log_w)
         return a, b
+
+
+def _score(site) -> torch.Tensor:
+    """log q of a guide site at the value it was conditioned on (ConfigError if q cannot score
+    a point it did not draw, as a flow without an inverse)."""
+    try:
+        return site["fn"].log_prob(site["value"])
+    except (NotImplementedError, KeyError):  # (Pyro's planar/radial raise KeyError)
+        raise ConfigError(f"stl and dreg with several latent sites need log q at any z; the "
+                          f"guide's site {site['name']!r} ({type(site['fn']).__name__}) scores "
+                          "only its own draws") from None
 
 
 def _group_bound(log_w, groups, k):

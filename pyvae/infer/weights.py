@@ -9,14 +9,33 @@ summed over every sample site of the model and the guide. Both the training obje
 (``pyvae.infer.objectives.IWAE``) and the evaluation (``pyvae.infer.evaluate``) use these
 functions; every sample site must lie in a vectorized ``pyro.plate("data", ...)`` over the
 first dimension of x.
+
+Latent sites of the model that the guide does not sample: a discrete site marked for parallel
+enumeration (``pyro.infer.config_enumerate``, ``infer={"enumerate": "parallel"}``) is summed
+out exactly, as ``TraceEnum_ELBO`` does,
+
+    log p(x, z) = log sum_y p(x, y, z),
+
+by Pyro's enumeration (``poutine.enum`` puts the values of y in dimensions left of the
+particle plate) and its tensor contraction (``pyro.ops.contract.contract_to_tensor``: a
+logsumexp over y of the factors that depend on y, and products over any plates nested in the
+data plate). Any other model-only latent site is refused: replayed against the guide, it would
+be drawn from its prior while its log-prior stayed in the weight, which is then wrong.
 """
-from typing import Callable, Optional
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, List, Optional
 
 import torch
 
 import pyro
 import pyro.poutine as poutine
+from opt_einsum import get_symbol
+from pyro.distributions import Delta
 from pyro.distributions.util import scale_and_mask
+from pyro.ops.contract import contract_to_tensor
+from pyro.ops.packed import pack, unpack
+from pyro.ops.rings import LogRing
 from pyro.poutine.util import prune_subsample_sites
 
 from ..errors import ConfigError
@@ -25,15 +44,20 @@ DATA_PLATE = "data"
 PARTICLE_PLATE = "_iw_particles"
 
 
-def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
+def max_plate_nesting(model: Callable, guide: Callable, *args, joint: bool = False, **kwargs) -> int:
     """How many plate dimensions the model and guide use (traced once, without gradients).
 
-    Also checks that every sample site lies inside the ``"data"`` plate (ConfigError if not).
+    Also checks (ConfigError if not) that every sample site (of the model only, with
+    ``joint``: for ``joint_log_weights``) lies inside the ``"data"`` plate,
+    that every latent site of the model is sampled by the guide or enumerated in the model
+    (``check_latents``), and that the guide has a density (``check_guide_density``).
     """
     with torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    for name, site in model_trace.nodes.items():  # e.g. grey pixels under a Bernoulli
+    check_guide_density(guide_trace)
+    check_latents(model_trace, guide_trace)
+    for name, site in prune_subsample_sites(model_trace).nodes.items():  # e.g. grey pixels
         if site["type"] == "sample" and site["is_observed"]:
             if not bool(torch.as_tensor(site["fn"].support.check(site["value"])).all()):
                 base = getattr(site["fn"], "base_dist", site["fn"])
@@ -45,9 +69,158 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, **kwargs) -> int:
     for trace in (prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)):
         for name, site in trace.nodes.items():
             if site["type"] == "sample":
-                data_frame(name, site)  # every site must be per datapoint
+                if not (joint and trace is not model_trace):
+                    data_frame(name, site)  # every site must be per datapoint
                 dims += [-frame.dim for frame in site["cond_indep_stack"] if frame.vectorized]
     return max(dims)
+
+
+def check_latents(model_trace, guide_trace) -> None:
+    """Every latent site of the model is sampled by the guide or marked for parallel enumeration
+    (a discrete site, summed out by ``model_log_density``); ConfigError naming the site if not."""
+    sampled = guide_sites(guide_trace)
+    for name, site in prune_subsample_sites(model_trace).nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or name in sampled:
+            continue
+        how = site["infer"].get("enumerate")
+        if how == "parallel" and site["fn"].has_enumerate_support:
+            continue
+        if how == "sequential":
+            raise ConfigError(f"the model's site {name!r} is marked for sequential enumeration; "
+                              "mark it {'enumerate': 'parallel'} (config_enumerate's default) to "
+                              "have it summed out")
+        kind = "discrete" if site["fn"].has_enumerate_support else "a continuous"
+        fix = ("mark it for enumeration in the model (@pyro.infer.config_enumerate or "
+               "infer={'enumerate': 'parallel'}) or sample it in the guide"
+               if site["fn"].has_enumerate_support else "sample it in the guide")
+        raise ConfigError(f"the model's latent site {name!r} ({kind} "
+                          f"{type(site['fn']).__name__}) is not sampled by the guide, so it has "
+                          f"no importance weight: {fix}")
+
+
+def check_guide_density(guide_trace) -> None:
+    """A guide whose latent sites are point masses (``Delta`` without a ``log_density``, as
+    ``AutoDelta`` and MAP guides sample) has no density q(z|x), hence no importance weights:
+    ConfigError. A Delta that carries its draw's log-density, or follows an auxiliary site
+    (``infer={"is_auxiliary": True}``: a deterministic map of that site's draw, whose density
+    the auxiliary site and the Delta's log-Jacobian carry, as in ``AutoNormal``), is allowed."""
+    sites = [(n, s) for n, s in prune_subsample_sites(guide_trace).nodes.items()
+             if s["type"] == "sample" and not s["is_observed"]]
+    if any(s["infer"].get("is_auxiliary") for _, s in sites):
+        return
+    for name, site in sites:
+        base = site["fn"]
+        while hasattr(base, "base_dist"):
+            base = base.base_dist
+        if isinstance(base, Delta) and not bool(torch.as_tensor(base.log_density).ne(0).any()):
+            raise ConfigError(f"the guide's site {name!r} is a point mass (Delta, as AutoDelta "
+                              "draws): a guide without a density gives no importance weights, "
+                              "ELBO or AIS start; fit a guide with a density (e.g. AutoNormal) "
+                              "to evaluate the model")
+
+
+def guide_sites(guide_trace) -> set:
+    """The names of the guide's sample sites (subsample sites of plates excluded)."""
+    return {name for name, site in prune_subsample_sites(guide_trace).nodes.items()
+            if site["type"] == "sample"}
+
+
+def enumerated(model: Callable, nesting: int) -> Callable:
+    """The model with its sites marked ``{"enumerate": "parallel"}`` enumerated, in dimensions
+    left of the particle plate at ``-(nesting + 1)``. Sites replayed from a guide trace keep the
+    guide's value: wrap ``poutine.replay(model, ...)`` (replay then acts first)."""
+    return poutine.enum(model, first_available_dim=-(nesting + 2))
+
+
+def model_log_density(model_trace, sampled: set, particles: int, nesting: int,
+                      scaled: bool = False, log_prob: Optional[Callable] = None):
+    """log p(x, z) per datapoint from a trace of ``enumerated(model)`` taken inside the particle
+    plate (or any plate at dim ``-(nesting + 1)``, as AIS's chains), its plates' subsample sites
+    pruned (``prune_subsample_sites``), with the enumerated sites summed out (see the module
+    docstring).
+
+    Args:
+        sampled: names of the sites whose values come from the guide (never summed out).
+        log_prob: ``log_prob(site)`` gives the tensor to use for a site (default: its
+            ``unscaled_log_prob``, after ``compute_log_prob``).
+        scaled: as in ``site_log_density``; the factors of a sum over enumerated values must
+            share one scale (applied outside the log of the sum, as ``TraceEnum_ELBO`` does).
+
+    Returns:
+        ``(log_p, data_scale)``: float64 of shape (particles, batch), and the data plate's scale.
+    """
+    particle_dim = -(nesting + 1)
+    summed = {name for name, site in model_trace.nodes.items()
+              if site["type"] == "sample" and not site["is_observed"] and name not in sampled
+              and site["infer"].get("enumerate") == "parallel"}
+    total, data_scale, factors = 0.0, None, []
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        lp = site["unscaled_log_prob"] if log_prob is None else log_prob(site)
+        if summed and (name in summed or enum_dims(lp, particle_dim)):
+            factors.append((name, site, lp))
+            continue
+        term, data_scale = site_log_density(name, site, lp, particles, nesting, scaled)
+        total = total + term
+    if factors:
+        term, data_scale = _sum_out(factors, particles, nesting, scaled)
+        total = total + term
+    if data_scale is None:
+        raise ConfigError("the model has no sample sites")
+    return total, data_scale
+
+
+def enum_dims(log_prob: torch.Tensor, particle_dim: int) -> list:
+    """The dimensions of a site's log-density left of the particle plate with more than one
+    entry: those of the values of enumerated sites it depends on."""
+    return [d for d in range(-log_prob.dim(), particle_dim) if log_prob.shape[d] > 1]
+
+
+def _sum_out(factors, particles, nesting, scaled):
+    """log sum_y prod_f exp(f) per datapoint over the enumerated values y, for the factors f
+    (site, log-density) that depend on y: ``contract_to_tensor`` in Pyro's log ring, with each
+    plate and each enumeration dimension named by a symbol, down to the particle and data
+    plates (the plates nested inside the data plate are product-contracted)."""
+    particle_dim = -(nesting + 1)
+    plate_symbol, enum_symbol, tree, scales = {}, {}, OrderedDict(), set()
+    data, data_scale, p_sym = None, 1.0, None
+
+    def symbol():
+        return get_symbol(len(plate_symbol) + len(enum_symbol))
+
+    for name, site, lp in factors:
+        data = data_frame(name, site)
+        data_scale = data.full_size / data.size if data.full_size else 1.0
+        dim_to_symbol = {}
+        for frame in site["cond_indep_stack"]:
+            if frame.vectorized:
+                if frame.name not in plate_symbol:
+                    plate_symbol[frame.name] = symbol()
+                dim_to_symbol[frame.dim] = plate_symbol[frame.name]
+                if frame.dim == particle_dim:  # the particle (or AIS chain) plate
+                    p_sym = plate_symbol[frame.name]
+        ordinal = frozenset(dim_to_symbol.values())
+        for d in enum_dims(lp, particle_dim):
+            if d not in enum_symbol:
+                enum_symbol[d] = symbol()
+            dim_to_symbol[d] = enum_symbol[d]
+        scale = site["scale"] / data_scale if scaled else 1.0
+        if torch.is_tensor(scale) and scale.numel() != 1:
+            raise ConfigError(f"site {name!r} depends on an enumerated site and has a "
+                              "non-scalar scale; the sum over enumerated values needs one scale")
+        scales.add(float(scale))
+        masked = scale_and_mask(lp.to(torch.float64), 1.0, site["mask"])
+        tree.setdefault(ordinal, []).append(pack(masked, dim_to_symbol))
+    if len(scales) > 1:
+        raise ConfigError(f"the sites that depend on an enumerated site have different scales "
+                          f"{sorted(scales)}; the sum over enumerated values needs one scale")
+    d_sym = plate_symbol[DATA_PLATE]
+    ring = LogRing(dim_to_size={p_sym: particles, d_sym: data.size})
+    term = contract_to_tensor(tree, set(enum_symbol.values()), target_ordinal=frozenset({p_sym, d_sym}),
+                              ring=ring)
+    term = unpack(term, {p_sym: particle_dim, d_sym: data.dim})
+    return scales.pop() * per_datapoint(term, particle_dim, data.dim, particles), data_scale
 
 
 def data_frame(name, site):
@@ -57,6 +230,14 @@ def data_frame(name, site):
                 raise ConfigError(f"site {name!r}: the {DATA_PLATE!r} plate must be vectorized "
                                   "(pyro.plate used as a context manager, not an iterator)")
             return frame
+    if site["infer"].get("is_auxiliary"):
+        raise ConfigError(
+            f"the guide's site {name!r} holds the latents of all datapoints in one draw outside "
+            f"the {DATA_PLATE!r} plate (an AutoContinuous guide: AutoDiagonalNormal, "
+            "AutoMultivariateNormal, AutoLowRankMultivariateNormal, AutoIAFNormal): its q is one "
+            "joint distribution over all rows, so there is no per-datapoint q(z|x), ELBO or "
+            "log p(x); fit AutoNormal (one factor per datapoint) or an amortised guide, or estimate "
+            "log p(x_1..N) of the rows together with pyvae.evaluate.joint_log_likelihood")
     raise ConfigError(
         f"site {name!r} is outside the {DATA_PLATE!r} plate; per-datapoint importance weights "
         f"need every sample site of the model and guide inside pyro.plate({DATA_PLATE!r}, ...)")
@@ -109,24 +290,48 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
     particle_dim = -(nesting + 1)
     with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
         guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        replayed = enumerated(poutine.replay(model, trace=guide_trace), nesting)
+        model_trace = poutine.trace(replayed).get_trace(x)
     guide_trace = prune_subsample_sites(guide_trace)
     model_trace = prune_subsample_sites(model_trace)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
-    log_w, data_scale = 0.0, None
-    for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if trace is guide_trace and site["is_observed"]:
-                continue
-            lp, data_scale = site_log_density(name, site, site["unscaled_log_prob"], particles,
-                                              nesting, scaled)
-            log_w = log_w + sign * lp
-    if data_scale is None:
-        raise ConfigError("the model and guide have no sample sites")
+    log_w, data_scale = model_log_density(model_trace, guide_sites(guide_trace), particles,
+                                          nesting, scaled)
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and not site["is_observed"]:
+            lq, _ = site_log_density(name, site, site["unscaled_log_prob"], particles, nesting,
+                                     scaled)
+            log_w = log_w - lq
     return log_w, data_scale
+
+
+def joint_log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: int,
+                      nesting: int) -> torch.Tensor:
+    """log w = log p(X, Z) - log q(Z | X) for the rows X of x as a whole, shape (particles,),
+    float64: for a guide whose q couples the datapoints (an ``AutoContinuous`` guide draws one
+    vector holding every row's latents, outside the data plate), which has no per-datapoint
+    weights. Drawn as ``log_weights`` draws (one guide call for all particles); the model's
+    log-density is ``model_log_density`` summed over the rows, the guide's every site summed
+    over all dimensions but the particles'. Unscaled by any subsampling."""
+    particle_dim = -(nesting + 1)
+    with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        replayed = enumerated(poutine.replay(model, trace=guide_trace), nesting)
+        model_trace = poutine.trace(replayed).get_trace(x)
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    log_p, _ = model_log_density(model_trace, guide_sites(guide_trace), particles, nesting)
+    log_w = log_p.sum(1)
+    for site in guide_trace.nodes.values():
+        if site["type"] == "sample" and not site["is_observed"]:
+            lq = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"]).to(torch.float64)
+            lq = lq.reshape((1,) * (nesting + 1 - lq.dim()) + tuple(lq.shape))
+            right = list(range(lq.dim() + particle_dim + 1, lq.dim()))  # the plates' dims
+            log_w = log_w - (lq.sum(right) if right else lq).reshape(-1).expand(particles)
+    return log_w
 
 
 def own_weights(model: Callable, guide: Callable):
@@ -172,6 +377,74 @@ def site_log_density(name: str, site: dict, log_prob: torch.Tensor, particles: i
     return per_datapoint(lp.to(torch.float64), -(nesting + 1), frame.dim, particles), data_scale
 
 
+@dataclass
+class Batch:
+    """One call's worth of datapoints: the model and guide run on ``x``, with the data plate's
+    subsample fixed to ``subsample`` (None: the plate covers the rows of ``x``); the results
+    for rows ``rows`` of the evaluated x are the last ``len(rows)`` of the call's."""
+
+    x: torch.Tensor
+    subsample: Optional[torch.Tensor]
+    rows: range
+
+    def wrap(self, fn: Callable) -> Callable:
+        """``fn`` (model or guide) with the data plate's subsample fixed to this batch's."""
+        if self.subsample is None:
+            return fn
+        return poutine.condition(fn, data={DATA_PLATE: self.subsample})
+
+    def keep(self, values: torch.Tensor) -> torch.Tensor:
+        """The columns (datapoints, last dimension) of a call's results that are new."""
+        return values[..., values.shape[-1] - len(self.rows):]
+
+
+def batches(guide: Callable, x: torch.Tensor, batch_size: int) -> List[Batch]:
+    """How x reaches the model and guide, ``batch_size`` rows at a time where the guide's
+    ``"data"`` plate follows x; else as its plate requires:
+
+    - a plate as large as the rows it is given (``pyro.plate("data", len(x))`` in an amortised
+      guide, or a minibatch plate ``pyro.plate("data", N, subsample=rows of x)``): consecutive
+      slices of x;
+    - a plate of fixed size N = len(x), not subsampled (``AutoNormal`` fitted to x: parameters
+      per datapoint of all of x): the whole of x in one call;
+    - a subsampled plate (``subsample_size=B``, in the guide as in the model): the model and
+      guide get all of x, and the plate's subsample is fixed to rows 0..B-1, B..2B-1, ... (the
+      last batch is the last B rows, of which the new ones are kept).
+
+    The guide is traced once on the first rows (and once on x) to see its plate; ConfigError
+    if its size is not len(x).
+    """
+    n = x.shape[0]
+    frame = _guide_data_frame(guide, x[:batch_size])
+    if frame is None or frame.size == min(batch_size, n):
+        return [Batch(x[lo:lo + batch_size], None, range(lo, min(lo + batch_size, n)))
+                for lo in range(0, n, batch_size)]
+    frame = _guide_data_frame(guide, x)
+    full = frame.full_size or frame.size
+    if full != n:
+        raise ConfigError(f"the guide's {DATA_PLATE!r} plate has {full} datapoints and x has {n}: "
+                          "the guide holds parameters for each datapoint it was fitted to (as "
+                          "AutoNormal does); evaluate it on that data, all rows in their order")
+    if frame.size == full:
+        return [Batch(x, None, range(n))]
+    size = frame.size
+    return [Batch(x, torch.arange(min(lo, n - size), min(lo, n - size) + size, device=x.device),
+                  range(lo, min(lo + size, n))) for lo in range(0, n, size)]
+
+
+def _guide_data_frame(guide, x):
+    """The ``"data"`` plate frame of the guide's first sample site in that plate, or None."""
+    with torch.no_grad(), poutine.block():
+        try:
+            trace = poutine.trace(guide).get_trace(x)
+        except (RuntimeError, ValueError):  # reported by the checks that trace model and guide
+            return None
+    for site in prune_subsample_sites(trace).nodes.values():
+        if site["type"] == "sample":
+            for frame in site["cond_indep_stack"]:
+                if frame.name == DATA_PLATE:
+                    return frame
+    return None
 def check_x(x) -> torch.Tensor:
     """x as (N, ...) real data, one datapoint per row: ints and bools become floats; complex,
     1-D and empty x are refused (ConfigError)."""
