@@ -209,7 +209,7 @@ class Trainer:
             stored["num_threads"] = int(num_threads)
         try:
             config = TrainConfig.from_dict(stored)
-        except TypeError as e:  # a key that is no training option
+        except (TypeError, ConfigError) as e:  # a key that is no training option, a bad value
             raise ConfigError(f"{out}: the checkpoint's trainer config is damaged: {e}") from None
         trainer = cls(model, guide, config=config, device=device, out=out,
                       extra_config=payload.get("extra_config"), **kwargs)
