@@ -163,7 +163,7 @@ class Trainer:
     @classmethod
     def resume(cls, out: str, model=None, guide: Optional[Callable] = None,
                epochs: Optional[int] = None, device=None, num_threads: Optional[int] = None,
-               **kwargs) -> "Trainer":
+               vae: Optional[VAE] = None, **kwargs) -> "Trainer":
         """A Trainer that continues the run in ``out`` from its checkpoint.
 
         A VAE run's VAE is rebuilt from the stored config unless given as ``model`` (needed when
@@ -174,6 +174,10 @@ class Trainer:
         since sums in float depend on it, and exact continuation needs the same); other settings
         are the run's.
         """
+        if vae is not None:  # (the VAE by its name, as a keyword)
+            if model is not None:
+                raise ConfigError("give the VAE once: Trainer.resume(out, vae) or vae=")
+            model = vae
         if not os.path.isdir(out):
             raise ConfigError(f"cannot resume: {out} is not a directory")
         if not is_run_dir(out):
