@@ -126,12 +126,12 @@ def test_an_interrupted_comparison_continues_to_the_uninterrupted_numbers(data, 
     out = tmp_path / "cut"
     real_step, calls = Trainer._step, {"n": 0}
 
-    def stop_in_the_second_family(self, xb, batch_size):  # SIGINT in full-rank's epoch 2
+    def stop_in_the_second_family(self, xb):  # SIGINT in full-rank's epoch 2
         if self.vae.config["guide"] == "full-rank":
             calls["n"] += 1
             if calls["n"] == 6:
                 signal.raise_signal(signal.SIGINT)
-        return real_step(self, xb, batch_size)
+        return real_step(self, xb)
     monkeypatch.setattr(Trainer, "_step", stop_in_the_second_family)
     with pytest.raises(TrainingInterrupted, match="run the same pyvae compare command again"):
         _compare(x, out, guides=("diagonal", "full-rank", "iaf"))

@@ -163,7 +163,7 @@ class Trainer:
     @classmethod
     def resume(cls, out: str, model=None, guide: Optional[Callable] = None,
                epochs: Optional[int] = None, device=None, num_threads: Optional[int] = None,
-               **kwargs) -> "Trainer":
+               vae: Optional[VAE] = None, **kwargs) -> "Trainer":
         """A Trainer that continues the run in ``out`` from its checkpoint.
 
         A VAE run's VAE is rebuilt from the stored config unless given as ``model`` (needed when
@@ -174,6 +174,10 @@ class Trainer:
         since sums in float depend on it, and exact continuation needs the same); other settings
         are the run's.
         """
+        if vae is not None:  # (the VAE by its name, as a keyword)
+            if model is not None:
+                raise ConfigError("give the VAE once: Trainer.resume(out, vae) or vae=")
+            model = vae
         if not os.path.isdir(out):
             raise ConfigError(f"cannot resume: {out} is not a directory")
         if not is_run_dir(out):
@@ -209,7 +213,7 @@ class Trainer:
             stored["num_threads"] = int(num_threads)
         try:
             config = TrainConfig.from_dict(stored)
-        except TypeError as e:  # a key that is no training option
+        except (TypeError, ConfigError) as e:  # a key that is no training option, a bad value
             raise ConfigError(f"{out}: the checkpoint's trainer config is damaged: {e}") from None
         trainer = cls(model, guide, config=config, device=device, out=out,
                       extra_config=payload.get("extra_config"), **kwargs)
