@@ -173,7 +173,7 @@ class GuideCannotScore(ConfigError):
 AUXILIARY_SUFFIX = "_unconstrained"
 
 
-def _bijection(name, support):
+def site_bijection(name, support):
     """biject_to(support); a mixture's support is its components' (torch registers no bijection
     for the mixture's own constraint)."""
     try:
@@ -183,7 +183,7 @@ def _bijection(name, support):
         if base is None:
             raise ConfigError(f"latent site {name!r}: no bijection to the reals for its support "
                               f"{type(support).__name__}") from None
-        return _bijection(name, base)
+        return site_bijection(name, base)
 
 
 class _Target:
@@ -219,7 +219,7 @@ class _Target:
                                   "enumeration: config_enumerate)")
             if name not in start.nodes:
                 raise ConfigError(f"the guide has no sample site {name!r}; the model needs it")
-            self.sites[name] = _bijection(name, site["fn"].support)
+            self.sites[name] = site_bijection(name, site["fn"].support)
             # (data plate dim, event dims of the unconstrained value)
             self.layout[name] = (data_frame(name, site).dim, self.sites[name].domain.event_dim)
         if not self.sites:
@@ -427,7 +427,10 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
             size = xb.shape[0] if batch.subsample is None else len(batch.subsample)
             hmc = HMC(target, size, INITIAL_STEP if step_size is None else float(step_size),
                       leapfrog_steps, x.device)
-            log_w = _anneal(target, u, betas, hmc, reverse, bar, tune=step_size is None)
+            # a leapfrog trajectory may leave the model's domain (its proposal is then
+            # rejected); the data were checked once by max_plate_nesting
+            with pyro.validation_enabled(False):
+                log_w = _anneal(target, u, betas, hmc, reverse, bar, tune=step_size is None)
             value, stderr, ess = _log_mean_exp(log_w)
             if reverse:
                 value = -value

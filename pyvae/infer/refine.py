@@ -67,7 +67,7 @@ from pyro.poutine.util import prune_subsample_sites
 from ..errors import ConfigError, TrainingDiverged
 
 from ..models.guides import GUIDES, Flow
-from .ais import _bijection as bijection
+from .ais import site_bijection as bijection
 from .weights import DATA_PLATE, check_x, data_frame
 
 GAUSSIAN_FAMILIES = ("diagonal", "full-rank", "low-rank")

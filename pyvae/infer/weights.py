@@ -37,6 +37,7 @@ from pyro.ops.contract import contract_to_tensor
 from pyro.ops.packed import pack, unpack
 from pyro.ops.rings import LogRing
 from pyro.poutine.util import prune_subsample_sites
+from pyro.util import get_rng_state, set_rng_state
 
 from ..errors import ConfigError
 
@@ -433,12 +434,17 @@ def batches(guide: Callable, x: torch.Tensor, batch_size: int) -> List[Batch]:
 
 
 def _guide_data_frame(guide, x):
-    """The ``"data"`` plate frame of the guide's first sample site in that plate, or None."""
+    """The ``"data"`` plate frame of the guide's first sample site in that plate, or None.
+    The random streams are left as they were: looking at the plate draws no numbers of the
+    evaluation's."""
+    rng = get_rng_state()
     with torch.no_grad(), poutine.block():
         try:
             trace = poutine.trace(guide).get_trace(x)
         except (RuntimeError, ValueError):  # reported by the checks that trace model and guide
             return None
+        finally:
+            set_rng_state(rng)
     for site in prune_subsample_sites(trace).nodes.values():
         if site["type"] == "sample":
             for frame in site["cond_indep_stack"]:
