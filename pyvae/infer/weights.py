@@ -288,15 +288,7 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
     owner = own_weights(model, guide)
     if owner is not None:  # no subsampled plate, no poutine.scale: the data scale is 1
         return owner.log_weights(x, particles), 1.0
-    particle_dim = -(nesting + 1)
-    with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        replayed = enumerated(poutine.replay(model, trace=guide_trace), nesting)
-        model_trace = poutine.trace(replayed).get_trace(x)
-    guide_trace = prune_subsample_sites(guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
+    model_trace, guide_trace = particle_traces(model, guide, x, particles, nesting)
     log_w, data_scale = model_log_density(model_trace, guide_sites(guide_trace), particles,
                                           nesting, scaled)
     for name, site in guide_trace.nodes.items():
@@ -307,6 +299,22 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
     return log_w, data_scale
 
 
+def particle_traces(model: Callable, guide: Callable, x: torch.Tensor, particles: int,
+                    nesting: int):
+    """(model trace, guide trace) of ``particles`` draws z ~ q(z|x) in one guide call, inside
+    the particle plate at dim ``-(nesting + 1)``; the model replayed on them with its
+    enumerated sites enumerated; subsample sites pruned, log-densities computed."""
+    with pyro.plate(PARTICLE_PLATE, particles, dim=-(nesting + 1)):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        replayed = enumerated(poutine.replay(model, trace=guide_trace), nesting)
+        model_trace = poutine.trace(replayed).get_trace(x)
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace = prune_subsample_sites(model_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    return model_trace, guide_trace
+
+
 def joint_log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: int,
                       nesting: int) -> torch.Tensor:
     """log w = log p(X, Z) - log q(Z | X) for the rows X of x as a whole, shape (particles,),
@@ -315,22 +323,14 @@ def joint_log_weights(model: Callable, guide: Callable, x: torch.Tensor, particl
     weights. Drawn as ``log_weights`` draws (one guide call for all particles); the model's
     log-density is ``model_log_density`` summed over the rows, the guide's every site summed
     over all dimensions but the particles'. Unscaled by any subsampling."""
-    particle_dim = -(nesting + 1)
-    with pyro.plate(PARTICLE_PLATE, particles, dim=particle_dim):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        replayed = enumerated(poutine.replay(model, trace=guide_trace), nesting)
-        model_trace = poutine.trace(replayed).get_trace(x)
-    guide_trace = prune_subsample_sites(guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
+    model_trace, guide_trace = particle_traces(model, guide, x, particles, nesting)
     log_p, _ = model_log_density(model_trace, guide_sites(guide_trace), particles, nesting)
     log_w = log_p.sum(1)
     for site in guide_trace.nodes.values():
         if site["type"] == "sample" and not site["is_observed"]:
             lq = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"]).to(torch.float64)
             lq = lq.reshape((1,) * (nesting + 1 - lq.dim()) + tuple(lq.shape))
-            right = list(range(lq.dim() + particle_dim + 1, lq.dim()))  # the plates' dims
+            right = list(range(lq.dim() - nesting, lq.dim()))  # the plates' dims, right of the particles'
             log_w = log_w - (lq.sum(right) if right else lq).reshape(-1).expand(particles)
     return log_w
 
