@@ -26,7 +26,7 @@ from typing import Optional
 from ..errors import ConfigError
 from ..run import good_records
 from ..training.checkpoint import is_run_dir, write_json
-from ..training.rundir import TMP_PREFIX, dir_mode, exchange, lock, remove_stale_temp_files
+from ..training.rundir import TMP_PREFIX, dir_mode, lock, remove_stale_temp_files, replace_with
 
 PROGRESS = "compare-progress.json"
 REPORT = "compare.json"
@@ -192,16 +192,8 @@ class ComparisonDir:
         os.unlink(os.path.join(self.path, PROGRESS))
         if self.staging is None:
             return
-        if exchange(self.staging, self.out):
-            old = self.staging
-        else:  # two renames where the system cannot exchange
-            old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(self.out))}-",
-                                   dir=os.path.dirname(os.path.abspath(self.out)))
-            os.rmdir(old)
-            os.rename(self.out, old)
-            os.rename(self.staging, self.out)
+        replace_with(self.staging, self.out)
         self.staging, self.path = None, self.out
-        shutil.rmtree(old, ignore_errors=True)
 
     def close(self) -> None:
         """Release the locks; an uncommitted replacement goes, the old comparison stays."""

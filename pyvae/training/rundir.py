@@ -97,6 +97,24 @@ def check_new(out: str, overwrite: bool = False) -> None:
         raise ConfigError(f"cannot create {out}: {probe} is not writable")
 
 
+def replace_with(staging: str, out: str) -> None:
+    """``staging`` takes ``out``'s place and what was at ``out`` is removed: one atomic exchange
+    where the system has it, else two renames (a crash between them leaves the old contents in
+    a temp sibling)."""
+    if exchange(staging, out):
+        old = staging
+    else:
+        old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(out))}-",
+                               dir=os.path.dirname(os.path.abspath(out)))
+        os.rmdir(old)
+        os.rename(out, old)
+        os.rename(staging, out)
+    if os.path.islink(old):
+        os.unlink(old)
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def exchange(a: str, b: str) -> bool:
     """Atomically swap the paths ``a`` and ``b`` (Linux renameat2 RENAME_EXCHANGE); False if the
     system cannot."""
@@ -168,20 +186,9 @@ class RunDir:
         """The temp sibling becomes ``out``; what was there before is removed."""
         if self.staging is None:
             return
-        if exchange(self.staging, self.out):
-            old = self.staging
-        else:  # two renames: a crash between them leaves the old run in a temp sibling
-            old = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.path.basename(os.path.abspath(self.out))}-",
-                                   dir=os.path.dirname(os.path.abspath(self.out)))
-            os.rmdir(old)
-            os.rename(self.out, old)
-            os.rename(self.staging, self.out)
+        replace_with(self.staging, self.out)
         self.staging = None
         self.path = self.out
-        if os.path.islink(old):
-            os.unlink(old)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
 
     def write_metrics(self, history) -> None:
         atomic_write_text(os.path.join(self.path, METRICS),
