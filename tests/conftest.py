@@ -1,10 +1,21 @@
 import os
+import shutil
 
 import pyro
 import pytest
 import torch
 
 MNIST_DIR = os.path.expanduser(os.environ.get("PYVAE_DATA", "~/.cache/pyvae-data"))
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture
+def old_run_dir(tmp_path, monkeypatch):
+    """A copy of the run directory pyvae 0.1 wrote (tests/fixtures/run_v0_1) and its data file."""
+    shutil.copytree(os.path.join(FIXTURES, "run_v0_1"), tmp_path / "run")
+    shutil.copy(os.path.join(FIXTURES, "tiny.pt"), tmp_path / "tiny.pt")
+    monkeypatch.chdir(tmp_path)  # the run's data file is a relative path
+    return str(tmp_path / "run")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 
 import pytest
 
@@ -12,15 +11,10 @@ from pyvae import ConfigError, Run
 from pyvae.cli import main
 from pyvae.cli.evaluate import print_table
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-
 
 @pytest.fixture
-def run_dir(tmp_path, monkeypatch):
-    shutil.copytree(os.path.join(FIXTURES, "run_v0_1"), tmp_path / "run")
-    shutil.copy(os.path.join(FIXTURES, "tiny.pt"), tmp_path / "tiny.pt")
-    monkeypatch.chdir(tmp_path)  # the run's data file is a relative path
-    return str(tmp_path / "run")
+def run_dir(old_run_dir):
+    return old_run_dir
 
 
 def test_each_evaluation_is_kept_with_its_settings_and_eval_json_is_the_latest(run_dir):

@@ -1,7 +1,6 @@
 """pyvae.Run: one way to open a run directory."""
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -12,15 +11,10 @@ from pyvae.cli import main
 from pyvae.config import RunConfig
 from pyvae.run import CHECKPOINT, CONFIG, EVAL, METRICS
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-
 
 @pytest.fixture
-def run_dir(tmp_path, monkeypatch):
-    shutil.copytree(os.path.join(FIXTURES, "run_v0_1"), tmp_path / "run")
-    shutil.copy(os.path.join(FIXTURES, "tiny.pt"), tmp_path / "tiny.pt")
-    monkeypatch.chdir(tmp_path)  # the run's data file is a relative path
-    return str(tmp_path / "run")
+def run_dir(old_run_dir):
+    return old_run_dir
 
 
 def test_run_reads_config_metrics_checkpoint_and_vae(run_dir):
