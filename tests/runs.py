@@ -45,6 +45,17 @@ def train(out, data_file, *flags, epochs=1):
     return str(out)
 
 
+def file_contents(directory):
+    """Every file under ``directory``: {path relative to it: its bytes}."""
+    out = {}
+    for root, _dirs, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = f.read()
+    return out
+
+
 def read_json(path):
     with open(path) as f:
         return json.load(f)

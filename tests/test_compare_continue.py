@@ -14,6 +14,7 @@ from pyvae.errors import ConfigError, TrainingInterrupted
 from pyvae.reports import compare as compare_module
 from pyvae.reports.compare_dir import PROGRESS
 from pyvae.training.trainer import Trainer
+from runs import file_contents
 
 
 @pytest.fixture
@@ -31,15 +32,6 @@ KW = dict(epochs=2, num_samples=20, iwae_k=[2], z_dim=2, hidden=[8], batch_size=
 
 def _compare(x, out, guides=("diagonal", "full-rank"), **kw):
     return pyvae.compare(list(guides), x[:200], x[200:], x[200:250], out=str(out), **{**KW, **kw})
-
-
-def _files(directory):
-    out = {}
-    for root, _dirs, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, directory)] = open(path, "rb").read()
-    return out
 
 
 def _numbers(report):
@@ -65,7 +57,7 @@ def test_user_files_in_out_are_not_replaced_without_overwrite(data, tmp_path, ca
     assert main(_cli_args(path, out)) == 2
     err = capsys.readouterr().err
     assert "is not empty and is not a pyvae comparison" in err and err.count("\n") == 1
-    assert _files(out) == {"compare.md": b"my notes", "compare.csv": b"a,b\n1,2\n"}
+    assert file_contents(out) == {"compare.md": b"my notes", "compare.csv": b"a,b\n1,2\n"}
     assert main(_cli_args(path, out, "--overwrite")) == 0
     assert "my notes" not in (out / "compare.md").read_text()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
@@ -77,7 +69,7 @@ def test_compare_never_writes_into_a_training_run(overwrite, data, tmp_path, cap
     run = tmp_path / "run"
     assert main(["train", "--data-file", path, "--valid-size", "50", "--epochs", "1",
                  "--z-dim", "2", "--hidden", "4", "--no-progress", "--out", str(run)]) == 0
-    before = _files(run)
+    before = file_contents(run)
     capsys.readouterr()
     extra = ["--overwrite"] if overwrite else []
     assert main(_cli_args(path, run, *extra)) == 2
@@ -86,7 +78,7 @@ def test_compare_never_writes_into_a_training_run(overwrite, data, tmp_path, cap
     assert main(["compare", "--shared-decoder", str(run), "--guides", "diagonal", "--epochs", "0",
                  "--num-samples", "10", "--iwae-k", "2", "--out", str(tmp_path), *extra]) == 2
     assert "holds the --shared-decoder run" in capsys.readouterr().err
-    assert _files(run) == before
+    assert file_contents(run) == before
 
 
 def test_overwrite_replaces_the_whole_comparison(data, tmp_path):
@@ -105,7 +97,7 @@ def test_a_failed_overwrite_leaves_the_old_comparison_untouched(data, tmp_path, 
     x, _ = data
     out = tmp_path / "cmp"
     _compare(x, out)
-    before = _files(out)
+    before = file_contents(out)
     real = compare_module._evaluate_family
 
     def fails_on_full_rank(vae, family, *args, **kwargs):
@@ -115,7 +107,7 @@ def test_a_failed_overwrite_leaves_the_old_comparison_untouched(data, tmp_path, 
     monkeypatch.setattr(compare_module, "_evaluate_family", fails_on_full_rank)
     with pytest.raises(KeyboardInterrupt):
         _compare(x, out, overwrite=True, num_samples=30)
-    assert _files(out) == before
+    assert file_contents(out) == before
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
 
 
@@ -165,7 +157,7 @@ def test_continuing_with_other_settings_is_refused_naming_the_flag(data, tmp_pat
                         lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         _compare(x, out)
-    before = _files(out)
+    before = file_contents(out)
     with pytest.raises(ConfigError, match=r"made with --num-samples 20 there, 30 now; run it with "
                                           r"its own settings to continue it, or pass --overwrite"):
         _compare(x, out, num_samples=30)
@@ -175,7 +167,7 @@ def test_continuing_with_other_settings_is_refused_naming_the_flag(data, tmp_pat
     with pytest.raises(ConfigError, match="compare-progress.json is damaged"):
         _compare(x, out)
     del before[PROGRESS]
-    assert {k: v for k, v in _files(out).items() if k != PROGRESS} == before
+    assert {k: v for k, v in file_contents(out).items() if k != PROGRESS} == before
 
 
 def test_a_damaged_row_in_the_progress_file_is_one_line(data, tmp_path, monkeypatch):

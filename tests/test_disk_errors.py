@@ -16,6 +16,7 @@ import pyvae
 from pyvae.cli import main
 from pyvae.errors import ConfigError
 from pyvae.reports.plots import plot_run
+from runs import file_contents
 
 SMALL = ["--valid-size", "100", "--batch-size", "50", "--z-dim", "2", "--hidden", "8",
          "--no-progress"]
@@ -28,15 +29,6 @@ def run(tmp_path):
     torch.save(torch.bernoulli(torch.full((400, 12), 0.3), generator=g), path)
     out = tmp_path / "run"
     assert main(["train", "--data-file", str(path), *SMALL, "--epochs", "1", "--out", str(out)]) == 0
-    return out
-
-
-def _files(directory):
-    out = {}
-    for root, _dirs, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, directory)] = open(path, "rb").read()
     return out
 
 
@@ -90,27 +82,27 @@ def _disk_fails_under(monkeypatch, directory, err=errno.ENOSPC):
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS], ids=["full", "read-only"])
 def test_a_checkpoint_write_that_fails_is_one_line_and_keeps_the_old_one(err, run, monkeypatch,
                                                                          capsys):
-    before = _files(run)
+    before = file_contents(run)
     _disk_fails_under(monkeypatch, run, err)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
     err_text = capsys.readouterr().err
     assert os.strerror(err) in err_text and err_text.count("\n") == 1, err_text
     assert "Traceback" not in err_text and "enforce fail" not in err_text
-    assert _files(run) == before  # the old checkpoint whole, no temp file left
+    assert file_contents(run) == before  # the old checkpoint whole, no temp file left
 
 
 def test_a_full_disk_never_leaves_a_broken_figure(run, monkeypatch, capsys):
     assert main(["plot", str(run), "--num-points", "50"]) == 0
     figures = run / "figures"
-    before = _files(figures)
+    before = file_contents(figures)
     assert before and all(before.values())
     _disk_fails_under(monkeypatch, figures)
     capsys.readouterr()
     assert main(["plot", str(run), "--num-points", "50"]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and err.count("\n") == 1, err
-    assert _files(figures) == before  # no 0-byte or half figure, no temp file
+    assert file_contents(figures) == before  # no 0-byte or half figure, no temp file
 
 
 def test_bdmc_prints_its_bounds_before_writing_them(run, monkeypatch, capsys):

@@ -19,6 +19,7 @@ from pyvae.cli import main
 from pyvae.errors import ConfigError, TrainingDiverged
 from pyvae.training import checkpoint as checkpoint_module, evalrun
 from pyvae.training.rundir import RunDir
+from runs import file_contents
 
 SMALL = ["--valid-size", "100", "--batch-size", "50", "--z-dim", "2", "--hidden", "8",
          "--no-progress"]
@@ -27,15 +28,6 @@ SMALL = ["--valid-size", "100", "--batch-size", "50", "--z-dim", "2", "--hidden"
 def _cli(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "pyvae", *args], capture_output=True, text=True,
                           **kwargs)
-
-
-def _files(directory):
-    out = {}
-    for root, _dirs, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            out[os.path.relpath(path, directory)] = open(path, "rb").read()
-    return out
 
 
 @pytest.fixture
@@ -106,10 +98,10 @@ def test_failed_overwrite_leaves_the_old_run_untouched(data, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(path, run) == 0
     (run / "eval.json").write_text("{}")
-    before = _files(run)
+    before = file_contents(run)
     # the new run diverges in its first epoch: the old directory must stay as it was
     assert _train(path, run, "--overwrite", "--lr", "1e10", "--batch-size", "300") == 1
-    assert _files(run) == before
+    assert file_contents(run) == before
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
     # a successful overwrite replaces everything: no eval.json of the old model survives
     assert _train(path, run, "--overwrite", "--z-dim", "3") == 0
@@ -135,14 +127,14 @@ def test_compare_does_not_replace_a_family_run_without_overwrite(data, tmp_path)
     Trainer = pyvae.Trainer
     Trainer(pyvae.VAE(x_dim=12, z_dim=2, hidden=[8]), epochs=1, batch_size=100,
             out=str(out / "diagonal"), progress=False).fit(x)
-    before = _files(out / "diagonal")
+    before = file_contents(out / "diagonal")
     kw = dict(epochs=1, num_samples=10, iwae_k=[2], z_dim=2, hidden=[8], batch_size=100,
               out=str(out), log=None)
     with pytest.raises(ConfigError, match="is not empty and is not a pyvae comparison"):
         pyvae.compare(["diagonal"], x[:300], x[300:], **kw)
-    assert _files(out / "diagonal") == before
+    assert file_contents(out / "diagonal") == before
     pyvae.compare(["diagonal"], x[:300], x[300:], overwrite=True, **kw)
-    assert _files(out / "diagonal") != before
+    assert file_contents(out / "diagonal") != before
 
 
 def test_epochs_zero_writes_an_untrained_run_and_no_temp_files(data, tmp_path):
@@ -285,7 +277,7 @@ def test_disk_full_is_one_line(command, data, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     if command != "train":
         assert _train(path, run) == 0
-    before = _files(tmp_path)
+    before = file_contents(tmp_path)
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "checkpoint.pt")
@@ -303,7 +295,7 @@ def test_disk_full_is_one_line(command, data, tmp_path, monkeypatch, capsys):
         assert "log p(x), K=5" in captured.out
         assert (run / "eval-progress.pt").exists()
     else:
-        assert _files(tmp_path) == before
+        assert file_contents(tmp_path) == before
 
 
 # ---------------------------------------------------------------------------- README's Python
