@@ -51,7 +51,12 @@ ROWS_PER_CHUNK_ACCELERATOR = 20_000
 
 
 def default_rows(device) -> int:
-    """Samples x datapoints per chunk when ``chunk_size`` is not given, on ``device``."""
+    """Samples x datapoints per chunk when ``chunk_size`` is not given, on ``device``.
+
+    Args:
+        device: a ``torch.device`` or its name ("cpu", "cuda:0"): ``ROWS_PER_CHUNK`` on the
+            CPU, ``ROWS_PER_CHUNK_ACCELERATOR`` elsewhere.
+    """
     return ROWS_PER_CHUNK if torch.device(device).type == "cpu" else ROWS_PER_CHUNK_ACCELERATOR
 
 __all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "joint_log_likelihood", "elbo",
@@ -135,7 +140,15 @@ def _chunks(total: int, chunk: int):
 def batch_seed(seed: int, start: int) -> int:
     """The seed of the batch of datapoints that starts at row ``start``, from the evaluation's
     ``seed``: a mix of the two numbers (numpy's ``SeedSequence``), 32 bits as
-    ``pyro.set_rng_seed`` takes. Distinct batches get unrelated streams."""
+    ``pyro.set_rng_seed`` takes. Distinct batches get unrelated streams.
+
+    Args:
+        seed: the evaluation's seed (its low 32 bits are used).
+        start: the index of the batch's first row in the evaluated data.
+
+    Returns:
+        an integer in [0, 2**32).
+    """
     return int(np.random.SeedSequence([int(seed) & 0xFFFF_FFFF, int(start)])
                .generate_state(1, np.uint32)[0])
 
@@ -220,6 +233,11 @@ def log_likelihood(model: Callable, guide: Callable, x, num_samples: int = NUM_S
             rows at a time), a ``DataLoader`` or an iterable of batches (its own batches, as
             they come: data larger than memory stream through). See ``pyvae.infer.batches``.
         num_samples: K, importance samples per datapoint.
+        chunk_size: samples drawn per call of the guide and the model (None:
+            ``default_rows(device) // batch_size``, at most K); memory grows with
+            ``chunk_size * batch_size``, the result does not depend on it beyond the random
+            numbers drawn.
+        batch_size: datapoints per call of the guide and the model.
         progress: show a tqdm bar over datapoints (None: where a terminal is attached).
         batch_hook: called as ``batch_hook(start, None)`` before the batch at row ``start`` (a
             true result skips it) and ``batch_hook(start, result)`` after it.
@@ -262,6 +280,16 @@ def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
     The guide must cover x as fitted (all rows, in order); the weights live in a space of all
     rows' latents, so K must grow with N for the same accuracy (watch ``ess`` and ``khat``).
 
+    Args:
+        model: a Pyro model of ``x``.
+        guide: a Pyro guide of ``x`` that draws all rows' latents at once, fitted on these
+            rows.
+        x: (N, ...) tensor: the rows the guide was fitted on, in the same order.
+        num_samples: K, joint draws Z_k of all N rows' latents.
+        chunk_size: draws per call of the guide and the model (None: about
+            ``default_rows(device) // N``).
+        progress: show a tqdm bar over the chunks.
+
     Returns:
         a ``LogLikelihood`` whose tensors have one entry, the batch's: value, stderr, ess, the
         K-sample ELBO of the batch and the Pareto k^ of the K weights.
@@ -288,8 +316,21 @@ def elbo(model: Callable, guide: Callable, x, num_samples: int = 1,
          progress: bool = False) -> Estimate:
     """ELBO(x) = E_q[log p(x, z) - log q(z|x)] per datapoint, averaged over ``num_samples`` draws.
 
-    The standard error is std(log w) / sqrt(num_samples) (NaN for one sample). ``x`` as for
-    ``log_likelihood``: a tensor, a map-style ``Dataset``, a ``DataLoader`` or batches.
+    The standard error is std(log w) / sqrt(num_samples) (NaN for one sample).
+
+    Args:
+        model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
+        guide: a Pyro guide of ``x`` with the same plate.
+        x: (N, ...) data, as for ``log_likelihood``: a tensor, a map-style ``Dataset``, a
+            ``DataLoader`` or an iterable of batches.
+        num_samples: draws z ~ q(z|x) per datapoint averaged into each ELBO.
+        chunk_size: draws per call of the guide and the model (None: about
+            ``default_rows(device) // batch_size``).
+        batch_size: datapoints per call of the guide and the model.
+        progress: show a tqdm bar over datapoints.
+
+    Returns:
+        an ``Estimate``: (N,) float64 ELBO in nats per datapoint and its (N,) standard error.
     """
     def per_batch(draw, n, device, chunk):
         acc = _Accumulator(n, device)
@@ -312,6 +353,21 @@ def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeat
 
     Each repeat uses k fresh samples; the standard error is the spread over repeats / sqrt(repeats)
     (NaN for one repeat). Chunks hold a whole number of k-groups.
+
+    Args:
+        model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
+        guide: a Pyro guide of ``x`` with the same plate.
+        x: (N, ...) data, as for ``log_likelihood``.
+        k: importance samples inside each logsumexp (k = 1 is the ELBO).
+        repeats: independent k-sample bounds averaged per datapoint (k * repeats draws in all).
+        chunk_size: draws per call of the guide and the model, rounded down to whole groups of
+            k (None: about ``default_rows(device) // batch_size``).
+        batch_size: datapoints per call of the guide and the model.
+        progress: show a tqdm bar over datapoints.
+
+    Returns:
+        an ``Estimate``: (N,) float64 IWAE_k in nats per datapoint, its (N,) standard error,
+        and ``num_samples`` = k * repeats.
     """
     check_count("k", k)
     check_count("repeats", repeats)
