@@ -370,10 +370,11 @@ _PACKAGE = []
 
 def _griffe_package():
     """pyvae as griffe loads it for the API pages (mkdocs.yml: paths [.], the LiteralDefaults
-    extension), loaded once per test session."""
+    and InheritedArgs extensions), loaded once per test session."""
     griffe = pytest.importorskip("griffe", reason="griffe is not installed: pip install -e \".[docs]\"")
     if not _PACKAGE:
-        extensions = griffe.load_extensions(os.path.join(DOCS, "griffe_extensions.py") + ":LiteralDefaults")
+        path = os.path.join(DOCS, "griffe_extensions.py")
+        extensions = griffe.load_extensions(path + ":LiteralDefaults", path + ":InheritedArgs")
         _PACKAGE.append(griffe.load("pyvae", search_paths=[ROOT], extensions=extensions))
     return _PACKAGE[0]
 
