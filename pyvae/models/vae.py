@@ -41,7 +41,7 @@ class VAE(nn.Module):
             784 -> (1, 28, 28) and 3072 -> (3, 32, 32).
         prior_components: K for the "mixture" and "vamp" priors (default: the prior's own).
         config: a built ``ModelConfig`` with ``x_dim`` set, instead of the keywords above
-            (which are then ignored).
+            (which are then ignored; ``guide_options`` with it are refused).
         **guide_options: passed to the guide family's constructor when ``guide`` is a name.
     """
 

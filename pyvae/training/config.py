@@ -47,7 +47,7 @@ class TrainConfig(Config):
         schedule: the learning-rate schedule, a key of ``SCHEDULES``: "constant", "burda"
             (Burda et al.'s 8 stages, 3,280 epochs) or "cosine" (to lr/100 over ``epochs``).
         clip_norm: clip the gradient of each parameter tensor to this L2 norm (None: no
-            clipping; clipped_adam: 10).
+            clipping, but clipped_adam's own 10).
         seed: seeds the initial weights, the training noise and the data order.
         num_threads: torch's CPU threads while training (None: torch's default); float
             results depend on it.
@@ -135,7 +135,8 @@ class DataConfig(Config):
             "none"; None: "dynamic" for a likelihood that needs binary data, else "none".
         valid_size: datapoints held out from the training split for validation (None: 10,000
             for a named data set, a tenth of a ``data_file``'s rows).
-        seed: seeds the validation split and the fixed binarization.
+        seed: seeds the "fixed" binarization, and the one-off binarization of the held-out
+            splits under "dynamic".
         data_dir: the directory the data set was found in.
         fingerprint: the sha256 of the data, checked when a run resumes.
     """

@@ -253,9 +253,10 @@ class Trainer:
                 every epoch (None: none).
 
         Returns:
-            the history, one dict per epoch: ``epoch``, ``lr``, ``train_elbo`` (the mean
-            training ELBO over the epoch's steps, nats per datapoint), ``train_objective``,
-            ``seconds``, ``valid_elbo`` (None without ``valid``) and ``valid_seconds``.
+            the history, one dict per epoch: ``epoch``, ``lr``, ``train_elbo`` (minus the
+            training loss summed over the epoch's steps per datapoint: the objective that
+            ``train_objective`` names, nats per datapoint), ``seconds``, ``valid_elbo`` (the
+            ELBO of ``valid``; None without it) and ``valid_seconds``.
         """
         cfg = self.train_config
         train = Feed(train, cfg.batch_size, cfg.seed, self.device, "train")
