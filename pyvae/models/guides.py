@@ -405,8 +405,8 @@ def _set_output_rows(layer: nn.Linear, rows: slice, bias) -> None:
 
 
 class IAF(Flow):
-    """Inverse autoregressive flow: z_k = mu_k(z_{k-1}, h) + sigma_k(z_{k-1}, h) * z_{k-1}, with
-    (mu_k, log sigma_k)_i depending on the z_{k-1, j} before i (Pyro's
+    """Inverse autoregressive flow: ``z_k = mu_k(z_{k-1}, h) + sigma_k(z_{k-1}, h) * z_{k-1}``,
+    with ``(mu_k, log sigma_k)_i`` depending on the ``z_{k-1, j}`` before i (Pyro's
     ``conditional_affine_autoregressive``, a MADE network per layer, each with its own random
     order of the variables). Sampling and scoring own samples take one pass per layer."""
 
@@ -458,7 +458,7 @@ class Radial(Flow):
 
 
 class Householder(Flow):
-    """Householder flow (Tomczak & Welling 2016): z_K = H_K ... H_1 z0, H = I - 2 v v^T/|v|^2
+    """Householder flow (Tomczak & Welling 2016): ``z_K = H_K ... H_1 z0``, H = I - 2 v v^T/|v|^2
     with the v_k from h(x) (Pyro's ``conditional_householder``): a rotation of the diagonal
     Gaussian, so q stays Gaussian with covariance Q diag(sigma^2) Q^T; volume preserving.
     Unlike the other flows it does not start as the identity: a product of reflections is the

@@ -151,7 +151,7 @@ class ConvDecoder(nn.Module):
 
     z -> MLP(hidden) -> linear to the smallest feature map -> stride-2 4x4 transposed convolutions
     doubling the size back to H x W. The last one outputs ``pixel_params * C`` maps, laid out as
-    ``pixel_params`` blocks of C*H*W values (so block j is what an MLP decoder's
+    ``pixel_params`` blocks of ``C*H*W`` values (so block j is what an MLP decoder's
     ``out[..., j*x_dim:(j+1)*x_dim]`` would be); ``extra_params`` per-image values (e.g. one
     log-scale) come from a linear head on the last hidden layer and are appended at the end.
 
