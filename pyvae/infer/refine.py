@@ -98,7 +98,8 @@ class FlowFamily(Protocol):
 
     Calling the member on features gives q(u | x), a distribution with batch shape (N,). Its
     class, called as ``cls(context_dim, latent_dim, hidden=())``, builds a fresh member whose
-    body is the identity and whose transforms start as the identity.
+    body is the identity (the context is the features); where its transforms start as the
+    identity, as pyvae's do, refinement from a Gaussian ``init`` starts at that Gaussian.
     """
 
     body: nn.Module
