@@ -11,7 +11,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 #: the layers, lowest first; a module may import its own layer and those below it
 LAYERS = [
-    ("pyvae.errors", "pyvae.limits"),
+    ("pyvae.errors", "pyvae.limits", "pyvae.devices"),
     ("pyvae.config",),
     ("pyvae.models",),
     ("pyvae.infer",),

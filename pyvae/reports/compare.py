@@ -33,6 +33,7 @@ import pyro
 
 from ..models.config import ModelConfig
 from ..data import as_data
+from ..devices import resolve_device
 from ..errors import ConfigError, TrainingInterrupted
 from ..infer import evaluate
 from ..infer.refine import refine
@@ -40,7 +41,7 @@ from ..limits import check_count, check_seed
 from ..models.guides import GUIDES, guide_options as options_of
 from ..models.vae import VAE
 from ..run import Run, evaluate_vae
-from ..training.checkpoint import atomic_write_text, is_run_dir, resolve_device, tensor_digest
+from ..training.checkpoint import atomic_write_text, is_run_dir, tensor_digest
 from ..training.config import TrainConfig
 from ..training.trainer import Trainer
 from . import plots

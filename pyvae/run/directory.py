@@ -10,11 +10,12 @@ from typing import List, Optional
 
 from ..training.config import RunConfig, TrainConfig
 from ..data import load_split
+from ..devices import resolve_device
 from ..errors import ConfigError
 from ..infer.evaluate import NUM_SAMPLES
 from ..models.vae import VAE
 from ..training.checkpoint import CHECKPOINT, CONFIG, EVAL_PROGRESS, EVALUATIONS, METRICS, \
-    is_run_dir, load_checkpoint, resolve_device
+    is_run_dir, load_checkpoint
 from ..training.evalrun import write_result
 from .evaluations import keep_evaluation, list_evaluations, read_evaluation
 from . import bdmc as _bdmc

@@ -7,6 +7,7 @@ from typing import Optional
 import pyro
 import torch
 
+from ..devices import resolve_device
 from ..errors import ConfigError
 from ..infer import evaluate as _evaluate
 from ..infer.ais import ais
@@ -14,7 +15,6 @@ from ..infer.evaluate import NUM_SAMPLES
 from ..limits import check_count, check_seed
 from ..models.likelihoods import bits_per_dim
 from ..training import evalrun
-from ..training.checkpoint import resolve_device
 
 
 def evaluate_run(run, split: str = "test", num_samples: int = NUM_SAMPLES,
