@@ -10,7 +10,8 @@ from ..reports.compare import compare
 from ..run import Run
 from .data import recorded_data_config
 from .flags import (DATA_FLAGS, MODEL_FLAGS, TRAIN_FLAGS, add_config_flags,
-                    add_runtime_flags, given_flags, guide_flags, int_list_type, positive_int)
+                    add_runtime_flags, given_flags, guide_flags, int_list_type, positive_int,
+                    progress_of)
 
 # the training options a comparison shares between its families
 COMPARE_TRAIN_OPTIONS = ("lr", "batch_size", "seed")
@@ -79,7 +80,7 @@ def cmd_compare(args) -> int:
             iwae_k=args.iwae_k, test_size=args.test_size, out=args.out,
             shared_decoder=args.shared_decoder, common_guide_options=given_flags(args, guide_flags()),
             refine_steps=args.refine_steps, refine_size=args.refine_size, ais_steps=args.ais_steps,
-            num_threads=args.threads, device=args.device, progress=not args.no_progress,
+            num_threads=args.threads, device=args.device, progress=progress_of(args),
             overwrite=args.overwrite, data_config=data_cfg, command=command, log=print,
             model=model, training=training)  # its last line names every file it wrote
     return 0
