@@ -321,7 +321,14 @@ def _blank(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def _check_evaluation(result, where: str) -> None:
+def check_evaluation(result, where: str) -> None:
+    """A ConfigError line unless ``result`` holds what ``plot_evaluation`` and a comparison of
+    runs read: numbers ``log_px``, ``elbo``, ``num_samples`` and ``num_datapoints``.
+
+    Args:
+        result: a kept evaluation's dict.
+        where: what the error line calls it (``RUN_DIR: evaluation NAME``).
+    """
     needed = ("log_px", "elbo", "num_samples", "num_datapoints")
     bad = [k for k in needed if not _number(result.get(k))] if isinstance(result, dict) else needed
     if bad:
@@ -345,7 +352,7 @@ def plot_evaluation(result: dict, path: str, title: Optional[str] = None) -> str
         path: the figure's file (``.png``, ``.pdf`` or ``.svg``).
         title: the figure's title (default: the split, the datapoints and K).
     """
-    _check_evaluation(result, "result")
+    check_evaluation(result, "result")
     k, n = result["num_samples"], result["num_datapoints"]
     fig = _new_figure(10.0, 7.0)
     (est, ess), (pareto, kl) = fig.subplots(2, 2)
@@ -485,7 +492,7 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     if "evaluation" in wanted and (evaluation is not None or run.evaluations()):
         name = find_evaluation(run.path, evaluation)["name"]
         kept = name, run.evaluation(evaluation)
-        _check_evaluation(kept[1], f"{run.path}: evaluation {name}")
+        check_evaluation(kept[1], f"{run.path}: evaluation {name}")
     vae = run.load_vae()
     data = run.data(split, data_dir, download)
     data.check_for(vae.likelihood, vae.x_dim)
