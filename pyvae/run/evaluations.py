@@ -84,7 +84,8 @@ def read_evaluation(run_dir: str, name: Optional[str] = None) -> dict:
             raise ConfigError(f"{run_dir} has no evaluation yet: run pyvae evaluate {run_dir}")
         return _read_json(path)
     found = find_evaluation(run_dir, name)["name"]
-    return _read_json(os.path.join(run_dir, EVAL if found == EVAL else EVALUATIONS, found))
+    return _read_json(os.path.join(run_dir, found) if found == EVAL
+                      else os.path.join(run_dir, EVALUATIONS, found))
 
 
 def _entry(result: dict) -> dict:
