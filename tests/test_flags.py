@@ -547,6 +547,11 @@ ELSEWHERE = {
              "--no-download": "named data sets only (train's case)"},
 }
 
+# the kept evaluations: listed, drawn, compared
+ELSEWHERE["evaluate"]["--list"] = "test_evaluations.py"
+ELSEWHERE["plot"]["--evaluation"] = "test_plot_inputs.py"
+ELSEWHERE["compare"].update({"--runs": "test_compare_runs.py", "--evaluation": "test_compare_runs.py"})
+
 
 # every option of every registered guide family: test_options.py gives each to train and
 # compare and finds it in the family built from the flags
