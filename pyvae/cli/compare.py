@@ -101,7 +101,11 @@ def cmd_compare(args) -> int:
 
 def compare_trained_runs(args) -> int:
     """``pyvae compare --runs DIR1,DIR2 --out OUT [--evaluation NAME]``: the runs' kept
-    evaluations side by side (``pyvae.reports.compare.compare_runs``)."""
+    evaluations side by side (``pyvae.reports.compare.compare_runs``).
+
+    Args:
+        args: the parsed command line (``runs``, ``out``, ``evaluation``, ``overwrite``).
+    """
     refuse_given(args, ("runs", "out", "overwrite", "evaluation"), (
         "with --runs: trained runs are compared from their kept evaluations, nothing is trained "
         "or evaluated"))

@@ -120,7 +120,11 @@ def print_table(args, result) -> None:
 
 
 def list_evaluations(args) -> int:
-    """``pyvae evaluate RUN_DIR --list``: the kept evaluations as a table (or JSON)."""
+    """``pyvae evaluate RUN_DIR --list``: the kept evaluations as a table (or JSON).
+
+    Args:
+        args: the parsed command line (``run_dir``, ``json``).
+    """
     entries = Run(args.run_dir).evaluations()
     if args.json:
         print(json.dumps(entries, indent=2, sort_keys=True))
@@ -133,7 +137,11 @@ def list_evaluations(args) -> int:
 
 def evaluations_table(entries) -> str:
     """The kept evaluations (``Run.evaluations()``), one line each: name, when written (UTC),
-    split, K, datapoints, AIS steps ("–": none) and log p^(x) in nats."""
+    split, K, datapoints, AIS steps ("–": none) and log p^(x) in nats.
+
+    Args:
+        entries: index entries, as ``Run.evaluations()`` returns them.
+    """
     def cell(value, fmt="{}"):
         return "–" if value is None else fmt.format(value)
 

@@ -30,7 +30,11 @@ class Parser(argparse.ArgumentParser):
         """The ``dest`` of every argument ``argv`` gives, told apart from those left at their
         defaults (``--split test`` is given; no ``--split`` is not): ``argv`` parsed again with
         the defaults of this parser and of its ``commands`` suppressed. ``pyvae.cli.main`` keeps
-        it as ``args.given``, which ``refuse_given`` reads."""
+        it as ``args.given``, which ``refuse_given`` reads.
+
+        Args:
+            argv: the command line's arguments, already parsed once without error.
+        """
         parsers = [self, *getattr(self, "commands", {}).values()]
         saved = [(a, a.default) for p in parsers for a in getattr(p, "arguments", [])]
         try:
@@ -162,7 +166,13 @@ def given_flags(args, config_fields) -> dict:
 
 def refuse_given(args, allowed, why: str) -> None:
     """One ConfigError line naming the flags given on the command line (``args.given``) that
-    are not ``allowed`` (dests; ``--debug`` always is): "--seed, --split do not apply WHY"."""
+    are not ``allowed``: "--seed, --split do not apply WHY".
+
+    Args:
+        args: the parsed command line, with ``given``.
+        allowed: the dests that may be given (``--debug`` always may).
+        why: the end of the line, e.g. "with --list (...)".
+    """
     extra = sorted(set(getattr(args, "given", ())) - set(allowed) - {"debug"})
     if extra:
         names = ", ".join("--" + d.replace("_", "-") for d in extra)
@@ -171,7 +181,11 @@ def refuse_given(args, allowed, why: str) -> None:
 
 def progress_of(args):
     """The ``progress`` a command passes down: False with --no-progress, else None, tqdm's own
-    rule (``disable=None``): bars where a terminal is attached, none in a pipe or a log file."""
+    rule (``disable=None``): bars where a terminal is attached, none in a pipe or a log file.
+
+    Args:
+        args: the parsed command line, with ``no_progress``.
+    """
     return False if args.no_progress else None
 
 

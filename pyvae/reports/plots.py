@@ -540,7 +540,11 @@ def _pairs(labels, n: int, count: int):
 
 def row_label(row: dict) -> str:
     """What a comparison's row is called in its figures: its run (``compare_runs``), else its
-    family."""
+    family.
+
+    Args:
+        row: a row of a compare.json report.
+    """
     return row.get("run") or row["guide"]
 
 

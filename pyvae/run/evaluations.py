@@ -59,9 +59,13 @@ def list_evaluations(run_dir: str) -> List[dict]:
 
 
 def find_evaluation(run_dir: str, name: Optional[str] = None) -> dict:
-    """The index entry (``list_evaluations``) of the kept evaluation ``name`` (a file name, or
-    its number as in "0003"); None: the latest. One ConfigError line when there is none: no
-    evaluation yet, or the names of those kept."""
+    """The index entry (``list_evaluations``) of a kept evaluation; one ConfigError line when
+    there is none: no evaluation yet, or the names of those kept.
+
+    Args:
+        run_dir: the run directory.
+        name: a file name under evaluations/, or its number as in "0003"; None: the latest.
+    """
     entries = list_evaluations(run_dir)
     if name is None:
         if not entries or not os.path.isfile(os.path.join(run_dir, EVAL)):
