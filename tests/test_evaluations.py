@@ -11,6 +11,7 @@ import pytest
 from pyvae import ConfigError, Run
 from pyvae.cli import build_parser, main
 from pyvae.cli.evaluate import print_table
+from pyvae.run.evaluations import find_evaluation
 
 
 @pytest.fixture
@@ -149,3 +150,12 @@ def test_run_evaluate_takes_evaluate_runs_parameters_and_defaults():
                  "run.evaluation.evaluate_vae"):
         shown = {p.name: p.default for p in package[path].parameters}
         assert (shown["batch_size"], shown["ais_chains"]) == ("100", "16"), path
+
+
+def test_eval_json_names_the_latest(run_dir):
+    run = Run(run_dir)
+    run.evaluate("valid", num_samples=6, max_datapoints=2, progress=False)
+    latest = run.evaluate("valid", num_samples=5, max_datapoints=2, progress=False)
+    assert find_evaluation(run_dir, "eval.json")["name"] == "0002-valid-K5-n2.json"
+    assert find_evaluation(run_dir)["name"] == "0002-valid-K5-n2.json"
+    assert run.evaluation("eval.json") == pytest.approx(latest)

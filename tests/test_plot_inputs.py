@@ -241,7 +241,7 @@ def test_plot_evaluation_refusals(runs, data_file, tmp_path, capsys):
     with open(copy / "eval.json", "w") as f:
         json.dump({"split": "test", "num_samples": 5, "log_px": "nan?"}, f)
     assert cli("plot", str(copy), "--out", str(tmp_path / "d")) == 2
-    assert capsys.readouterr().err == (f"pyvae plot: error: {copy}: evaluation eval.json is not "
-                                       "an evaluation to draw: log_px, elbo, num_datapoints "
-                                       "missing or not a number\n")
+    assert capsys.readouterr().err == (f"pyvae plot: error: {copy}: evaluation eval.json is "
+                                       "damaged or not an evaluation: log_px, elbo, "
+                                       "num_datapoints missing or not a number\n")
     assert not os.path.exists(tmp_path / "d")

@@ -332,8 +332,8 @@ def check_evaluation(result, where: str) -> None:
     needed = ("log_px", "elbo", "num_samples", "num_datapoints")
     bad = [k for k in needed if not _number(result.get(k))] if isinstance(result, dict) else needed
     if bad:
-        raise ConfigError(f"{where} is not an evaluation to draw: {', '.join(bad)} missing or "
-                          "not a number")
+        raise ConfigError(f"{where} is damaged or not an evaluation: {', '.join(bad)} missing "
+                          "or not a number")
 
 
 def plot_evaluation(result: dict, path: str, title: Optional[str] = None) -> str:

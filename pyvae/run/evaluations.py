@@ -64,10 +64,11 @@ def find_evaluation(run_dir: str, name: Optional[str] = None) -> dict:
 
     Args:
         run_dir: the run directory.
-        name: a file name under evaluations/, or its number as in "0003"; None: the latest.
+        name: a file name under evaluations/, or its number as in "0003"; None (or
+            "eval.json"): the latest.
     """
     entries = list_evaluations(run_dir)
-    if name is None:
+    if name is None or name == EVAL:
         if not entries or not os.path.isfile(os.path.join(run_dir, EVAL)):
             raise ConfigError(f"{run_dir} has no evaluation yet: run pyvae evaluate {run_dir}")
         return entries[-1]
