@@ -375,11 +375,12 @@ def test_train_flag_reaches_what_it_controls(name, kind, flags, check, data, tmp
 
 def test_train_flags_about_the_run_directory_and_output(data, tmp_path, capsys):
     out = str(tmp_path / "run")
-    # --no-progress silences the progress bar that is otherwise drawn on stderr
+    # no progress bar with --no-progress, nor where no terminal is attached (tqdm's rule); the
+    # bar in a terminal, and the False / None each command passes down: test_progress.py
     train(out, data["binary"], *BASE)
     assert "epoch 1/1" not in capsys.readouterr().err
     assert cli("train", "--data-file", data["binary"], "--out", str(tmp_path / "bar"), "--epochs", "1", *BASE) == 0
-    assert "epoch 1/1" in capsys.readouterr().err
+    assert "epoch 1/1" not in capsys.readouterr().err
     # --overwrite replaces an existing run; without it the run is refused
     assert cli("train", "--data-file", data["binary"], "--out", out, "--epochs", "1", "--no-progress",
                *BASE, "--z-dim", "3") == 2
@@ -453,8 +454,8 @@ def test_evaluate_flags_reach_eval_json(run_dir, capsys, one_thread):
     _eval(run_dir)
     out, err = capsys.readouterr()
     assert out.startswith("split") and "log p(x), K=20" in out and "log p(x)" not in err
-    assert cli("evaluate", run_dir, "--num-samples", "20") == 0
-    assert "log p(x), K=20" in capsys.readouterr().err  # the progress bar's label
+    assert cli("evaluate", run_dir, "--num-samples", "20") == 0  # no terminal: no bar either
+    assert "log p(x), K=20" not in capsys.readouterr().err  # (the bar's label; test_progress.py)
     if not torch.cuda.is_available():
         assert cli("evaluate", run_dir, "--device", "cuda") == 2
         assert "CUDA is not available" in capsys.readouterr().err
@@ -620,6 +621,11 @@ ELSEWHERE = {
     "plot": {f: "test_plot_inputs.py" for f in ("--out", "--format", "--split", "--num-points",
                                                 "--seed", "--debug")},
 }
+
+# the kept evaluations: listed, drawn, compared
+ELSEWHERE["evaluate"]["--list"] = "test_evaluations.py"
+ELSEWHERE["plot"]["--evaluation"] = "test_plot_inputs.py"
+ELSEWHERE["compare"].update({"--runs": "test_compare_runs.py", "--evaluation": "test_compare_runs.py"})
 
 
 # every option of every registered guide family: test_options.py gives each to train and
