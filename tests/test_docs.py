@@ -535,9 +535,11 @@ CLI_DOC = os.path.join(DOCS, "cli.md")
 CLI_INTRO = """# The `pyvae` command
 
 `pyvae COMMAND --help` prints the same text. Errors print one line on stderr and exit with
-status 2; `--debug` shows the traceback instead. The flag lists below are the commands' own
-`--help` output, written by `python tests/test_docs.py --write-cli` (a test checks that every
-flag of every command appears here).
+status 2; `--debug` shows the traceback instead. Progress bars (tqdm) are drawn where a
+terminal is attached, not in a pipe or a log file, and never with `--no-progress`. The flag
+lists below are the commands' own `--help` output, written by
+`python tests/test_docs.py --write-cli` (a test checks that every flag of every command appears
+here).
 
 - `pyvae train`: fit a VAE by SVI into a run directory (see [training.md](training.md)).
 - `pyvae evaluate`: importance-weighted log p(x), ELBO, gap, active units of a run.
@@ -554,6 +556,7 @@ pyvae evaluate runs/mnist --num-samples 5000
 pyvae plot runs/mnist                       # runs/mnist/figures/*.png
 pyvae compare --guides diagonal,iaf --epochs 10 --num-samples 1000 --out runs/compare
 pyvae plot runs/compare                     # the gap plot again, e.g. --format pdf
+pyvae evaluate runs/mnist --list            # the run's kept evaluations
 ```
 """
 

@@ -8,7 +8,7 @@ import torch
 
 from ..infer.ais import BDMC_TOLERANCE, recommend_steps
 from ..run import Run
-from .flags import add_runtime_flags, int_list_type, positive_int, seed_type
+from .flags import add_runtime_flags, int_list_type, positive_int, progress_of, seed_type
 
 
 def add_parser(sub) -> None:
@@ -35,7 +35,7 @@ def cmd_bdmc(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = run.bdmc(args.steps, args.chains, args.num_datapoints, args.seed, args.device,
-                    progress=not args.no_progress, write=False, tolerance=args.tolerance)
+                    progress=progress_of(args), write=False, tolerance=args.tolerance)
     recommended = recommend_steps({r["num_steps"]: r["mean_width"] for r in runs}, args.tolerance)
     # printed first: a disk too full for bdmc.json does not lose the bounds
     if args.json:

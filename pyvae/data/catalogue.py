@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..config import choose
 from ..errors import ConfigError
 from ..models.linear_gaussian import LinearGaussian
 from .tensor import BINARIZE, TensorData
@@ -33,8 +34,7 @@ def default_data_dir() -> str:
 
 
 def check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    choose(split, SPLITS, "split")
 
 
 def _torchvision_dataset(name: str):
@@ -122,13 +122,11 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir: Optional[s
     Returns:
         a ``TensorData`` of (N, x_dim) float32 pixels in [0, 1], with labels.
     """
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    choose(name, DATASETS, "dataset")
     check_split(split)
     if binarize is None:
         binarize = default_binarize(name)
-    if binarize not in BINARIZE:
-        raise ConfigError(f"unknown binarize {binarize!r}; choose one of: {', '.join(BINARIZE)}")
+    choose(binarize, BINARIZE, "binarize")
     if name == "linear-gaussian":
         data = load_linear_gaussian(split, valid_size=valid_size, binarize=binarize, **options)
         if not options:  # the defaults: a run can load them again by name

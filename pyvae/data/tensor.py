@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
+from ..config import choose
 from ..errors import ConfigError
 
 BINARIZE = ("dynamic", "fixed", "none")
@@ -37,8 +38,7 @@ class TensorData(Dataset):
 
     def __init__(self, x, labels=None, binarize: str = "none", seed: int = 0,
                  name: str = "data", source: Optional[dict] = None, true_model=None):
-        if binarize not in BINARIZE:
-            raise ConfigError(f"unknown binarize {binarize!r}; choose one of: {', '.join(BINARIZE)}")
+        choose(binarize, BINARIZE, "binarize")
         x = as_real_tensor(x, name)
         if x.dim() < 2:
             raise ConfigError(f"{name}: expected data of shape (N, x_dim), got {tuple(x.shape)}")

@@ -302,7 +302,8 @@ def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
     with torch.no_grad():
         nesting = max_plate_nesting(model, guide, x, joint=True)
         for size in tqdm(list(_chunks(num_samples, chunk_size)), desc=f"log p(X), K={num_samples}",
-                         disable=not progress, leave=False, dynamic_ncols=True):
+                         disable=progress_disabled(progress), leave=False,
+                         dynamic_ncols=True):
             acc.update(joint_log_weights(model, guide, x, size, nesting)[:, None])
     value, stderr, ess = acc.log_mean_exp()
     elbo_mean, elbo_se = acc.mean()

@@ -5,10 +5,11 @@ from typing import List
 import pyro
 import torch
 
+from ..devices import resolve_device
 from ..errors import ConfigError
 from ..infer.ais import BDMC_TOLERANCE, bdmc, recommend_steps
 from ..limits import check_count, check_seed
-from ..training.checkpoint import BDMC, resolve_device, write_json
+from ..training.checkpoint import BDMC, write_json
 
 
 def bdmc_run(run, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,

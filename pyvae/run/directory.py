@@ -10,12 +10,14 @@ from typing import List, Optional
 
 from ..training.config import RunConfig, TrainConfig
 from ..data import load_split
+from ..devices import resolve_device
 from ..errors import ConfigError
 from ..infer.evaluate import NUM_SAMPLES
 from ..models.vae import VAE
 from ..training.checkpoint import CHECKPOINT, CONFIG, EVAL_PROGRESS, EVALUATIONS, METRICS, \
-    is_run_dir, load_checkpoint, resolve_device
+    is_run_dir, load_checkpoint
 from ..training.evalrun import write_result
+from .evaluation import AIS_CHAINS, BATCH_SIZE
 from .evaluations import keep_evaluation, list_evaluations, read_evaluation
 from . import bdmc as _bdmc
 from . import evaluation as _evaluation
@@ -112,16 +114,16 @@ class Run:
     def evaluate(self, split: str = "test", num_samples: int = NUM_SAMPLES,
                  max_datapoints: Optional[int] = None, data_dir: Optional[str] = None,
                  seed: int = 0, device="cpu", chunk_size: Optional[int] = None,
-                 batch_size: int = 100, progress: Optional[bool] = None, download: bool = True,
-                 write: bool = True, ais_steps: Optional[int] = None,
-                 ais_chains: int = 16, resumable: bool = False, log=print,
+                 batch_size: int = BATCH_SIZE, progress: Optional[bool] = None,
+                 download: bool = True, write: bool = True, ais_steps: Optional[int] = None,
+                 ais_chains: int = AIS_CHAINS, resumable: bool = False, log=print,
                  distributed=None) -> dict:
         """Importance-weighted log p(x) of the first ``max_datapoints`` of ``split`` (all by
         default), with the ELBO, the gap, ESS, Pareto k, active units and KL (and log p(x) by
         AIS with ``ais_steps``): the keys of eval.json. Unless ``write=False`` the result is
         kept under evaluations/ and written to eval.json (``write_evaluation``). ``progress``:
-        tqdm bars, by default where a terminal is attached. See
-        ``pyvae.run.evaluation.evaluate_run``."""
+        tqdm bars, by default where a terminal is attached. The same parameters and defaults
+        as ``pyvae.run.evaluation.evaluate_run``, which it calls."""
         return _evaluation.evaluate_run(
             self, split, num_samples, max_datapoints, data_dir, seed, device, chunk_size,
             batch_size, progress, download, write, ais_steps, ais_chains, resumable, log,

@@ -34,10 +34,11 @@ from pyro.infer import Trace_ELBO
 from pyro.params import param_with_module_name
 
 from .config import TrainConfig
-from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir, resolve_device,
+from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir,
                          get_rng_state, load_checkpoint, set_rng_state)
 from . import distributed as _distributed
 from ..data import check_values, recorded_data_config
+from ..devices import resolve_device
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..infer.objectives import bound_name, make_objective
 from .callbacks import (JitCompile, KLWeight, LogEpochs, ProgressBar, RunWriter, TensorBoard,
