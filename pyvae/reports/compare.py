@@ -100,12 +100,20 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             rows.
         epochs: training epochs per family (0 with ``shared_decoder`` evaluates untrained guides).
         num_samples: K, importance samples per datapoint for log p^(x).
+        test_size: measure on the first this many rows of ``test`` (None: all).
+        seed: the seed of every family's training (the same decoder start), of the
+            evaluation's draws and of the refinement.
         iwae_k: the k of the IWAE_k bounds drawn between the ELBO and log p^(x) (each k < K;
             default: those of ``DEFAULT_IWAE_K`` below K, with a note through ``log`` when some
             are left out).
         shared_decoder: a run directory (``pyvae train``): its decoder is loaded and frozen, and
             only the guides are fitted. Its architecture (z_dim, hidden, ...) overrides the
             arguments here.
+        z_dim: the size of z, shared by every family (as ``VAE``'s).
+        hidden: the encoder's hidden widths; the decoder mirrors them.
+        activation: the nonlinearity of the nets.
+        likelihood: p(x|z), a key of ``pyvae.likelihoods.LIKELIHOODS``.
+        prior: p(z), a key of ``pyvae.priors.PRIORS``.
         guide_options: per-family constructor options, e.g. ``{"iaf": {"flow_length": 4}}``.
         common_guide_options: options given to every family that takes them, e.g.
             ``{"flow_length": 4}`` for all flows (``pyvae.guides.guide_options`` lists them).
@@ -117,7 +125,15 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         ais_steps: with refinement, take log p(x) of the split from AIS with this many steps
             (16 chains; from the prior for a family that cannot score z) instead of the IW
             estimate (0: IW).
+        lr: the learning rate of every family's training.
+        batch_size: datapoints per training step.
         num_threads: ``torch.set_num_threads`` for the whole comparison.
+        device: where the VAEs train and are evaluated ("cpu", "cuda", ...).
+        progress: show tqdm bars while training and evaluating.
+        overwrite: replace a finished comparison in ``out`` (without it a finished one is an
+            error and an unfinished one continues).
+        title: the heading of compare.md and the gap plot's title (None: the number of
+            families, the epochs and K).
         out: directory for compare.md/.csv/.json, figures and per-family runs (None: write nothing).
         data_config: the data options stored with each family's run (as ``pyvae train`` stores
             them), so that ``pyvae plot OUT/<family>`` can reload the data.

@@ -54,7 +54,15 @@ def _save(fig, path: str) -> str:
 def image_shape_for(x_dim: int, image_shape: Optional[Sequence[int]] = None):
     """(height, width) to draw a flattened one-channel datapoint: that of ``image_shape`` if
     given (checked by ``pyvae.nets.image_shape_for``), a square when ``x_dim`` is a perfect
-    square (784 -> 28 x 28), else a one-pixel-high strip."""
+    square (784 -> 28 x 28), else a one-pixel-high strip.
+
+    Args:
+        x_dim: the values of a flattened datapoint.
+        image_shape: (H, W) or (C, H, W) whose product is x_dim, or None.
+
+    Returns:
+        (height, width) as a tuple of ints.
+    """
     if image_shape is not None:
         return net_image_shape(x_dim, image_shape)[-2:]
     side = math.isqrt(x_dim)
@@ -83,12 +91,28 @@ def _show_grid(ax, grid: torch.Tensor, title: str) -> None:
 @torch.no_grad()
 def encode_mean(vae, x: torch.Tensor, num_samples: int = 32) -> torch.Tensor:
     """A point summary of q(z|x) per datapoint: its mean where the family knows it in closed
-    form (Gaussians), else the average of ``num_samples`` draws (flows have no closed-form mean)."""
+    form (Gaussians), else the average of ``num_samples`` draws (flows have no closed-form mean).
+
+    Args:
+        vae: a trained ``pyvae.VAE``.
+        x: (N, x_dim) tensor of data.
+        num_samples: draws averaged where q has no closed-form mean.
+
+    Returns:
+        (N, z_dim) tensor of E_q[z|x].
+    """
     return posterior_mean(vae.encode(x) if hasattr(vae, "encode") else vae.encoder(x), num_samples)
 
 
 def pca_2d(z: torch.Tensor) -> torch.Tensor:
-    """Project rows of z onto their first two principal components (``torch.pca_lowrank``)."""
+    """Project rows of z onto their first two principal components (``torch.pca_lowrank``).
+
+    Args:
+        z: (N, d) tensor of codes; d <= 2 is returned as it is (d = 1 padded with zeros).
+
+    Returns:
+        (N, 2) tensor.
+    """
     if z.shape[1] <= 2:
         return z if z.shape[1] == 2 else torch.cat([z, torch.zeros_like(z)], 1)
     z = z.double()
@@ -99,7 +123,20 @@ def pca_2d(z: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- figures
 @torch.no_grad()
 def reconstructions(vae, x: torch.Tensor, path: str, n: int = 10, image_shape=None) -> str:
-    """Originals (top row) and reconstructions E[x|z], z ~ q(z|x) (bottom row) of n datapoints."""
+    """Originals (top row) and reconstructions E[x|z], z ~ q(z|x) (bottom row) of n datapoints.
+
+    Args:
+        vae: a trained ``pyvae.VAE``.
+        x: (N, x_dim) tensor of data in [0, 1]; the first n rows are drawn.
+        path: the file to write, its extension the format ("png", "pdf" or "svg"); missing
+            directories are made and the file is written atomically.
+        n: the datapoints drawn.
+        image_shape: the datapoints' image shape ((H, W) or (C, H, W); None: a square for a
+            square x_dim, else a strip).
+
+    Returns:
+        ``path``.
+    """
     x = x[:n]
     shape = image_shape_for(vae.x_dim, image_shape)
     recon = vae.reconstruct(x)
@@ -112,7 +149,19 @@ def reconstructions(vae, x: torch.Tensor, path: str, n: int = 10, image_shape=No
 
 @torch.no_grad()
 def prior_samples(vae, path: str, n: int = 64, image_shape=None) -> str:
-    """Means of p(x|z) for n draws z ~ p(z)."""
+    """Means of p(x|z) for n draws z ~ p(z).
+
+    Args:
+        vae: a trained ``pyvae.VAE``.
+        path: the file to write, its extension the format ("png", "pdf" or "svg"); missing
+            directories are made and the file is written atomically.
+        n: the draws, laid out in a square grid.
+        image_shape: the datapoints' image shape ((H, W) or (C, H, W); None: a square for a
+            square x_dim, else a strip).
+
+    Returns:
+        ``path``.
+    """
     shape = image_shape_for(vae.x_dim, image_shape)
     nrow = max(1, math.isqrt(n))
     fig = _new_figure(5.0, 5.0 * max(0.25, math.ceil(n / nrow) / nrow))
@@ -122,7 +171,18 @@ def prior_samples(vae, path: str, n: int = 64, image_shape=None) -> str:
 
 @torch.no_grad()
 def latent_scatter(vae, x: torch.Tensor, labels: Optional[torch.Tensor], path: str) -> str:
-    """Codes of x (q(z|x) means), coloured by label; PCA to 2-D when z_dim > 2."""
+    """Codes of x (q(z|x) means), coloured by label; PCA to 2-D when z_dim > 2.
+
+    Args:
+        vae: a trained ``pyvae.VAE``.
+        x: (N, x_dim) tensor of data.
+        labels: (N,) integer labels that colour the points, or None.
+        path: the file to write, its extension the format ("png", "pdf" or "svg"); missing
+            directories are made and the file is written atomically.
+
+    Returns:
+        ``path``.
+    """
     z = encode_mean(vae, x).cpu()
     z2 = pca_2d(z)
     fig = _new_figure(5.5, 4.8)
@@ -145,7 +205,19 @@ def latent_scatter(vae, x: torch.Tensor, labels: Optional[torch.Tensor], path: s
 
 @torch.no_grad()
 def latent_manifold(vae, path: str, n: int = 15, image_shape=None) -> str:
-    """For z_dim = 2: decoder means over an n x n grid of z at prior quantiles 0.05 ... 0.95."""
+    """For z_dim = 2: decoder means over an n x n grid of z at prior quantiles 0.05 ... 0.95.
+
+    Args:
+        vae: a trained ``pyvae.VAE`` with z_dim = 2.
+        path: the file to write, its extension the format ("png", "pdf" or "svg"); missing
+            directories are made and the file is written atomically.
+        n: the grid points per axis.
+        image_shape: the datapoints' image shape ((H, W) or (C, H, W); None: a square for a
+            square x_dim, else a strip).
+
+    Returns:
+        ``path``.
+    """
     if vae.z_dim != 2:
         raise ConfigError(f"the latent manifold needs z_dim = 2, the model has z_dim = {vae.z_dim}")
     shape = image_shape_for(vae.x_dim, image_shape)
@@ -165,7 +237,21 @@ def latent_manifold(vae, path: str, n: int = 15, image_shape=None) -> str:
 @torch.no_grad()
 def interpolation(vae, x_a: torch.Tensor, x_b: torch.Tensor, path: str, steps: int = 10,
                   image_shape=None) -> str:
-    """Decode the straight line between the codes of two datapoints (rows: pairs)."""
+    """Decode the straight line between the codes of two datapoints (rows: pairs).
+
+    Args:
+        vae: a trained ``pyvae.VAE``.
+        x_a: (P, x_dim) tensor: the first datapoint of each pair.
+        x_b: (P, x_dim) tensor: the second datapoint of each pair.
+        path: the file to write, its extension the format ("png", "pdf" or "svg"); missing
+            directories are made and the file is written atomically.
+        steps: the points on each line, t = 0 ... 1.
+        image_shape: the datapoints' image shape ((H, W) or (C, H, W); None: a square for a
+            square x_dim, else a strip).
+
+    Returns:
+        ``path``.
+    """
     x_a, x_b = x_a.reshape(-1, vae.x_dim), x_b.reshape(-1, vae.x_dim)
     shape = image_shape_for(vae.x_dim, image_shape)
     z_a, z_b = encode_mean(vae, x_a), encode_mean(vae, x_b)
@@ -181,7 +267,11 @@ def interpolation(vae, x_a: torch.Tensor, x_b: torch.Tensor, path: str, steps: i
 
 
 def read_metrics(run_dir: str) -> List[dict]:
-    """The per-epoch records of a run (its metrics.jsonl; see ``pyvae.Run.metrics``)."""
+    """The per-epoch records of a run (its metrics.jsonl; see ``pyvae.Run.metrics``).
+
+    Args:
+        run_dir: the run directory.
+    """
     run = Run(run_dir)
     if not os.path.isfile(run.file(METRICS)):
         raise ConfigError(f"no {METRICS} in {run_dir}")
@@ -191,7 +281,15 @@ def read_metrics(run_dir: str) -> List[dict]:
 def training_curves(history, path: str, title: Optional[str] = None) -> str:
     """Train and validation ELBO per epoch, from a run directory or a list of history records.
 
-    ``history`` may also be a dict ``{name: records}`` to draw several runs on one axis.
+    Args:
+        history: a run directory, a list of epoch records (``Trainer.fit``'s history), or a
+            dict ``{name: records}`` to draw several runs on one axis.
+        path: the file to write, its extension the format ("png", "pdf" or "svg"); missing
+            directories are made and the file is written atomically.
+        title: the axes' title (None: "training curves").
+
+    Returns:
+        ``path``.
     """
     if isinstance(history, str):
         history = read_metrics(history)
@@ -237,7 +335,13 @@ def gap_plot(results: Dict[str, dict], path: str, exact: Optional[float] = None,
             per datapoint; "iwae" and "log_px" may be missing. Optional ``"ais_log_px"`` (log p̂(x)
             by AIS, drawn as a diamond) and ``"bdmc_width"`` (a BDMC sandwich width, drawn as a
             bar of that height above the AIS point: how far AIS may still be below log p(x)).
+        path: the file to write, its extension the format ("png", "pdf" or "svg"); missing
+            directories are made and the file is written atomically.
         exact: the exact log p(x), drawn as a line, when it is known (linear-Gaussian model).
+        title: the left panel's title (None: the ordering of the bounds).
+
+    Returns:
+        ``path``.
     """
     if not results:
         raise ConfigError("gap_plot needs results for at least one family")
@@ -434,7 +538,15 @@ def plot_evaluation(result: dict, path: str, title: Optional[str] = None) -> str
 
 # ----------------------------------------------------------------------------- run directories
 def load_run(run_dir: str, device="cpu"):
-    """The trained VAE of a run directory and its config.json dict (see ``pyvae.Run``)."""
+    """The trained VAE of a run directory and its config.json dict (see ``pyvae.Run``).
+
+    Args:
+        run_dir: the run directory.
+        device: where the VAE's parameters go.
+
+    Returns:
+        (vae, config dict).
+    """
     run = Run(run_dir)
     return run.load_vae(device), run.config.to_dict()
 
@@ -463,7 +575,25 @@ def plot_run(run_dir: str, out: Optional[str] = None, fmt: str = "png", split: s
     (``plot_evaluation``) of its kept evaluation ``evaluation`` (a name or number as
     ``Run.evaluation`` takes it; None: the latest, and no figure for a run not evaluated yet).
     A comparison directory (compare.json, from ``pyvae compare``) gets the gap plot and the
-    training curves of every family. Returns the written paths.
+    training curves of every family.
+
+    Args:
+        run_dir: a run directory (checkpoint.pt) or a comparison directory (compare.json).
+        out: the directory the figures go to (None: ``RUN_DIR/figures``).
+        fmt: the figures' format, "png", "pdf" or "svg".
+        split: the data split the data figures draw from.
+        data_dir: where the run's data set lies (None: the directory the run recorded).
+        download: fetch a missing data set with torchvision.
+        num_points: the datapoints drawn at random from ``split`` (the latent scatter shows
+            them all).
+        seed: picks the datapoints and seeds the samples.
+        figures: the names to draw, of "curves", "reconstructions", "samples", "latent",
+            "manifold", "interpolation", "evaluation" (None: all that fit).
+        evaluation: the kept evaluation drawn (a name or number, as ``Run.evaluation``
+            takes it; None: the latest); only for a run directory.
+
+    Returns:
+        the written paths.
     """
     choose(fmt, FORMATS, "format")
     check_seed(seed)
@@ -549,7 +679,14 @@ def row_label(row: dict) -> str:
 
 
 def gap_results(report: dict) -> Dict[str, dict]:
-    """The ``gap_plot`` input from a compare.json report."""
+    """The ``gap_plot`` input from a compare.json report.
+
+    Args:
+        report: compare.json's content: a dict whose ``rows`` hold one dict per family.
+
+    Returns:
+        ``{family: {"elbo", "log_px", "ais_log_px", "iwae": {k: value}}}``, nats per datapoint.
+    """
     out = {}
     for row in report["rows"]:
         out[row_label(row)] = {"elbo": row.get("elbo"), "log_px": row.get("log_px"),
@@ -561,8 +698,16 @@ def gap_results(report: dict) -> Dict[str, dict]:
 def plot_snr(rows: List[dict], path: str, title: str = "") -> str:
     """SNR against k (log-log), one line per estimator, encoder and decoder side by side.
 
-    ``rows``: dicts with ``k``, ``estimator``, ``encoder_snr`` and ``decoder_snr``, as
-    ``pyvae snr`` writes them (see ``pyvae.infer.diagnostics``).
+    Args:
+        rows: dicts with ``k``, ``estimator``, ``encoder_snr`` and ``decoder_snr``, as
+            ``pyvae snr`` writes them (see ``pyvae.infer.diagnostics``); SNRs <= 0 are left
+            off the log axis.
+        path: the file to write, its extension the format ("png", "pdf" or "svg"); missing
+            directories are made and the file is written atomically.
+        title: the figure's title ("": none).
+
+    Returns:
+        ``path``.
     """
     fig = _new_figure(9, 3.6)
     axes = fig.subplots(1, 2)
