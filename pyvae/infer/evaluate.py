@@ -413,6 +413,29 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = N
     IW estimates are then kept in ``Gaps.log_px_iw`` and ``Gaps.log_px_refined``. A guide that
     cannot score arbitrary z (a flow without an inverse) cannot start AIS; the prior starts it
     then (``Gaps.ais_start``).
+
+    Args:
+        model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
+        guide: the amortized Pyro guide of ``x``, with the same plate.
+        x: (N, ...) tensor of data.
+        num_samples: K, draws from ``guide`` per datapoint: its IW estimate of log p(x) and,
+            from the same draws, its ELBO.
+        elbo_samples: draws from ``refined_guide`` per datapoint: its ELBO and its IW estimate.
+        refined_guide: a Pyro guide of these x with per-datapoint parameters (``pyvae.refine``);
+            None: no split.
+        chunk_size: samples per call of a guide and the model (None: about
+            ``default_rows(device) // batch_size``).
+        batch_size: datapoints per call of a guide and the model.
+        progress: show tqdm bars.
+        ais_steps: take log p(x) from AIS with this many annealing steps (None or 0: from the
+            IW estimates).
+        ais_chains: AIS chains per datapoint.
+        seed: seeds AIS's batches (``ais``; None: the global random streams).
+
+    Returns:
+        a ``Gaps``: per datapoint the total gap and, with ``refined_guide``, the approximation
+        and amortization gaps (nats, with their standard errors), and the estimates they come
+        from.
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
     amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)

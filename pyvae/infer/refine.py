@@ -318,6 +318,14 @@ class RefinedGuide(nn.Module):
         """q_i(u) for the rows ``rows`` (default all): batch shape (N,), event shape (D,).
 
         With ``path_gradient``, ``log_prob`` sees the parameters detached (see ``_PathGradient``).
+
+        Args:
+            path_gradient: score draws with the parameters detached (the gradient keeps only
+                the path through u: "sticking the landing").
+            rows: the datapoints, as a slice of the N rows.
+
+        Returns:
+            a Gaussian over u with batch shape (rows,) and event shape (D,).
         """
         params = [getattr(self, name, None) for name in ("loc", "log_scale", "scale_raw",
                                                           "factor", "log_diag")]
@@ -467,6 +475,7 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
         lr: Adam learning rate, decayed exponentially to ``lr_final`` (default ``lr / 100``).
             Adam's steps stay about ``lr`` in size however noisy the gradient, so without the
             decay the per-datapoint parameters jitter around the optimum instead of settling.
+        lr_final: the learning rate of the last step (None: ``lr / 100``).
         particles: samples of z per datapoint per step (vectorised).
         path_gradient: drop the zero-mean score term from the gradient estimate ("sticking the
             landing"): same ELBO and expected gradient, much less noise near the optimum.
