@@ -240,6 +240,16 @@ def test_flow_families_come_from_the_registry_given():
         refine(model.model, x, family="planar", families=[TinyFlow])
 
 
+def test_a_flow_family_registered_in_guides_later_is_refinable_by_name(monkeypatch):
+    from pyvae.guides import GUIDES
+
+    model = correlated_model()
+    x = model.sample(4, seed=1)
+    monkeypatch.setitem(GUIDES, "tiny", TinyFlow)  # registered after pyvae was imported
+    tiny = refine(model.model, x, family="tiny", init=model.posterior(x), steps=3, lr=0.05, seed=0)
+    assert tiny.family == "tiny" and len(tiny.transforms) == 1
+
+
 def test_an_unknown_family_is_one_config_error_line():
     from pyvae.guides import GUIDES
 

@@ -46,7 +46,7 @@ the networks.
 
 Families by name. The Gaussian families are this module's own; a flow family comes from a
 registry that maps its name to its class: ``refine(families=...)``, by default ``FLOW_FAMILIES``,
-which pyvae's top level fills with the flows of ``pyvae.guides.GUIDES``. What refine needs of a
+which pyvae's top level binds to ``pyvae.guides.GUIDES`` itself. What refine needs of a
 flow is the duck-typed ``FlowFamily``; an ``init`` that has its attributes is a flow, of the
 family ``name`` when ``type(init) is families[name]``.
 """
@@ -79,7 +79,7 @@ from .weights import DATA_PLATE, check_x, data_frame
 # registry (name -> class), so pyvae's guides reach it from above and any other flow as an argument
 GAUSSIAN_FAMILIES = ("diagonal", "full-rank", "low-rank")
 #: the flow families refine builds by name (name -> class, see ``FlowFamily``); pyvae's top level
-#: fills it with the flows of ``pyvae.guides.GUIDES``
+#: binds it to ``pyvae.guides.GUIDES`` (the Gaussian names in it are skipped)
 FLOW_FAMILIES: Dict[str, type] = {}
 #: the sample site of the joint unconstrained vector u (models with several or constrained latents)
 AUXILIARY_SITE = "refined_latents"
@@ -484,7 +484,7 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
             ``Trainer``).
         families: the flow families by name, each name mapped to the family's class (see
             ``FlowFamily``); names of the Gaussian families in it are ignored (they are
-            refine's own). Default ``FLOW_FAMILIES``: the flows of ``pyvae.guides.GUIDES``.
+            refine's own). Default ``FLOW_FAMILIES``: ``pyvae.guides.GUIDES``.
 
     Returns:
         A ``RefinedGuide`` (Gaussian families) or ``RefinedFlow``: call it as a Pyro guide with
