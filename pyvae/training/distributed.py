@@ -29,6 +29,7 @@ param store, the optimizer state and the checkpoints are exactly those of a sing
 a run trained with N processes resumes with any other number, or without ``--distributed``.
 """
 import contextlib
+import datetime
 import functools
 import gc
 import inspect
@@ -309,8 +310,6 @@ def setup(device="cpu", backend: Optional[str] = None, timeout_s: Optional[float
         raise ConfigError("this PyTorch build has no nccl backend; use --backend gloo")
     kwargs = {}
     if timeout_s is not None:
-        import datetime
-
         kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
     if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
         kwargs["device_id"] = device  # binds the group to this GPU (eager nccl init)
