@@ -28,6 +28,15 @@ fitted before annealing to the start target (q0 forward, the posterior in revers
 chains are exact draws, then adapted towards acceptance 0.65 as the targets narrow
 (``pyvae.infer.hmc``). The beta schedule is sigmoidal (Grosse et al. 2015). Weights accumulate
 in float64; the standard error is the jackknife over chains (``jackknife_stderr``).
+
+The start guide must score any z. A guide whose latent sites are Deltas at a deterministic map
+of auxiliary sites it draws (z_s = T_s(u), scored by the density of u and each Delta's
+log-density) can do so by offering ``guide.auxiliary_values(latent_values)`` (the hook
+``AUXILIARY_VALUES``): given {latent site: z_s} with batch dimensions (chains, ..., N), it
+returns {auxiliary site: u}, the values at which it draws exactly those z, batch dimensions
+kept. AIS then conditions the guide's auxiliary sites on them and leaves its Delta sites to
+the guide, so that log q0(z) = log q(u) + sum_s (the Delta's log-density at its own value):
+``pyvae.refine``'s guides offer it, with the Deltas' log-densities -log|det dz_s/du_s|.
 """
 import math
 from dataclasses import dataclass, field
@@ -37,6 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
@@ -201,6 +211,9 @@ class GuideCannotScore(ConfigError):
 
 #: the auxiliary site that holds a latent site's unconstrained value in ``AutoNormal``
 AUXILIARY_SUFFIX = "_unconstrained"
+#: the method by which a guide gives its auxiliary sites' values at given latent values (see
+#: the module docstring); ``pyvae.refine``'s guides have it
+AUXILIARY_VALUES = "auxiliary_values"
 
 
 def site_bijection(name, support):
@@ -226,12 +239,16 @@ class _Target:
     that draws z through an auxiliary site ``z_unconstrained`` and a Delta at
     biject_to(support)(z_unconstrained) (``AutoNormal``) has that site conditioned on u too:
     the Delta then sits at its own value and q0 is scored by the auxiliary site's density and
-    the Delta's log-Jacobian. At the start the guide must score its own draws finitely
-    (``GuideCannotScore`` if not).
+    the Delta's log-Jacobian. A guide that offers ``auxiliary_values`` (``AUXILIARY_VALUES``,
+    passed here as ``auxiliary_values``) has its auxiliary sites conditioned on what it returns
+    at z, and its latent sites that are Deltas left to it (each then sits at its own value,
+    which must reproduce z: ``ConfigError`` if not); its other latent sites are conditioned on
+    z. At the start the guide must score its own draws finitely (``GuideCannotScore`` if not).
     """
 
-    def __init__(self, model, guide, x, chains, nesting):
+    def __init__(self, model, guide, x, chains, nesting, auxiliary_values=None):
         self.model, self.guide, self.x, self.chains = model, guide, x, chains
+        self.auxiliary_values = auxiliary_values
         self.nesting, self.chain_dim = nesting, -(nesting + 1)
         with torch.no_grad(), poutine.block():
             start = self._run(guide)
@@ -254,10 +271,17 @@ class _Target:
             self.layout[name] = (data_frame(name, site).dim, self.sites[name].domain.event_dim)
         if not self.sites:
             raise ConfigError("the model has no latent sample sites")
-        self.auxiliary = {name + AUXILIARY_SUFFIX: name for name in self.sites
-                          if start.nodes.get(name + AUXILIARY_SUFFIX, {}).get("infer", {})
-                          .get("is_auxiliary")}
         self.start = {name: start.nodes[name]["value"].detach() for name in self.sites}
+        if auxiliary_values is None:
+            self.auxiliary = {name + AUXILIARY_SUFFIX: name for name in self.sites
+                              if start.nodes.get(name + AUXILIARY_SUFFIX, {}).get("infer", {})
+                              .get("is_auxiliary")}
+            self.left_to_guide = set()
+        else:
+            self.auxiliary = {aux: None for aux in auxiliary_values(self.start)}
+            self.left_to_guide = {name for name in self.sites
+                                  if _is_point_mass(start.nodes[name]["fn"])}
+            self._check_auxiliary_values()
         with torch.no_grad():
             log_q = self.evaluate(self.to_unconstrained(self.start))[1]
         if not bool(torch.isfinite(log_q).all()):
@@ -266,6 +290,35 @@ class _Target:
                 "is a deterministic map of an auxiliary site it redraws cannot be scored at a "
                 "given z); start AIS from a guide with a density at any z, e.g. "
                 "pyvae.infer.ais.prior_guide(model)")
+
+    @torch.no_grad()
+    def _check_auxiliary_values(self):
+        """The guide, given its ``auxiliary_values`` at z, must draw z at its Delta sites."""
+        z = {name: t(t.inv(self.start[name])) for name, t in self.sites.items()}
+        with poutine.block():
+            trace = self._score_guide(self._guide_values(z, {}))
+        for name in sorted(self.left_to_guide):
+            value = trace.nodes[name]["value"]
+            if value.shape != z[name].shape or not torch.allclose(value, z[name], rtol=1e-5,
+                                                                  atol=1e-6):
+                raise ConfigError(f"the guide's {AUXILIARY_VALUES} does not give back latent site "
+                                  f"{name!r}: at the auxiliary values it returns, the guide's "
+                                  "Delta lies elsewhere (it must invert the guide's map)")
+
+    def _guide_values(self, z, u):
+        """What the guide is conditioned on at z (u: the unconstrained values)."""
+        if self.auxiliary_values is None:
+            return dict(z, **{aux: u[name] for aux, name in self.auxiliary.items()})
+        given = {name: z[name] for name in self.sites if name not in self.left_to_guide}
+        return dict(given, **self.auxiliary_values(z))
+
+    def _score_guide(self, values):
+        try:
+            return self._run(self.guide, values)
+        except (NotImplementedError, KeyError):  # (Pyro's planar/radial raise KeyError)
+            raise GuideCannotScore("the guide's q(z|x) cannot score arbitrary z (a flow without an "
+                                   "inverse: planar, radial, sylvester); start AIS from another "
+                                   "guide, e.g. pyvae.infer.ais.prior_guide(model)") from None
 
     def _run(self, fn, data=None, enumerate_sites=False):
         with pyro.plate(CHAIN_PLATE, self.chains, dim=self.chain_dim):
@@ -323,13 +376,7 @@ class _Target:
                                                    self.chains)
             model_trace = self._run(self.model, z, enumerate_sites=True)
             log_p = model_log_density(model_trace, set(self.sites), self.chains, self.nesting)[0]
-            guide_values = dict(z, **{aux: u[name] for aux, name in self.auxiliary.items()})
-            try:
-                log_q = self._sum(self._run(self.guide, guide_values), skip_observed=True)
-            except (NotImplementedError, KeyError):  # (Pyro's planar/radial raise KeyError)
-                raise GuideCannotScore("the guide's q(z|x) cannot score arbitrary z (a flow without an "
-                                  "inverse: planar, radial, sylvester); start AIS from another "
-                                  "guide, e.g. pyvae.infer.ais.prior_guide(model)") from None
+            log_q = self._sum(self._score_guide(self._guide_values(z, u)), skip_observed=True)
             inputs = list(u.values())
             grads = []
             for out in (log_p, log_q, log_det):
@@ -342,6 +389,13 @@ class _Target:
         log_det = torch.as_tensor(log_det, dtype=torch.float64).expand_as(log_p) \
             if not torch.is_tensor(log_det) else log_det
         return (log_p.detach(), log_q.detach(), log_det.detach(), *grads)
+
+
+def _is_point_mass(fn) -> bool:
+    """Whether a site's distribution is a Delta (through masks, expansions and Independent)."""
+    while not isinstance(fn, dist.Delta) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, dist.Delta)
 
 
 # ------------------------------------------------------------------------------ AIS
@@ -444,7 +498,8 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
             if seed is not None:  # one seed per fixed chunk of datapoints
                 pyro.set_rng_seed(seed + i)
             xb = batch.x
-            target = _Target(batch.wrap(model), batch.wrap(guide), xb, num_chains, nesting)
+            target = _Target(batch.wrap(model), batch.wrap(guide), xb, num_chains, nesting,
+                             getattr(guide, AUXILIARY_VALUES, None))
             if reverse:
                 z = {k: v[batch.rows.start:batch.rows.stop] for k, v in start.items()}
                 missing = set(target.sites) - set(z)

@@ -28,8 +28,10 @@ The refined guide is a Pyro guide of the same batch x. For a model with one late
 support is the reals and whose value is a vector per datapoint (pyvae's ``VAE``, Pyro's VAE
 example), it samples that site directly from q_i; otherwise it samples u at an auxiliary site
 ``AUXILIARY_SITE`` and each latent site from a ``Delta`` at z_s whose log-density is
--log|det dz_s/du_s|, as Pyro's ``AutoContinuous`` guides do. Every family of
-``pyvae.guides.GUIDES`` can be refined:
+-log|det dz_s/du_s|, as Pyro's ``AutoContinuous`` guides do. Its ``auxiliary_values(z)``
+gives the u at which it draws given latent values z (the inverse of that split), so that AIS
+(``pyvae.infer.ais``) can start from it: log q_i(z) is then the density above at any z. Every
+family of ``pyvae.guides.GUIDES`` can be refined:
 
     diagonal, full-rank, low-rank   per-datapoint loc and scale / Cholesky factor / (F, diag)
     flows (iaf, planar, radial,     per-datapoint base N(m_i, diag s_i^2) and per-datapoint
@@ -228,6 +230,12 @@ class Latents:
         """{name: z_s} -> u of shape (..., N, D)."""
         return torch.cat([s.pack(values[s.name]) for s in self.sites], -1)
 
+    def auxiliary_values(self, values):
+        """{``AUXILIARY_SITE``: u} at which ``sample`` draws the latent values ``values``
+        ({name: z_s}, any leading batch dims before the data axis), u of shape (..., N, D);
+        {} where the only latent site is sampled directly (``direct``)."""
+        return {} if self.direct else {AUXILIARY_SITE: self.pack(values)}
+
     def sample(self, q, n=None):
         """Sample every latent site from q over u (batch (n,), event (D,)), in a Pyro guide of
         n rows (default N)."""
@@ -258,7 +266,30 @@ class Latents:
                                                   event_dim=site.event_dim))
 
 
-class RefinedGuide(nn.Module):
+class _RefinedLatents(nn.Module):
+    """What the refined guides share: the model's latent sites (``latents``) and the values of
+    the auxiliary site at given latent values (``pyvae.infer.ais.AUXILIARY_VALUES``)."""
+
+    latents: Latents
+
+    def auxiliary_values(self, latent_values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The value of the auxiliary site ``AUXILIARY_SITE`` at which this guide draws the given
+        latent values: u = (biject_to(support_s)^-1(z_s))_s flattened per datapoint and
+        concatenated in the order of ``latents.names``. With it, AIS scores the guide at any z
+        (``pyvae.infer.ais``).
+
+        Args:
+            latent_values: {latent site name: z_s}, each with the site's shape and any leading
+                batch dimensions (e.g. AIS's chains).
+
+        Returns:
+            {``AUXILIARY_SITE``: u of shape (..., N, D)}, the leading dimensions kept; {} where
+            the guide samples the model's only latent site directly (``latents.direct``).
+        """
+        return self.latents.auxiliary_values(latent_values)
+
+
+class RefinedGuide(_RefinedLatents):
     """Per-datapoint Gaussians q_i(u) for one fixed batch x of N datapoints.
 
     ``guide(x)`` is a Pyro guide: inside plate "data" of size N it samples the model's latent
@@ -392,7 +423,7 @@ class _PathGradient(dist.TorchDistribution):
         return _PathGradient(self.q.expand(batch_shape), self.q_detached.expand(batch_shape))
 
 
-class RefinedFlow(nn.Module):
+class RefinedFlow(_RefinedLatents):
     """Per-datapoint flows q_i(u) = T_{c_i} # N(m_i, diag s_i^2) for one fixed batch x.
 
     Args:
