@@ -552,7 +552,8 @@ def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = NUM_
         model: a Pyro model ``model(x)`` whose latent sites are continuous and inside plate
             ``"data"`` over the first dimension of ``x``.
         guide: the start distribution q0(z|x), a Pyro guide of ``x`` that can score any z
-            (``prior_guide(model)`` starts at p(z)).
+            (``prior_guide(model)`` starts at p(z); a guide whose latents are Deltas of
+            auxiliary sites scores z through its ``auxiliary_values``, see the module docstring).
         x: (N, ...) tensor of data.
         num_steps: T, annealing steps (intermediate distributions) from beta = 0 to 1.
         num_chains: C, independent chains per datapoint.
@@ -620,7 +621,8 @@ def bdmc(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = NUM
         model: a Pyro model ``model(x)`` whose latent sites are continuous and inside plate
             ``"data"`` over the first dimension of ``x``.
         guide: the start distribution q0(z|x), a Pyro guide of ``x`` that can score any z
-            (``prior_guide(model)`` starts at p(z)).
+            (``prior_guide(model)`` starts at p(z); a guide whose latents are Deltas of
+            auxiliary sites scores z through its ``auxiliary_values``, see the module docstring).
         x: (N, ...) tensor: a template of the data (shape, dtype, device); N datapoints
             are simulated.
         num_steps: T, annealing steps (intermediate distributions) from beta = 0 to 1.

@@ -437,7 +437,9 @@ class RefinedFlow(_RefinedLatents):
         latents: the model's latent sites (``Latents``).
 
     ``path_gradient`` is not available: a flow without an inverse can only score the very
-    samples it drew, which a copy with detached parameters cannot do.
+    samples it drew, which a copy with detached parameters cannot do. For the same reason only a
+    flow with an inverse (IAF, Householder, spline) can start AIS through ``auxiliary_values``;
+    AIS refuses planar, radial and Sylvester flows (``pyvae.infer.ais.GuideCannotScore``).
     """
 
     def __init__(self, x, family: str, flow: FlowFamily, loc, log_scale, context,
