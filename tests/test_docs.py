@@ -17,14 +17,23 @@ computed. The Korean page must carry the very same code and outputs, and both pa
 figures, which docs/figures/tutorial.py draws.
 """
 import contextlib
+import html
 import io
 import math
 import os
 import re
+import subprocess
 import sys
 
+import matplotlib.figure
 import pytest
 import torch
+from matplotlib.image import imread
+from matplotlib.patches import Rectangle
+
+import pyvae
+from pyvae.cli import build_parser
+from pyvae.config import ModelConfig, TrainConfig
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 DOCS = os.path.join(ROOT, "docs")
@@ -215,7 +224,7 @@ def test_code_lines_fit_the_text_column():
 
 def _figures_module():
     sys.path.insert(0, os.path.join(DOCS, "figures"))
-    try:
+    try:  # docs/figures is a folder of scripts, not a package: on sys.path for this import only
         import tutorial as figures
     finally:
         sys.path.pop(0)
@@ -232,7 +241,6 @@ def test_figures_script_draws_the_four_figures(tutorial, tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert [os.path.basename(p) for p in written] == list(figures.FIGURES)
-    from matplotlib.image import imread
 
     for name in figures.FIGURES:
         image = imread(str(tmp_path / name))
@@ -251,9 +259,6 @@ def test_compare_table_rows_are_ordered_as_the_tutorial_says():
 
 def test_compare_gap_figure_draws_bounds_as_points_and_gaps_as_bars_from_zero(tmp_path, monkeypatch):
     """docs/figures/compare-gap.png: no bar starts where an axis happens to be cut."""
-    import matplotlib.figure
-    from matplotlib.patches import Rectangle
-
     figures = _figures_module()
     saved = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: saved.append(self))
@@ -277,8 +282,6 @@ def test_compare_gap_figure_draws_bounds_as_points_and_gaps_as_bars_from_zero(tm
 @pytest.mark.slow
 def test_example_prints_what_the_tutorial_shows():
     """The output of examples/linear_gaussian_exact.py that both tutorials quote (about a minute)."""
-    import subprocess
-
     for name in TUTORIALS:
         text = open(os.path.join(DOCS, name), encoding="utf-8").read()
         match = re.search(r"```console\n\$ python (examples/linear_gaussian_exact.py[^\n]*)\n```\n\n"
@@ -313,8 +316,6 @@ API_PAGES = ("api.md", "api-models.md", "api-data.md", "api-evaluation.md", "api
 
 
 def test_every_public_name_is_on_an_api_page_and_every_page_in_the_nav():
-    import pyvae
-
     text = "\n".join(open(os.path.join(DOCS, name), encoding="utf-8").read() for name in API_PAGES)
     documented = set(re.findall(r"^::: pyvae\.([\w.]+)", text, flags=re.M))
     for name in pyvae.__all__:
@@ -343,8 +344,6 @@ def test_api_page_example_runs_and_prints_what_the_page_shows(page):
 
 def test_signatures_show_the_config_defaults_as_values():
     """docs/griffe_extensions.py, as mkdocs.yml loads it: each default is its field's value."""
-    from pyvae.config import ModelConfig, TrainConfig
-
     package = _griffe_package()
     vae = {p.name: p.default for p in package["VAE"].members["__init__"].parameters}
     trainer = {p.name: p.default for p in package["Trainer"].members["__init__"].parameters}
@@ -494,7 +493,6 @@ def site(tmp_path_factory):
     """The documentation site, built as CI builds it (``mkdocs build --strict``)."""
     pytest.importorskip("mkdocs", reason="mkdocs is not installed: pip install -e \".[docs]\"")
     pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed: pip install -e \".[docs]\"")
-    import subprocess
 
     out = tmp_path_factory.mktemp("site")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
@@ -519,8 +517,6 @@ def test_site_korean_tutorial_is_served_in_korean(site):
 
 
 def test_site_api_page_shows_literal_defaults(site):
-    import html
-
     page = html.unescape(re.sub(r"<[^>]+>", "", _page(site, "api-models")))
     start = re.search(r"pyvae\.VAE\s*¶\s*VAE\(", page).start()  # the class heading's signature
     signature = " ".join(page[start:page.index("**guide_options", start)].split())
@@ -562,8 +558,6 @@ pyvae evaluate runs/mnist --list            # the run's kept evaluations
 
 
 def _parsers():
-    from pyvae.cli import build_parser
-
     parser = build_parser()
     return parser, dict(parser.commands)
 
@@ -607,8 +601,6 @@ def test_own_model_page_runs_and_prints_what_it_shows():
 
 
 if __name__ == "__main__":
-    import sys
-
     if sys.argv[1:] == ["--write-cli"]:
         with open(CLI_DOC, "w", encoding="utf-8") as f:
             f.write(cli_markdown())
