@@ -14,8 +14,14 @@ a reader wants 50. Once the package is loaded, this extension replaces
 by the ``repr`` of the value, when that value is a plain literal (numbers, strings, booleans,
 None, and tuples or lists of them). Anything else keeps its source text.
 
+A second extension, ``InheritedArgs``, gives a class that inherits its ``__init__`` (the flow
+families, which take ``Flow``'s) the ``Args:`` entries of the class that defines it: the page
+shows the inherited signature (``merge_init_into_class``), and the meaning of its parameters
+is written once, where they are.
+
 Used by mkdocs.yml (``extensions:`` of the mkdocstrings python handler) and by
-tests/test_docs.py, which checks the rendered signatures.
+tests/test_docs.py, which checks the rendered signatures and that every parameter shown has an
+``Args:`` entry.
 """
 import dataclasses
 import importlib
@@ -96,3 +102,45 @@ class LiteralDefaults(griffe.Extension):
                         attribute.value = repr(value)
                     if init is not None and not init.is_alias and name in init.parameters:
                         init.parameters[name].default = repr(value)
+
+
+def _args(docstring) -> dict:
+    """{name: description} of the Args section(s) of a griffe docstring (None: {})."""
+    if docstring is None:
+        return {}
+    sections = docstring.parse("google", warn_missing_types=False, warnings=False)
+    return {p.name: p.description for section in sections if section.kind.value == "parameters"
+            for p in section.value}
+
+
+class InheritedArgs(griffe.Extension):
+    """Append to the docstring of a class without its own ``__init__`` the ``Args:`` entries,
+    from the nearest base class that defines ``__init__``, of the parameters it does not
+    document itself."""
+
+    def on_package(self, *, pkg, **kwargs) -> None:
+        for cls in _objects(pkg):
+            if not cls.is_class or cls.docstring is None or "__init__" in cls.members:
+                continue
+            try:
+                bases = cls.mro()
+            except Exception:  # a base outside the package: nothing to copy from
+                continue
+            owner = next((b for b in bases if "__init__" in b.members), None)
+            if owner is None or owner.members["__init__"].is_alias:
+                continue
+            if not owner.path.startswith(pkg.path + "."):
+                continue
+            documented = {**_args(owner.members["__init__"].docstring), **_args(owner.docstring)}
+            own = _args(cls.docstring)
+            lines = []
+            for parameter in owner.members["__init__"].parameters:
+                name = {"var_positional": "*", "var_keyword": "**"}.get(
+                    parameter.kind.name, "") + parameter.name
+                if parameter.name in ("self", "cls") or name in own or name not in documented:
+                    continue
+                text = documented[name].splitlines() or [""]
+                lines.append(f"    {name}: {text[0]}")
+                lines += [f"        {line}" if line else "" for line in text[1:]]
+            if lines:
+                cls.docstring.value = cls.docstring.value.rstrip() + "\n\nArgs:\n" + "\n".join(lines)

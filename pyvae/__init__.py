@@ -65,6 +65,11 @@ for _name, _obj in {"ModelConfig": _model_config.ModelConfig, "TrainConfig": _tr
                     "guide_option_fields": guides.guide_option_fields}.items():
     setattr(config, _name, _obj)
 
+# ``pyvae.refine`` (in infer/, which imports no model) builds the flow families by name from its
+# registry: the registry of pyvae's guide families itself (the same dict, so a family registered in
+# ``GUIDES`` later is refinable by name too; refine skips the Gaussian names, which are its own)
+_refine_module.FLOW_FAMILIES = guides.GUIDES
+
 __all__ = ["VAE", "Trainer", "Run", "config", "ConfigError", "TensorData", "load_dataset", "guides",
            "likelihoods", "priors", "nets", "evaluate", "log_likelihood", "iwae_bound",
            "gaps", "ais", "bdmc", "prior_guide", "active_units", "kl_per_dimension", "bits_per_dim",

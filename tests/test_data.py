@@ -118,6 +118,24 @@ def test_missing_files_and_unknown_names_raise_config_errors(tmp_path):
         load_dataset("svhn")
 
 
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: load_dataset("svhn"), "unknown dataset 'svhn'; choose one of: mnist, fashion-mnist, "
+     "kmnist, emnist, emnist-balanced, emnist-byclass, emnist-bymerge, emnist-letters, "
+     "emnist-digits, emnist-mnist, cifar10, linear-gaussian"),
+    (lambda: load_dataset("linear-gaussian", "dev"),
+     "unknown split 'dev'; choose one of: train, valid, test, train+valid"),
+    (lambda: data.catalogue.check_split("dev"), "unknown split 'dev'; choose one of: train, valid, test, train+valid"),
+    (lambda: load_dataset("linear-gaussian", binarize="often"),
+     "unknown binarize 'often'; choose one of: dynamic, fixed, none"),
+    (lambda: data.TensorData(torch.zeros(3, 2), binarize="often"),
+     "unknown binarize 'often'; choose one of: dynamic, fixed, none"),
+], ids=["dataset", "split", "check-split", "binarize", "tensor-data-binarize"])
+def test_an_unknown_name_is_the_one_choose_one_of_line(call, message):
+    with pytest.raises(ConfigError) as err:
+        call()
+    assert str(err.value) == message
+
 @requires_mnist
 @pytest.mark.mnist
 def test_real_mnist_loads_and_fits_the_likelihood_checks():

@@ -343,11 +343,9 @@ def test_api_page_example_runs_and_prints_what_the_page_shows(page):
 
 def test_signatures_show_the_config_defaults_as_values():
     """docs/griffe_extensions.py, as mkdocs.yml loads it: each default is its field's value."""
-    griffe = pytest.importorskip("griffe", reason="griffe is not installed: pip install -e \".[docs]\"")
     from pyvae.config import ModelConfig, TrainConfig
 
-    extensions = griffe.load_extensions(os.path.join(DOCS, "griffe_extensions.py") + ":LiteralDefaults")
-    package = griffe.load("pyvae", search_paths=[ROOT], extensions=extensions)
+    package = _griffe_package()
     vae = {p.name: p.default for p in package["VAE"].members["__init__"].parameters}
     trainer = {p.name: p.default for p in package["Trainer"].members["__init__"].parameters}
     model_fields = {p.name: p.default for p in package["models.config.ModelConfig"].members["__init__"].parameters}
@@ -365,6 +363,120 @@ def test_signatures_show_the_config_defaults_as_values():
     left = [f"{obj.path}({p.name}={p.default})" for obj in _griffe_functions(package)
             for p in obj.parameters if re.fullmatch(r"\w*Config\.\w+", str(p.default))]
     assert not left, left
+
+
+_PACKAGE = []
+
+
+def _griffe_package():
+    """pyvae as griffe loads it for the API pages (mkdocs.yml: paths [.], the LiteralDefaults
+    and InheritedArgs extensions), loaded once per test session."""
+    griffe = pytest.importorskip("griffe", reason="griffe is not installed: pip install -e \".[docs]\"")
+    if not _PACKAGE:
+        path = os.path.join(DOCS, "griffe_extensions.py")
+        extensions = griffe.load_extensions(path + ":LiteralDefaults", path + ":InheritedArgs")
+        _PACKAGE.append(griffe.load("pyvae", search_paths=[ROOT], extensions=extensions))
+    return _PACKAGE[0]
+
+
+def _shown(name):
+    """Whether mkdocstrings' default filter (``!^_[^_]``) keeps a member named ``name``."""
+    return not re.match(r"_[^_]", name)
+
+
+def _api_objects(package):
+    """{path: griffe object} of every function and class the API pages render: each ``:::``
+    target, a module's own members and the public names it imports (``__all__``), a class's
+    own methods (``__init__`` merged into the class, mkdocs.yml), recursively. A member shows
+    only where it or one of its members carries a docstring (mkdocstrings' default)."""
+    text = "\n".join(open(os.path.join(DOCS, name), encoding="utf-8").read() for name in API_PAGES)
+    found = {}
+
+    def visit(obj):
+        obj = obj.final_target if obj.is_alias else obj
+        if obj.path in found:
+            return
+        if obj.is_function or obj.is_class:
+            found[obj.path] = obj
+        if obj.is_module or obj.is_class:
+            for name, member in obj.members.items():
+                if not _shown(name) or name == "__init__":
+                    continue
+                if member.is_alias and not member.is_public:  # imported, not re-exported
+                    continue
+                target = member.final_target if member.is_alias else member
+                if not (target.is_function or target.is_class):  # (modules: show_submodules off)
+                    continue
+                if not target.has_docstrings:
+                    continue
+                visit(member)
+
+    for path in re.findall(r"^::: (pyvae[\w.]*)", text, flags=re.M):
+        visit(package[path.split(".", 1)[1]] if "." in path else package)
+    return found
+
+
+def _parameters(obj):
+    """The parameters a page shows for ``obj`` (a class: its ``__init__``'s), without self/cls."""
+    if obj.is_class:
+        init = obj.all_members.get("__init__")
+        if init is None:
+            return []
+        init = init.final_target if init.is_alias else init
+        parameters = init.parameters
+    else:
+        parameters = obj.parameters
+    names = [p.name for p in parameters]
+    if names and names[0] in ("self", "cls") and (obj.is_class or obj.parent.is_class):
+        names = names[1:]
+    return names
+
+
+def _documented(obj):
+    """The names in the Args sections the page shows for ``obj`` (a class: its docstring's and
+    its own ``__init__``'s; a dataclass's fields may be its Attributes), stars stripped
+    (``**options``)."""
+    kinds = ("parameters", "attributes") if "dataclass" in obj.labels else ("parameters",)
+    docstrings = [obj.docstring]
+    if obj.is_class and "__init__" in obj.members and not obj.members["__init__"].is_alias:
+        docstrings.append(obj.members["__init__"].docstring)
+    names = set()
+    for docstring in docstrings:
+        if docstring is None:
+            continue
+        for section in docstring.parse("google", warn_missing_types=False, warnings=False):
+            if section.kind.value in kinds:
+                names.update(p.name.lstrip("*") for p in section.value)
+    return names
+
+
+def missing_args():
+    """``module.func: param`` for every parameter of a rendered API object that its docstring's
+    Args section does not name (``module.func: no docstring`` for an undocumented one)."""
+    missing = []
+    for path, obj in sorted(_api_objects(_griffe_package()).items()):
+        if not obj.docstring:
+            missing.append(f"{path}: no docstring")
+            continue
+        documented = _documented(obj)
+        missing += [f"{path}: {name}" for name in _parameters(obj) if name not in documented]
+    return missing
+
+
+def test_api_objects_are_the_pages_targets_and_their_members():
+    objects = _api_objects(_griffe_package())
+    for path in ("pyvae.infer.evaluate.iwae_bound", "pyvae.training.trainer.Trainer",
+                 "pyvae.run.directory.Run", "pyvae.run.directory.Run.evaluate",
+                 "pyvae.models.guides.Flow", "pyvae.config.option"):
+        assert path in objects, path
+    assert not [p for p in objects if re.search(r"\._[^_]", p)]  # private names are not shown
+    assert _parameters(objects["pyvae.infer.evaluate.iwae_bound"])[:3] == ["model", "guide", "x"]
+
+
+def test_every_parameter_of_the_api_is_in_its_docstrings_args():
+    """Google style: each parameter a rendered signature shows has an ``Args:`` entry."""
+    missing = missing_args()
+    assert not missing, f"{len(missing)} parameters lack an Args entry:\n" + "\n".join(missing)
 
 
 def _griffe_functions(obj):
@@ -487,9 +599,11 @@ CLI_DOC = os.path.join(DOCS, "cli.md")
 CLI_INTRO = """# The `pyvae` command
 
 `pyvae COMMAND --help` prints the same text. Errors print one line on stderr and exit with
-status 2; `--debug` shows the traceback instead. The flag lists below are the commands' own
-`--help` output, written by `python tests/test_docs.py --write-cli` (a test checks that every
-flag of every command appears here).
+status 2; `--debug` shows the traceback instead. Progress bars (tqdm) are drawn where a
+terminal is attached, not in a pipe or a log file, and never with `--no-progress`. The flag
+lists below are the commands' own `--help` output, written by
+`python tests/test_docs.py --write-cli` (a test checks that every flag of every command appears
+here).
 
 - `pyvae train`: fit a VAE by SVI into a run directory (see [training.md](training.md)).
 - `pyvae evaluate`: importance-weighted log p(x), ELBO, gap, active units of a run.
@@ -506,6 +620,7 @@ pyvae evaluate runs/mnist --num-samples 5000
 pyvae plot runs/mnist                       # runs/mnist/figures/*.png
 pyvae compare --guides diagonal,iaf --epochs 10 --num-samples 1000 --out runs/compare
 pyvae plot runs/compare                     # the gap plot again, e.g. --format pdf
+pyvae evaluate runs/mnist --list            # the run's kept evaluations
 ```
 """
 

@@ -1,5 +1,6 @@
-"""pyvae.evaluate and the iwae objective, checked against exact answers on the linear-Gaussian
-model: log p(x), p(z|x) and the ELBO of any Gaussian q are known in closed form there."""
+"""pyvae.evaluate, checked against exact answers on the linear-Gaussian model: log p(x), p(z|x)
+and the ELBO of any Gaussian q are known in closed form there (the objectives' own tests are in
+tests/test_objectives.py)."""
 import json
 import math
 import os
@@ -14,7 +15,6 @@ from pyvae import ConfigError
 from pyvae import evaluate as ev
 from pyvae.cli import main
 from pyvae.linear_gaussian import LinearGaussian
-from pyvae.objectives import IWAE, make_objective
 
 N = 20
 
@@ -280,77 +280,7 @@ def test_kl_per_dimension_monte_carlo_without_closed_form():
     assert torch.allclose(kl, exact.expand(2), atol=0.02)
 
 
-# ------------------------------------------------------------------------------ iwae objective
-def _fixed_noise_guide(lg, eps, plate):
-    """A diagonal guide whose draws come from a fixed noise table indexed by datapoint, so a
-    minibatch sees exactly the draws the full batch gave those rows."""
-    def guide(x):
-        q = diagonal_q(lg, x)
-        loc, scale = q.base_dist.loc, q.base_dist.scale
-        with plate(x) as idx:
-            z = loc + scale * eps[:, idx]
-            pyro.sample("z", dist.Delta(z, log_density=q.log_prob(z), event_dim=1))
-    return guide
-
-
-def _data_model(lg, plate):
-    def model(x):
-        with plate(x):
-            z = pyro.sample("z", lg.prior())
-            pyro.sample("x", lg.likelihood(z), obs=x)
-    return model
-
-
-def test_iwae_minibatch_equals_full_batch_per_datapoint(lg, x):
-    k = 16
-    eps = torch.randn(k, N, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    full_plate = lambda x: pyro.plate("data", x.shape[0])  # noqa: E731
-    full = make_objective("iwae", k)
-    assert isinstance(full, IWAE)
-    bound, scale = full.per_datapoint(_data_model(lg, full_plate),
-                                      _fixed_noise_guide(lg, eps, full_plate), x)
-    assert scale == 1.0 and bound.shape == (N,)
-    idx = torch.tensor([2, 3, 11, 17])
-    mini_plate = lambda x: pyro.plate("data", N, subsample=idx)  # noqa: E731
-    mini_model, mini_guide = _data_model(lg, mini_plate), _fixed_noise_guide(lg, eps, mini_plate)
-    mini = make_objective("iwae", k)
-    mini_bound, mini_scale = mini.per_datapoint(mini_model, mini_guide, x[idx])
-    assert mini_scale == N / len(idx)
-    assert torch.allclose(mini_bound, bound[idx], atol=1e-12, rtol=0)
-    # the loss is the bound of each datapoint, scaled by N / batch after its logsumexp
-    loss = mini.loss(mini_model, mini_guide, x[idx])
-    assert loss == pytest.approx(-(N / len(idx)) * bound[idx].sum().item(), abs=1e-9)
-    # scaling before the logsumexp (Pyro's RenyiELBO) would give another number
-    from pyvae.evaluate import log_weights
-    lw, _ = log_weights(mini_model, mini_guide, x[idx], k)
-    wrong = -(torch.logsumexp(mini_scale * lw, 0) - math.log(k)).sum().item()
-    assert abs(wrong - loss) > 1.0
-
-
-def test_iwae_objective_values_and_gradients(lg, x):
-    # exact posterior: the bound is log p(x) for every k
-    objective = IWAE(5)
-    assert objective.loss(lg.model, lg.exact_guide, x) == pytest.approx(-lg.log_marginal(x).sum().item(), abs=1e-8)
-    # a learnable guide gets gradients through its reparameterised samples
-    shift = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
-
-    def guide(x):
-        loc = lg.posterior(x).loc + shift
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(loc, 0.5).to_event(1))
-    loss = IWAE(50).loss_and_grads(lg.model, guide, x)
-    assert math.isfinite(loss) and shift.grad is not None and shift.grad > 0
-
-
-def test_iwae_needs_reparameterised_guide(lg, x):
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2, dtype=x.dtype), 1.0).to_event(1))
-            pyro.sample("c", dist.Bernoulli(0.5 * torch.ones(x.shape[0], dtype=x.dtype)))
-    with pytest.raises(ConfigError, match="site 'c'"):
-        IWAE(3).loss(lg.model, guide, x)
-
-
+# ------------------------------------------------------------------------------ training with iwae
 def test_trainer_trains_with_iwae(binary_data):
     from pyvae import VAE, Trainer
     vae = VAE(x_dim=12, z_dim=2, hidden=(16,))

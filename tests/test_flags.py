@@ -1,8 +1,10 @@
 """Every flag of ``pyvae train``, ``compare`` and ``evaluate``, given a value other than its
 default, reaches what it controls: the run's config.json, metrics.jsonl, eval.json, compare.json,
 or the model rebuilt from checkpoint.pt (the distributions its Pyro functions draw from, its
-modules). Runs are one epoch on 60 rows of 12 pixels. A last test reads each command's ``--help``
-and fails on a flag that no test here (or the named test elsewhere) covers."""
+modules); the data flags of evaluate, plot and compare read a small MNIST-shaped set of IDX files
+from the directory they name. Runs are one epoch on 60 rows of 12 pixels. A last test reads each
+command's ``--help`` and fails on a flag that no test here (or the test file ELSEWHERE names,
+which must hold the flag) covers."""
 import json
 import math
 import os
@@ -16,8 +18,9 @@ import torch
 import pyvae
 from pyvae.cli import main
 from pyvae.cli.flags import guide_flags
-from runs import (binary_rows, checkpoint, cli, config, load_vae, metrics, read_json, train,
-                  without_seconds, write_data)
+from runs import (binary_rows, checkpoint, cli, config, file_contents, load_vae, metrics, read_json,
+                  train, without_seconds, write_data)
+from test_data import _fake_raw
 
 BASE = ["--z-dim", "2", "--hidden", "8", "--batch-size", "20", "--valid-size", "20"]
 
@@ -372,11 +375,12 @@ def test_train_flag_reaches_what_it_controls(name, kind, flags, check, data, tmp
 
 def test_train_flags_about_the_run_directory_and_output(data, tmp_path, capsys):
     out = str(tmp_path / "run")
-    # --no-progress silences the progress bar that is otherwise drawn on stderr
+    # no progress bar with --no-progress, nor where no terminal is attached (tqdm's rule); the
+    # bar in a terminal, and the False / None each command passes down: test_progress.py
     train(out, data["binary"], *BASE)
     assert "epoch 1/1" not in capsys.readouterr().err
     assert cli("train", "--data-file", data["binary"], "--out", str(tmp_path / "bar"), "--epochs", "1", *BASE) == 0
-    assert "epoch 1/1" in capsys.readouterr().err
+    assert "epoch 1/1" not in capsys.readouterr().err
     # --overwrite replaces an existing run; without it the run is refused
     assert cli("train", "--data-file", data["binary"], "--out", out, "--epochs", "1", "--no-progress",
                *BASE, "--z-dim", "3") == 2
@@ -450,8 +454,8 @@ def test_evaluate_flags_reach_eval_json(run_dir, capsys, one_thread):
     _eval(run_dir)
     out, err = capsys.readouterr()
     assert out.startswith("split") and "log p(x), K=20" in out and "log p(x)" not in err
-    assert cli("evaluate", run_dir, "--num-samples", "20") == 0
-    assert "log p(x), K=20" in capsys.readouterr().err  # the progress bar's label
+    assert cli("evaluate", run_dir, "--num-samples", "20") == 0  # no terminal: no bar either
+    assert "log p(x), K=20" not in capsys.readouterr().err  # (the bar's label; test_progress.py)
     if not torch.cuda.is_available():
         assert cli("evaluate", run_dir, "--device", "cuda") == 2
         assert "CUDA is not available" in capsys.readouterr().err
@@ -515,6 +519,82 @@ def test_compare_flags_reach_compare_json_and_each_family_run(data, tmp_path, on
     assert rows["planar"]["ais_start"] == "prior"  # planar cannot score z: AIS starts at p(z)
 
 
+# ---------------------------------------------------------------------------------- data sets
+@pytest.fixture(scope="module")
+def mnist_dirs(tmp_path_factory):
+    """Two MNIST-shaped data sets of raw IDX files, as --data-dir holds them offline: "a" with 30
+    training and 6 test images, "b" with 30 and 9; and an "empty" directory."""
+    base = tmp_path_factory.mktemp("mnist")
+    dirs = {name: str(base / name) for name in ("a", "b", "empty")}
+    _fake_raw(dirs["a"], "MNIST", "train", "t10k", 30, 6)
+    _fake_raw(dirs["b"], "MNIST", "train", "t10k", 30, 9)
+    os.makedirs(dirs["empty"])
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def mnist_run(mnist_dirs, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("mnist-run") / "run")
+    assert cli("train", "--dataset", "mnist", "--data-dir", mnist_dirs["a"], "--no-download",
+               "--valid-size", "10", "--z-dim", "2", "--hidden", "8", "--batch-size", "10",
+               "--epochs", "1", "--threads", "1", "--no-progress", "--out", out) == 0
+    return out
+
+
+def _not_found_offline(capsys, directory):
+    """--no-download reached the loader: it looked in ``directory`` and did not download."""
+    err = capsys.readouterr().err
+    assert f"mnist not found under {directory} (download disabled)" in err and err.count("\n") == 1, err
+
+
+def test_evaluate_data_dir_and_no_download_read_the_data_from_there(mnist_run, mnist_dirs, capsys,
+                                                                   one_thread):
+    def test_rows(*flags):
+        assert cli("evaluate", mnist_run, "--num-samples", "3", "--no-progress", *flags) == 0
+        return read_json(os.path.join(mnist_run, "eval.json"))["num_datapoints"]
+    assert test_rows() == 6  # the directory the run recorded
+    assert test_rows("--data-dir", mnist_dirs["b"], "--no-download") == 9
+    assert cli("evaluate", mnist_run, "--num-samples", "3", "--no-progress",
+               "--data-dir", mnist_dirs["empty"], "--no-download") == 2
+    _not_found_offline(capsys, mnist_dirs["empty"])
+
+
+def test_plot_data_dir_and_no_download_draw_the_data_from_there(mnist_run, mnist_dirs, tmp_path,
+                                                               capsys, one_thread):
+    def figures(name, *flags):
+        out = str(tmp_path / name)
+        assert cli("plot", mnist_run, "--num-points", "9", "--out", out, *flags) == 0
+        return file_contents(out)
+    recorded = figures("recorded")
+    assert figures("a", "--data-dir", mnist_dirs["a"], "--no-download") == recorded
+    other = figures("b", "--data-dir", mnist_dirs["b"], "--no-download")
+    assert set(other) == set(recorded) and other != recorded  # the figures of b's test images
+    assert cli("plot", mnist_run, "--out", str(tmp_path / "c"), "--data-dir", mnist_dirs["empty"],
+               "--no-download") == 2
+    _not_found_offline(capsys, mnist_dirs["empty"])
+
+
+def test_compare_dataset_arch_data_dir_and_no_download_reach_the_data_and_the_models(
+        mnist_dirs, tmp_path, capsys, one_thread):
+    def compare(name, data_dir, *flags):
+        return cli("compare", "--dataset", "mnist", "--data-dir", data_dir, "--no-download",
+                   "--guides", "diagonal", "--epochs", "1", "--num-samples", "3", "--iwae-k", "2",
+                   "--valid-size", "10", "--z-dim", "2", "--hidden", "8", "--batch-size", "10",
+                   "--threads", "1", "--no-progress", "--out", str(tmp_path / name), *flags)
+    assert compare("dense", mnist_dirs["a"]) == 0
+    dense = load_vae(str(tmp_path / "dense" / "diagonal"))
+    assert dense.x_dim == 784 and (784, 8) in linear_sizes(dense)  # 28x28 images of the set
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in dense.modules())
+    assert read_json(str(tmp_path / "dense" / "compare.json"))["rows"][0]["test_size"] == 6
+    assert compare("conv", mnist_dirs["b"], "--arch", "conv") == 0
+    conv = load_vae(str(tmp_path / "conv" / "diagonal"))
+    assert any(isinstance(m, torch.nn.Conv2d) for m in conv.modules())
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in conv.modules())
+    assert read_json(str(tmp_path / "conv" / "compare.json"))["rows"][0]["test_size"] == 9
+    assert compare("none", mnist_dirs["empty"]) == 2
+    _not_found_offline(capsys, mnist_dirs["empty"])
+
+
 # ---------------------------------------------------------------------------------- coverage
 # flags covered by the tests above, by name, per command; and those covered elsewhere
 COVERED = {
@@ -524,27 +604,28 @@ COVERED = {
         "--valid-size", "--z-dim", "--hidden"},
     "evaluate": {"--num-samples", "--split", "--max-datapoints", "--seed", "--json", "--threads",
                  "--ais", "--ais-steps", "--ais-chains",
-                 "--no-progress", "--device", "--debug", "--batch-size", "--chunk-size"},
+                 "--no-progress", "--device", "--debug", "--batch-size", "--chunk-size",
+                 "--data-dir", "--no-download"},
     "compare": {"--data-file", "--out", "--no-progress", "--guides", "--epochs", "--num-samples",
                 "--iwae-k", "--test-size", "--refine-steps", "--refine-size", "--ais-steps", "--z-dim", "--hidden",
                 "--activation", "--prior", "--prior-components", "--flow-length", "--lr",
-                "--batch-size", "--seed", "--valid-size", "--threads", "--binarize", "--likelihood"},
+                "--batch-size", "--seed", "--valid-size", "--threads", "--binarize", "--likelihood",
+                "--dataset", "--arch", "--data-dir", "--no-download"},
+    "plot": {"--data-dir", "--no-download"},
 }
 ELSEWHERE = {
     "train": {"--distributed": "test_distributed.py"},
-    "evaluate": {"--distributed": "test_distributed.py", "--backend": "test_distributed.py",
-                 "--data-dir": "named data sets only (train's case)",
-                 "--no-download": "named data sets only (train's case)"},
+    "evaluate": {"--distributed": "test_distributed.py", "--backend": "test_distributed.py"},
     "compare": {"--overwrite": "test_compare_check.py", "--shared-decoder": "test_compare_check.py",
-                "--arch": "passed from the model flags table train uses",
-                "--dataset": "passed from the data flags table train uses",
-                "--device": "test_compare_check.py", "--data-dir": "named data sets only",
-                "--no-download": "named data sets only", "--debug": "test_compare_check.py"},
-    "plot": {**{f: "test_plot_inputs.py" for f in ("--out", "--format", "--split", "--num-points",
-                                                   "--seed", "--debug")},
-             "--data-dir": "named data sets only (train's case)",
-             "--no-download": "named data sets only (train's case)"},
+                "--device": "test_compare_check.py", "--debug": "test_compare_check.py"},
+    "plot": {f: "test_plot_inputs.py" for f in ("--out", "--format", "--split", "--num-points",
+                                                "--seed", "--debug")},
 }
+
+# the kept evaluations: listed, drawn, compared
+ELSEWHERE["evaluate"]["--list"] = "test_evaluations.py"
+ELSEWHERE["plot"]["--evaluation"] = "test_plot_inputs.py"
+ELSEWHERE["compare"].update({"--runs": "test_compare_runs.py", "--evaluation": "test_compare_runs.py"})
 
 
 # every option of every registered guide family: test_options.py gives each to train and
@@ -563,3 +644,16 @@ def test_every_flag_is_covered(command, capsys):
     if command in ("train", "compare"):
         covered |= GUIDE_OPTION_FLAGS
     assert flags - covered == set(), f"pyvae {command}: flags without a test: {sorted(flags - covered)}"
+
+
+def test_every_flag_covered_elsewhere_is_in_that_test_file():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for command, flags in ELSEWHERE.items():
+        for flag, name in flags.items():
+            path = os.path.join(here, name)
+            # a test file, another than this one (whose ELSEWHERE names every flag)
+            assert re.fullmatch(r"test_\w+\.py", name) and name != os.path.basename(__file__), (
+                command, flag, name)
+            assert os.path.isfile(path), (command, flag, name)
+            with open(path) as f:
+                assert flag in f.read(), f"pyvae {command} {flag}: not in {name}"

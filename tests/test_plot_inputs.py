@@ -2,7 +2,9 @@
 through the module's figure writer): which figures a run gets, the points of the latent scatter (which
 datapoints, from which split, chosen by which seed, coloured by which labels), the datapoints
 shown as originals, the training curves' values and the gap plot's bounds."""
+import json
 import os
+import shutil
 
 import matplotlib.collections
 import numpy as np
@@ -169,3 +171,77 @@ def test_plot_flags_errors(tmp_path, capsys):
     assert "neither a pyvae run" in capsys.readouterr().err
     with pytest.raises(pyvae.ConfigError):
         cli("plot", str(tmp_path), "--debug")
+
+
+def _panel(fig, label):
+    (ax,) = [a for a in fig.axes if a.get_label() == label]
+    return ax
+
+
+def test_plot_draws_the_kept_evaluation_asked_for(data_file, tmp_path, drawn, capsys):
+    run = train(tmp_path / "run", data_file, "--valid-size", VALID, "--likelihood",
+                "continuous_bernoulli", "--hidden", "8", "--z-dim", "3", "--batch-size", "20")
+    # not evaluated yet: every other figure, no evaluation figure and no error
+    assert "evaluation.png" not in _plot(run, str(tmp_path / "none"))
+    for flags in (["--num-samples", "60"],
+                  ["--num-samples", "9", "--max-datapoints", "7", "--ais", "--ais-steps", "2",
+                   "--ais-chains", "2"]):
+        assert cli("evaluate", run, "--no-progress", "--split", "valid", *flags) == 0
+    first, latest = (read_json(os.path.join(run, "evaluations", e["name"]))
+                     for e in pyvae.Run(run).evaluations())
+    capsys.readouterr()
+    for flags, shown, name in (([], latest, "0002-valid-K9-n7-ais2.json"),
+                               (["--evaluation", "0001"], first, "0001-valid-K60-n60.json"),
+                               (["--evaluation", "0002-valid-K9-n7-ais2.json"], latest,
+                                "0002-valid-K9-n7-ais2.json")):
+        out = str(tmp_path / "-".join(["figs", *flags]))
+        assert "evaluation.png" in _plot(run, out, *flags)
+        assert os.path.join(out, "evaluation.png") in capsys.readouterr().out.splitlines()
+        fig = drawn["evaluation.png"]
+        assert fig.get_suptitle().startswith(f"{name}: valid split, {shown['num_datapoints']}")
+        # the estimates: ELBO, IW log p(x) (and AIS), each +- 2 standard errors
+        points = _panel(fig, "estimates").lines[0]
+        want = [shown["elbo"], shown["log_px"]] + ([shown["ais_log_px"]] if "ais_log_px" in shown else [])
+        assert list(points.get_ydata()) == pytest.approx(want)
+        (bars,) = _panel(fig, "estimates").collections[:1]
+        spans = [float(seg[1][1] - seg[0][1]) for seg in bars.get_segments()]
+        assert spans == pytest.approx([4 * shown["elbo_stderr"], 4 * shown["log_px_stderr"]]
+                                      + ([4 * shown["ais_log_px_stderr"]] if "ais_log_px" in shown else []))
+        ess = [p.get_height() for p in _panel(fig, "ess").patches]
+        assert ess == pytest.approx([shown["ess_mean"], shown["ess_min"]])
+        kl = [p.get_height() for p in _panel(fig, "kl").patches]
+        assert kl == pytest.approx(shown["kl_per_dimension"]) and len(kl) == 3
+        pareto = _panel(fig, "pareto")
+        if shown["khat_max"] is None:  # K = 9: too few weights to fit k
+            assert not pareto.patches and "not fitted" in pareto.texts[0].get_text()
+        else:
+            assert [p.get_height() for p in pareto.patches] == pytest.approx([shown["khat_max"]])
+            assert pareto.get_title().endswith(f"{shown['khat_over_0.7']} of {shown['num_datapoints']} datapoints above 0.7")
+    # an unknown name: one line naming those kept, exit 2, nothing drawn
+    drawn.clear()
+    assert cli("plot", run, "--out", str(tmp_path / "bad"), "--evaluation", "0003") == 2
+    assert capsys.readouterr().err == (f"pyvae plot: error: {run} has no evaluation '0003'; it "
+                                       "has: 0001-valid-K60-n60.json, 0002-valid-K9-n7-ais2.json\n")
+    assert drawn == {} and not os.path.exists(tmp_path / "bad")
+
+
+def test_plot_evaluation_refusals(runs, data_file, tmp_path, capsys):
+    # a run with no evaluation, asked for one
+    assert cli("plot", runs[3], "--out", str(tmp_path / "a"), "--evaluation", "0001") == 2
+    assert capsys.readouterr().err == f"pyvae plot: error: {runs[3]} has no evaluation '0001'; it has: none\n"
+    # a comparison's figures come from its compare.json
+    cmp = tmp_path / "cmp"
+    cmp.mkdir()
+    (cmp / "compare.json").write_text("{}")
+    assert cli("plot", str(cmp), "--evaluation", "0001") == 2
+    assert "--evaluation goes with a run directory" in capsys.readouterr().err
+    # a damaged kept evaluation is one line too, before any figure is drawn
+    copy = tmp_path / "damaged"
+    shutil.copytree(runs[3], copy)
+    with open(copy / "eval.json", "w") as f:
+        json.dump({"split": "test", "num_samples": 5, "log_px": "nan?"}, f)
+    assert cli("plot", str(copy), "--out", str(tmp_path / "d")) == 2
+    assert capsys.readouterr().err == (f"pyvae plot: error: {copy}: evaluation eval.json is "
+                                       "damaged or not an evaluation: log_px, elbo, "
+                                       "num_datapoints missing or not a number\n")
+    assert not os.path.exists(tmp_path / "d")

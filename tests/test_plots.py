@@ -136,3 +136,21 @@ def test_plot_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "neither a pyvae run" in err and err.count("\n") == 1
     assert main(["plot", str(tmp_path / "missing")]) == 2
+
+
+def test_evaluation_figure_renders_whatever_the_evaluation_holds(tmp_path):
+    full = {"split": "test", "num_samples": 5000, "num_datapoints": 500, "log_px": -90.1,
+            "log_px_stderr": 0.2, "elbo": -95.3, "elbo_stderr": 0.3, "ess_mean": 31.0,
+            "ess_min": 1.0, "khat_max": 0.93, "khat_over_0.7": 465, "active_units": 20,
+            "z_dim": 50, "kl": 25.0, "kl_per_dimension": [0.5] * 50, "ais_log_px": -89.0,
+            "ais_log_px_stderr": 0.1, "ais_steps": 1000}
+    assert_png(plots.plot_evaluation(full, str(tmp_path / "e.png")))
+    # K too small for Pareto k, a guide that does not factorize, an evaluation from before
+    # ESS was kept: panels that say so instead of numbers
+    sparse = {k: v for k, v in full.items() if k not in ("ess_mean", "ess_min", "ais_log_px")}
+    sparse.update(khat_max=None, kl_per_dimension=None)
+    with open(plots.plot_evaluation(sparse, str(tmp_path / "e.svg")), "rb") as f:
+        assert f.read(5) == b"<?xml"
+    with pytest.raises(ConfigError, match="elbo missing or not a number"):
+        plots.plot_evaluation(dict(full, elbo=float("nan")), str(tmp_path / "bad.png"))
+    assert not os.path.exists(tmp_path / "bad.png")

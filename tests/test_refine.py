@@ -2,9 +2,13 @@
 encoder, and a model that stays untouched."""
 import pytest
 import torch
+from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
 import pyro
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+from pyro.distributions.conditional import ConditionalDistribution
 from pyro.infer import Trace_ELBO
 
 import pyvae
@@ -177,3 +181,85 @@ def test_flow_refinement_starts_at_the_encoder():
     guide = refine(model.model, x, init=model.posterior(x), family="radial", steps=0)
     assert torch.allclose(guide.loc, model.posterior(x).mean)
     assert torch.allclose(guide.log_scale.exp(), model.posterior(x).stddev)
+
+
+class _TinyBase(ConditionalDistribution, nn.Module):
+    def __init__(self, context_dim, latent_dim):
+        super().__init__()
+        self.head = nn.Linear(context_dim, 2 * latent_dim)
+
+    def condition(self, context):
+        loc, log_scale = self.head(context).chunk(2, dim=-1)
+        return dist.Normal(loc, log_scale.exp()).to_event(1)
+
+
+class TinyFlow(nn.Module):
+    """A flow family from outside pyvae.guides, with only what refine asks of one
+    (``pyvae.refine.FlowFamily``): a body, a base conditioned on its output, transforms."""
+
+    def __init__(self, context_dim, latent_dim, hidden=()):
+        super().__init__()
+        self.body = nn.Identity()
+        self.base = _TinyBase(context_dim, latent_dim)
+        self.transforms = nn.ModuleList([T.conditional_planar(latent_dim, context_dim, [8])])
+
+    def forward(self, features):
+        context = self.body(features)
+        return dist.TransformedDistribution(self.base.condition(context),
+                                            [t.condition(context) for t in self.transforms])
+
+
+def test_flow_families_come_from_the_registry_given():
+    from pyvae.guides import GUIDES
+
+    model = correlated_model()
+    x = model.sample(4, seed=1)
+    # pyvae's planar, named explicitly: the same refinement, number for number, as by default
+    settings = dict(init=model.posterior(x), steps=20, lr=0.05, seed=0)
+    default = refine(model.model, x, family="planar", **settings)
+    given = refine(model.model, x, family="planar", families={"planar": GUIDES["planar"]},
+                   **settings)
+    assert given.family == "planar" and given.history == default.history
+    # a flow family pyvae does not know, and a registry of every guide family (its Gaussian
+    # names are refine's own)
+    tiny = refine(model.model, x, family="tiny", families={"tiny": TinyFlow}, **settings)
+    # (pyvae's planar has two transforms; a fresh TinyFlow one)
+    assert tiny.family == "tiny" and len(tiny.history) == 20 and len(tiny.transforms) == 1
+    start = TinyFlow(3, 2).double()
+    from_start = refine(model.model, x, init=start, family="tiny", steps=0,
+                        families={**GUIDES, "tiny": TinyFlow})
+    pyro.set_rng_seed(3)
+    z_start = start(x).sample()
+    pyro.set_rng_seed(3)
+    assert torch.allclose(from_start.distribution().sample(), z_start)
+    # the registry given is the only one: the default's flows are not in it
+    with pytest.raises(pyvae.ConfigError, match="choose one of: diagonal, full-rank, low-rank, "
+                                                "tiny$"):
+        refine(model.model, x, family="planar", families={"tiny": TinyFlow})
+    with pytest.raises(pyvae.ConfigError, match="families must map a flow family's name"):
+        refine(model.model, x, family="planar", families=[TinyFlow])
+
+
+def test_a_flow_family_registered_in_guides_later_is_refinable_by_name(monkeypatch):
+    from pyvae.guides import GUIDES
+
+    model = correlated_model()
+    x = model.sample(4, seed=1)
+    monkeypatch.setitem(GUIDES, "tiny", TinyFlow)  # registered after pyvae was imported
+    tiny = refine(model.model, x, family="tiny", init=model.posterior(x), steps=3, lr=0.05, seed=0)
+    assert tiny.family == "tiny" and len(tiny.transforms) == 1
+
+
+def test_an_unknown_family_is_one_config_error_line():
+    from pyvae.guides import GUIDES
+
+    model = correlated_model()
+    x = model.sample(4, seed=0)
+    with pytest.raises(pyvae.ConfigError) as error:
+        refine(model.model, x, family="nope")
+    assert str(error.value) == ("unknown refinement family 'nope'; choose one of: "
+                                f"{', '.join(GUIDES)}")
+    with pytest.raises(pyvae.ConfigError) as error:
+        RefinedGuide(x, "iaf", torch.zeros(4, 2), torch.eye(2).expand(4, 2, 2))
+    assert str(error.value) == ("unknown Gaussian refinement family 'iaf'; choose one of: "
+                                "diagonal, full-rank, low-rank")

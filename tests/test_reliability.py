@@ -192,16 +192,6 @@ def test_one_writer_per_run_directory(data, tmp_path):
     RunDir(str(run), resume=True).close()
 
 
-def test_two_new_runs_into_one_directory(data, tmp_path):
-    _, path = data
-    out = tmp_path / "run"
-    first = RunDir(str(out))  # a new run, before its first checkpoint
-    with pytest.raises(ConfigError, match="in use"):
-        RunDir(str(out))
-    first.close()
-    assert not out.exists()  # nothing was committed: the reserved directory goes again
-
-
 # ---------------------------------------------------------------------------- resume
 def test_resume_checks_data_and_records_paths(data, tmp_path, monkeypatch, capsys):
     x, _ = data

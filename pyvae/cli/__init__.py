@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.given = parser.given(argv)  # the flags given, not left at their defaults
     debug = args.debug
     try:
         return args.func(args)

@@ -10,13 +10,11 @@ from ..errors import ConfigError
 from ..infer.ais import MIN_CHAIN_ESS
 from ..infer.evaluate import NUM_SAMPLES
 from ..run import Run
+from ..run.evaluation import AIS_CHAINS, AIS_STEPS, BATCH_SIZE
 from ..training.checkpoint import EVALUATIONS
 from ..training.distributed import joined
 from ..training.evalrun import locked
-from .flags import add_runtime_flags, positive_int, seed_type
-
-AIS_STEPS, AIS_CHAINS = 1000, 16  # the defaults of --ais-steps and --ais-chains
-
+from .flags import add_runtime_flags, positive_int, progress_of, refuse_given, seed_type
 
 #: where the documentation says what an unreliable datapoint's estimate means and what to do
 UNRELIABLE_DOCS = "docs/evaluation.md#when-to-trust-which-estimate"
@@ -32,7 +30,7 @@ def add_parser(sub) -> None:
     ev.add_argument("--num-samples", type=positive_int, default=NUM_SAMPLES, help=f"importance samples K per datapoint (default {NUM_SAMPLES})")
     ev.add_argument("--split", default="test", help="test (default), valid, train")
     ev.add_argument("--chunk-size", type=positive_int, default=None, help="samples drawn per pass (default: about 4000 / batch size on the CPU, 20000 / batch size on CUDA)")
-    ev.add_argument("--batch-size", type=positive_int, default=100, help="datapoints per pass (default 100)")
+    ev.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help=f"datapoints per pass (default {BATCH_SIZE})")
     ev.add_argument("--max-datapoints", type=positive_int, default=None, help="evaluate only the first N datapoints")
     ev.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ev.add_argument("--seed", type=seed_type, default=0, help="seeds the importance samples (default 0)")
@@ -44,11 +42,18 @@ def add_parser(sub) -> None:
         "batches over its processes, with the numbers of one process and no progress file"))
     ev.add_argument("--backend", choices=("gloo", "nccl"), default=None, help=(
         "with --distributed: gloo (default on the CPU) or nccl (default with --device cuda)"))
+    ev.add_argument("--list", action="store_true", help=(
+        "list the run's kept evaluations (name, written, split, K, n, AIS steps, log p(x)), "
+        "oldest first, and evaluate nothing; with --json, their index entries"))
     add_runtime_flags(ev, "device", "threads", "data-dir", "no-download", "no-progress", "debug")
     ev.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args) -> int:
+    if args.list:
+        refuse_given(args, ("run_dir", "list", "json"), "with --list (it lists the kept "
+                     "evaluations and evaluates nothing)")
+        return list_evaluations(args)
     if not args.ais:  # an AIS setting without --ais would be ignored: refused
         given = [f for f, v in (("--ais-steps", args.ais_steps), ("--ais-chains", args.ais_chains))
                  if v is not None]
@@ -64,7 +69,7 @@ def cmd_evaluate(args) -> int:
         result = run.evaluate(args.split, args.num_samples, args.max_datapoints, args.data_dir,
                               args.seed, args.device if ddp is None else ddp.device,
                               chunk_size=args.chunk_size, batch_size=args.batch_size,
-                              progress=main and not args.no_progress,
+                              progress=progress_of(args) if main else False,
                               download=not args.no_download,
                               ais_steps=args.ais_steps if args.ais else None,
                               ais_chains=args.ais_chains, write=False, resumable=ddp is None,
@@ -112,3 +117,39 @@ def print_table(args, result) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def list_evaluations(args) -> int:
+    """``pyvae evaluate RUN_DIR --list``: the kept evaluations as a table (or JSON).
+
+    Args:
+        args: the parsed command line (``run_dir``, ``json``).
+    """
+    entries = Run(args.run_dir).evaluations()
+    if args.json:
+        print(json.dumps(entries, indent=2, sort_keys=True))
+    elif not entries:
+        print(f"{args.run_dir} keeps no evaluation yet: pyvae evaluate {args.run_dir} makes one")
+    else:
+        print(evaluations_table(entries))
+    return 0
+
+
+def evaluations_table(entries) -> str:
+    """The kept evaluations (``Run.evaluations()``), one line each: name, when written (UTC),
+    split, K, datapoints, AIS steps ("–": none) and log p^(x) in nats.
+
+    Args:
+        entries: index entries, as ``Run.evaluations()`` returns them.
+    """
+    def cell(value, fmt="{}"):
+        return "–" if value is None else fmt.format(value)
+
+    header = ("name", "written (UTC)", "split", "K", "n", "AIS steps", "log p^(x)")
+    rows = [(e["name"], cell(e.get("written")), cell(e.get("split")), cell(e.get("num_samples")),
+             cell(e.get("num_datapoints")), cell(e.get("ais_steps") or None),
+             cell(e.get("log_px"), "{:.3f}")) for e in entries]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(row, widths))).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)

@@ -23,7 +23,28 @@ class Parser(argparse.ArgumentParser):
         action = super().add_argument(*names, **kwargs)
         # argparse's own __init__ adds --help through here, before any attribute of ours exists
         self.flags = getattr(self, "flags", []) + list(action.option_strings)
+        self.arguments = getattr(self, "arguments", []) + [action]
         return action
+
+    def given(self, argv) -> set:
+        """The ``dest`` of every argument ``argv`` gives, told apart from those left at their
+        defaults (``--split test`` is given; no ``--split`` is not): ``argv`` parsed again with
+        the defaults of this parser and of its ``commands`` suppressed. ``pyvae.cli.main`` keeps
+        it as ``args.given``, which ``refuse_given`` reads.
+
+        Args:
+            argv: the command line's arguments, already parsed once without error.
+        """
+        parsers = [self, *getattr(self, "commands", {}).values()]
+        saved = [(a, a.default) for p in parsers for a in getattr(p, "arguments", [])]
+        try:
+            for action, _ in saved:
+                action.default = argparse.SUPPRESS
+            parsed = self.parse_args(argv)
+        finally:
+            for action, default in saved:
+                action.default = default
+        return set(vars(parsed)) - {"command", "func"}
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -143,6 +164,31 @@ def given_flags(args, config_fields) -> dict:
     return out
 
 
+def refuse_given(args, allowed, why: str) -> None:
+    """One ConfigError line naming the flags given on the command line (``args.given``) that
+    are not ``allowed``: "--seed, --split do not apply WHY".
+
+    Args:
+        args: the parsed command line, with ``given``.
+        allowed: the dests that may be given (``--debug`` always may).
+        why: the end of the line, e.g. "with --list (...)".
+    """
+    extra = sorted(set(getattr(args, "given", ())) - set(allowed) - {"debug"})
+    if extra:
+        names = ", ".join("--" + d.replace("_", "-") for d in extra)
+        raise ConfigError(f"{names} {'does' if len(extra) == 1 else 'do'} not apply {why}")
+
+
+def progress_of(args):
+    """The ``progress`` a command passes down: False with --no-progress, else None, tqdm's own
+    rule (``disable=None``): bars where a terminal is attached, none in a pipe or a log file.
+
+    Args:
+        args: the parsed command line, with ``no_progress``.
+    """
+    return False if args.no_progress else None
+
+
 def add_runtime_flags(parser, *names: str) -> None:
     """Flags about where and how a command runs, the same for every command that takes them."""
     flags = {
@@ -151,7 +197,8 @@ def add_runtime_flags(parser, *names: str) -> None:
         "data-dir": dict(default=None, help="where the dataset lives (default $PYVAE_DATA or "
                                             "~/.cache/pyvae-data)"),
         "no-download": dict(action="store_true", help="never download the dataset"),
-        "no-progress": dict(action="store_true", help="no progress bars"),
+        "no-progress": dict(action="store_true", help="no progress bars (by default they are drawn "
+                                                      "where a terminal is attached)"),
         "debug": dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks"),
     }
     for name in names:

@@ -16,7 +16,7 @@ from ..training.rundir import check_new
 from ..training.trainer import Trainer
 from .data import recorded_data_config
 from .flags import (DATA_FLAGS, MODEL_FLAGS, TRAIN_FLAGS, add_config_flags,
-                    add_runtime_flags, given_flags, guide_flags)
+                    add_runtime_flags, given_flags, guide_flags, progress_of)
 
 
 def add_parser(sub) -> None:
@@ -72,7 +72,7 @@ def train(args, ddp=None) -> int:
             raise ConfigError("--overwrite goes with --out (it replaces a run); --resume "
                               "continues the run and replaces nothing")
         trainer = Trainer.resume(args.resume, epochs=args.epochs, device=args.device,
-                                 progress=not args.no_progress, num_threads=args.threads,
+                                 progress=progress_of(args), num_threads=args.threads,
                                  distributed=args.distributed, tensorboard=args.tensorboard)
         check_resume_flags(args.resume, trainer, given)
         data_cfg = trainer.extra_config
@@ -91,7 +91,7 @@ def train(args, ddp=None) -> int:
             x_dim=train_preview.x_dim,
             image_shape=train_preview.image_shape if model.arch == "conv" else None))
         trainer = Trainer(vae, config=training, device=args.device, out=args.out,
-                          overwrite=args.overwrite, progress=not args.no_progress,
+                          overwrite=args.overwrite, progress=progress_of(args),
                           extra_config=data_cfg, distributed=args.distributed,
                           tensorboard=args.tensorboard)
     train_data, valid = load_train_valid(data_cfg, args.data_dir, not args.no_download)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..config import choose
 from ..errors import ConfigError
 from ..models.linear_gaussian import LinearGaussian
 from .tensor import BINARIZE, TensorData
@@ -33,8 +34,7 @@ def default_data_dir() -> str:
 
 
 def check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    choose(split, SPLITS, "split")
 
 
 def _torchvision_dataset(name: str):
@@ -106,15 +106,27 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir: Optional[s
     ("valid", "test") are binarized once with ``seed`` so that every evaluation sees the same digits.
     Images keep their shape in ``image_shape``: (28, 28) for the grey sets, (3, 32, 32) for CIFAR-10.
 
-    ``options`` are for "linear-gaussian" only (see ``load_linear_gaussian``).
+    Args:
+        name: a key of ``DATASETS``: "mnist", "fashion-mnist", "kmnist", "emnist[-SPLIT]",
+            "cifar10" or "linear-gaussian".
+        split: "train", "valid", "train+valid" or "test".
+        data_dir: the directory holding (or to receive) the torchvision files (None:
+            ``$PYVAE_DATA``, else ``~/.cache/pyvae-data``).
+        download: fetch missing files with torchvision; without it a missing file is an error.
+        binarize: "dynamic", "fixed" or "none" (None: ``default_binarize(name)``).
+        valid_size: the last training images held out as "valid".
+        seed: seeds the one-off binarization ("fixed", and the held-out splits of "dynamic").
+        **options: for "linear-gaussian" only, the keywords of ``load_linear_gaussian``
+            (x_dim, z_dim, sigma, size, test_size, model_seed).
+
+    Returns:
+        a ``TensorData`` of (N, x_dim) float32 pixels in [0, 1], with labels.
     """
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    choose(name, DATASETS, "dataset")
     check_split(split)
     if binarize is None:
         binarize = default_binarize(name)
-    if binarize not in BINARIZE:
-        raise ConfigError(f"unknown binarize {binarize!r}; choose one of: {', '.join(BINARIZE)}")
+    choose(binarize, BINARIZE, "binarize")
     if name == "linear-gaussian":
         data = load_linear_gaussian(split, valid_size=valid_size, binarize=binarize, **options)
         if not options:  # the defaults: a run can load them again by name
@@ -158,7 +170,18 @@ def load_dataset(name: str = "mnist", split: str = "train", data_dir: Optional[s
 
 
 def split_rows(x, labels, split, valid_size):
-    """Rows of a training pool for "train", "valid", "train+valid" ("test" passes through)."""
+    """Rows of a training pool for "train", "valid", "train+valid" ("test" passes through).
+
+    Args:
+        x: (N, ...) tensor, the training pool (or the test set).
+        labels: (N,) tensor or None.
+        split: "train" (the first N - valid_size rows), "valid" (the last valid_size),
+            "train+valid" (all) or "test" (x as it is).
+        valid_size: the rows held out, 0 <= valid_size < N.
+
+    Returns:
+        (rows of x, rows of labels or None).
+    """
     if split == "test":
         return x, labels
     n = x.shape[0]
@@ -177,6 +200,17 @@ def load_linear_gaussian(split: str = "train", x_dim: int = 5, z_dim: int = 2, s
     points (split into train/valid like the image sets) and ``test_size`` test points, each from
     its own seeded generator, as float32. The generating model is ``data.true_model`` (float64),
     so ``data.true_model.log_marginal(x)`` is the exact log p(x) to compare bounds against.
+
+    Args:
+        split: "train", "valid", "train+valid" or "test".
+        x_dim: D, the size of x.
+        z_dim: d, the size of z.
+        sigma: the observation noise standard deviation.
+        size: the points of the training pool (train + valid).
+        test_size: the points of the test split.
+        model_seed: seeds W and b (and, as 2 s + 1 and 2 s + 2, the pool and the test points).
+        valid_size: the last points of the pool held out as "valid".
+        binarize: must be "none" (the data are real-valued).
     """
     check_split(split)
     if binarize != "none":

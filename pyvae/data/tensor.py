@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
+from ..config import choose
 from ..errors import ConfigError
 
 BINARIZE = ("dynamic", "fixed", "none")
@@ -37,8 +38,7 @@ class TensorData(Dataset):
 
     def __init__(self, x, labels=None, binarize: str = "none", seed: int = 0,
                  name: str = "data", source: Optional[dict] = None, true_model=None):
-        if binarize not in BINARIZE:
-            raise ConfigError(f"unknown binarize {binarize!r}; choose one of: {', '.join(BINARIZE)}")
+        choose(binarize, BINARIZE, "binarize")
         x = as_real_tensor(x, name)
         if x.dim() < 2:
             raise ConfigError(f"{name}: expected data of shape (N, x_dim), got {tuple(x.shape)}")
@@ -85,6 +85,11 @@ class TensorData(Dataset):
         return self.x.device
 
     def to(self, device) -> "TensorData":
+        """A copy whose ``x`` and labels live on ``device`` (the rest shared).
+
+        Args:
+            device: a ``torch.device`` or its name.
+        """
         out = object.__new__(TensorData)
         out.__dict__.update(self.__dict__)
         out.x = self.x.to(device)
@@ -93,17 +98,39 @@ class TensorData(Dataset):
 
     def binarize_batch(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """A batch of this data set's rows as training sees them: with dynamic binarization a
-        fresh Bernoulli draw of them (x_bin ~ Bernoulli(x)), otherwise ``x`` itself."""
+        fresh Bernoulli draw of them (x_bin ~ Bernoulli(x)), otherwise ``x`` itself.
+
+        Args:
+            x: (batch, x_dim) rows of this data set, values in [0, 1] when binarized.
+            generator: the torch generator of the draw (None: the global one).
+
+        Returns:
+            a tensor shaped like ``x``.
+        """
         if self.binarize == "dynamic":
             return torch.bernoulli(x, generator=generator)
         return x
 
     def batch(self, index: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Rows ``index`` of x; with dynamic binarization, a fresh Bernoulli draw of them."""
+        """Rows ``index`` of x; with dynamic binarization, a fresh Bernoulli draw of them.
+
+        Args:
+            index: (batch,) integer tensor of row indices.
+            generator: the torch generator of the draw (None: the global one).
+
+        Returns:
+            (batch, x_dim) tensor.
+        """
         return self.binarize_batch(self.x[index], generator)
 
     def check_for(self, likelihood, x_dim: int) -> None:
-        """Raise a ConfigError unless this data suits a model with ``x_dim`` and ``likelihood``."""
+        """Raise a ConfigError unless this data suits a model with ``x_dim`` and ``likelihood``.
+
+        Args:
+            likelihood: a ``Likelihood`` (its ``binary_data`` and ``levels`` say what values it
+                accepts).
+            x_dim: the model's size of a datapoint.
+        """
         if self.x_dim != x_dim:
             raise ConfigError(f"{self.name}: datapoints have {self.x_dim} values but the model's x_dim is {x_dim}")
         check_values(self.x, likelihood, self.binarize, self.name)

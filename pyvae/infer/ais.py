@@ -58,6 +58,12 @@ CHAIN_PLATE = "_ais_chains"
 MIN_CHAIN_ESS = 2.0
 # BDMC: the mean width (nats) at which a number of steps counts as enough (recommend_steps)
 BDMC_TOLERANCE = 0.5
+#: annealing steps T when none is given (``pyvae evaluate --ais``, ``pyvae bdmc``)
+NUM_STEPS = 1000
+#: independent chains per datapoint when none is given (``--ais-chains``)
+NUM_CHAINS = 16
+#: datapoints annealed together (the chains of a pass are ``batch_size`` x ``num_chains``)
+BATCH_SIZE = 100
 
 
 @dataclass
@@ -139,7 +145,15 @@ def recommend_steps(widths: Dict[int, float], tolerance: float = BDMC_TOLERANCE)
     at most ``tolerance`` in size; None if none is. With those steps (and the same chains), AIS
     on data like the simulated data is within about ``tolerance`` of log p(x). A negative width
     (stochastic bounds that crossed, which noise allows) counts by its size: bounds 2 nats the
-    wrong way round certify nothing."""
+    wrong way round certify nothing.
+
+    Args:
+        widths: {num_steps: BDMC mean width upper - lower in nats per datapoint}.
+        tolerance: the largest |width|, in nats, that counts as enough.
+
+    Returns:
+        the smallest such num_steps, or None.
+    """
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance > 0):
         raise ConfigError(f"tolerance must be a positive number of nats, got {tolerance!r}")
     enough = [steps for steps, width in widths.items() if abs(width) <= tolerance]
@@ -148,7 +162,16 @@ def recommend_steps(widths: Dict[int, float], tolerance: float = BDMC_TOLERANCE)
 
 def sigmoid_schedule(num_steps: int, delta: float = 4.0) -> torch.Tensor:
     """beta_0..beta_T (T = num_steps) on a sigmoid: beta~_t = sigmoid(delta (2t/T - 1)),
-    rescaled so that beta_0 = 0 and beta_T = 1 (Grosse et al. 2015). Float64, shape (T + 1,)."""
+    rescaled so that beta_0 = 0 and beta_T = 1 (Grosse et al. 2015).
+
+    Args:
+        num_steps: T, the number of annealing steps.
+        delta: half-width of the sigmoid's argument range [-delta, delta]; larger puts more
+            of the steps near beta = 0 and beta = 1.
+
+    Returns:
+        (T + 1,) float64 tensor of increasing betas from 0 to 1.
+    """
     s = torch.sigmoid(torch.linspace(-delta, delta, num_steps + 1, dtype=torch.float64))
     beta = (s - s[0]) / (s[-1] - s[0])
     beta[0], beta[-1] = 0.0, 1.0
@@ -157,7 +180,14 @@ def sigmoid_schedule(num_steps: int, delta: float = 4.0) -> torch.Tensor:
 
 def prior_guide(model: Callable) -> Callable:
     """A guide that samples the model's latent sites from the prior (the model with its
-    observed sites hidden): AIS from it starts at q0 = p(z)."""
+    observed sites hidden): AIS from it starts at q0 = p(z).
+
+    Args:
+        model: a Pyro model ``model(x)``.
+
+    Returns:
+        a Pyro guide ``guide(x)`` whose latent sites are the model's, drawn from p(z).
+    """
     return poutine.block(model, hide_fn=lambda msg: bool(msg.get("is_observed")))
 
 
@@ -446,9 +476,10 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
                        num_steps=num_steps)
 
 
-def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000,
-        num_chains: int = 16, leapfrog_steps: int = 10, step_size: Optional[float] = None,
-        progress: bool = True, seed: Optional[int] = None, batch_size: int = 100) -> AISEstimate:
+def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = NUM_STEPS,
+        num_chains: int = NUM_CHAINS, leapfrog_steps: int = 10, step_size: Optional[float] = None,
+        progress: Optional[bool] = None, seed: Optional[int] = None,
+        batch_size: int = BATCH_SIZE) -> AISEstimate:
     """log p(x) per datapoint by annealed importance sampling from q0 = the guide to p(z|x).
 
     See the module docstring for the estimator. ``num_steps`` annealing steps (T) on a sigmoid
@@ -461,6 +492,22 @@ def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000
 
     Cost: about num_steps * leapfrog_steps evaluations of the model and guide and their
     gradients on num_chains x batch_size rows.
+
+    Args:
+        model: a Pyro model ``model(x)`` whose latent sites are continuous and inside plate
+            ``"data"`` over the first dimension of ``x``.
+        guide: the start distribution q0(z|x), a Pyro guide of ``x`` that can score any z
+            (``prior_guide(model)`` starts at p(z)).
+        x: (N, ...) tensor of data.
+        num_steps: T, annealing steps (intermediate distributions) from beta = 0 to 1.
+        num_chains: C, independent chains per datapoint.
+        leapfrog_steps: leapfrog steps per HMC transition.
+        step_size: the initial leapfrog step size for every datapoint, used as given; None
+            fits each datapoint's step to q0 first (``HMC.tune``).
+        progress: show a tqdm bar over annealing steps (None: where a terminal is attached).
+        seed: None draws from the global random streams; an int seeds the i-th batch of
+            datapoints with ``seed + i``.
+        batch_size: datapoints annealed together (C x batch_size chains per model call).
 
     Returns:
         an ``AISEstimate``: per-datapoint value (a stochastic lower bound on log p(x)), its
@@ -476,6 +523,14 @@ def simulate(model: Callable, x: torch.Tensor, seed: Optional[int] = None):
 
     The model runs under ``poutine.uncondition``; it must have exactly one observed site,
     whose simulated value (reshaped like x) is x_sim. z maps latent site names to values.
+
+    Args:
+        model: a Pyro model ``model(x)`` with exactly one observed site, which observes x.
+        x: (N, ...) tensor: the template of the simulated data.
+        seed: seeds Pyro's random streams first (None: as they stand).
+
+    Returns:
+        (x_sim, z): x_sim shaped and typed like ``x``; z a dict {latent site: value}.
     """
     _check_x(x)
     if seed is not None:
@@ -494,9 +549,10 @@ def simulate(model: Callable, x: torch.Tensor, seed: Optional[int] = None):
     return value.reshape(x.shape).to(x.dtype), z
 
 
-def bdmc(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000,
-         num_chains: int = 16, leapfrog_steps: int = 10, step_size: Optional[float] = None,
-         progress: bool = True, seed: Optional[int] = None, batch_size: int = 100) -> BDMCResult:
+def bdmc(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = NUM_STEPS,
+         num_chains: int = NUM_CHAINS, leapfrog_steps: int = 10, step_size: Optional[float] = None,
+         progress: Optional[bool] = None, seed: Optional[int] = None,
+         batch_size: int = BATCH_SIZE) -> BDMCResult:
     """Bidirectional Monte Carlo: sandwich log p(x) on len(x) datapoints simulated from the model.
 
     (z, x_sim) ~ p(z) p(x|z), with x only a template (shape, dtype). Forward AIS from the guide
@@ -504,6 +560,28 @@ def bdmc(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 100
     sample z and annealed back to the guide, a stochastic upper bound. The width
     upper - lower bounds the error of either estimate on such data: it tells how many steps
     a model needs before AIS on real data can be trusted.
+
+    Args:
+        model: a Pyro model ``model(x)`` whose latent sites are continuous and inside plate
+            ``"data"`` over the first dimension of ``x``.
+        guide: the start distribution q0(z|x), a Pyro guide of ``x`` that can score any z
+            (``prior_guide(model)`` starts at p(z)).
+        x: (N, ...) tensor: a template of the data (shape, dtype, device); N datapoints
+            are simulated.
+        num_steps: T, annealing steps (intermediate distributions) from beta = 0 to 1.
+        num_chains: C, independent chains per datapoint.
+        leapfrog_steps: leapfrog steps per HMC transition.
+        step_size: the initial leapfrog step size for every datapoint, used as given; None
+            fits each datapoint's step to q0 first (``HMC.tune``).
+        progress: show a tqdm bar over annealing steps (None: where a terminal is attached).
+        seed: None draws from the global random streams; an int seeds the simulation with
+            ``seed``, forward AIS with ``seed + 1`` and reverse AIS with ``seed + 2`` (each
+            batch i adds i).
+        batch_size: datapoints annealed together (C x batch_size chains per model call).
+
+    Returns:
+        a ``BDMCResult``: the simulated x and z, and the forward (lower) and reverse (upper)
+        ``AISEstimate`` in nats per datapoint.
     """
     x_sim, z = simulate(model, x, seed)
     lower = _run_ais(model, guide, x_sim, num_steps, num_chains, leapfrog_steps, step_size,

@@ -118,7 +118,15 @@ def gradient_snr(vae_or_model_guide, x: torch.Tensor, objective, repeats: int = 
 
 
 def snr_table(rows: List[dict]) -> str:
-    """A markdown table of ``rows`` with keys k, estimator, encoder_snr, decoder_snr."""
+    """A markdown table of SNRs, one line per row.
+
+    Args:
+        rows: dicts with keys ``k`` (particles), ``estimator`` (its name), ``encoder_snr``
+            and ``decoder_snr`` (mean element SNRs, dimensionless).
+
+    Returns:
+        the table as markdown text, a header and one line per row in the order given.
+    """
     lines = ["| k | estimator | encoder SNR | decoder SNR |", "| ---: | --- | ---: | ---: |"]
     lines += [f"| {r['k']} | {r['estimator']} | {r['encoder_snr']:.3g} | {r['decoder_snr']:.3g} |"
               for r in rows]

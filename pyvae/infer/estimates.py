@@ -47,6 +47,7 @@ class LogLikelihood(Estimate):
         value: (N,) log p^(x) = logsumexp_k log w_k - log K (float64).
         stderr: (N,) delta-method standard error of log p^(x): with normalised weights,
             Var[log p^] ~= Var(w) / (K mean(w)^2) = (K / ESS - 1) / (K - 1).
+        num_samples: K, importance samples per datapoint.
         ess: (N,) effective sample size (sum w)^2 / sum w^2, between 1 and K.
         elbo: (N,) mean of log w over the same K samples: a K-sample estimate of the ELBO.
         elbo_stderr: (N,) its standard error, std(log w) / sqrt(K).
@@ -88,6 +89,17 @@ class Gaps:
     All tensors have shape (N,); the ``*_refined`` and split fields are None without a refined guide.
     The ``*_stderr`` properties are the Monte-Carlo standard errors of the per-datapoint gaps
     (the two estimates' errors are independent: their squares add).
+
+    Attributes:
+        log_px: the estimate of log p(x) the gaps are measured from (nats per datapoint): the
+            IW estimate, per datapoint the better-proposed one of the guide's and the refined
+            guide's, or the AIS estimate.
+        elbo: the amortized guide's ELBO, from the same draws as its IW estimate.
+        elbo_refined: the refined guide's ELBO (None without a refined guide).
+        log_px_iw: the guide's own IW estimate when ``log_px`` is another one (None otherwise).
+        ais_start: with AIS, what started it: "guide", or "prior" for a guide that cannot
+            score arbitrary z (None without AIS).
+        log_px_refined: the IW estimate from the refined guide's draws (None without one).
     """
 
     log_px: Estimate

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 # AIS and BDMC live in their own module; they are part of this module's interface too
-from .ais import AISEstimate, BDMCResult, GuideCannotScore, ais, bdmc, prior_guide  # noqa: F401
+from .ais import (NUM_CHAINS, AISEstimate, BDMCResult, GuideCannotScore, ais, bdmc,  # noqa: F401
+                  prior_guide)
 from .batches import iter_batches, num_rows
 from .estimates import Estimate, Gaps, LogLikelihood, delta_method_stderr  # noqa: F401
 from .progress import progress_disabled
@@ -44,6 +45,8 @@ from .weights import (DATA_PLATE, PARTICLE_PLATE, Batch, batches,  # noqa: F401
 
 #: importance samples K per datapoint of an evaluation when none is given (``pyvae evaluate``)
 NUM_SAMPLES = 5000
+#: datapoints per pass of an evaluation when none is given (``pyvae evaluate --batch-size``)
+BATCH_SIZE = 100
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given, on the CPU
 ROWS_PER_CHUNK = 4_000
 #: the same on other devices (CUDA)
@@ -51,7 +54,12 @@ ROWS_PER_CHUNK_ACCELERATOR = 20_000
 
 
 def default_rows(device) -> int:
-    """Samples x datapoints per chunk when ``chunk_size`` is not given, on ``device``."""
+    """Samples x datapoints per chunk when ``chunk_size`` is not given, on ``device``.
+
+    Args:
+        device: a ``torch.device`` or its name ("cpu", "cuda:0"): ``ROWS_PER_CHUNK`` on the
+            CPU, ``ROWS_PER_CHUNK_ACCELERATOR`` elsewhere.
+    """
     return ROWS_PER_CHUNK if torch.device(device).type == "cpu" else ROWS_PER_CHUNK_ACCELERATOR
 
 __all__ = ["Estimate", "LogLikelihood", "Gaps", "log_likelihood", "joint_log_likelihood", "elbo",
@@ -135,7 +143,15 @@ def _chunks(total: int, chunk: int):
 def batch_seed(seed: int, start: int) -> int:
     """The seed of the batch of datapoints that starts at row ``start``, from the evaluation's
     ``seed``: a mix of the two numbers (numpy's ``SeedSequence``), 32 bits as
-    ``pyro.set_rng_seed`` takes. Distinct batches get unrelated streams."""
+    ``pyro.set_rng_seed`` takes. Distinct batches get unrelated streams.
+
+    Args:
+        seed: the evaluation's seed (its low 32 bits are used).
+        start: the index of the batch's first row in the evaluated data.
+
+    Returns:
+        an integer in [0, 2**32).
+    """
     return int(np.random.SeedSequence([int(seed) & 0xFFFF_FFFF, int(start)])
                .generate_state(1, np.uint32)[0])
 
@@ -200,7 +216,7 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
 
 # ------------------------------------------------------------------------------ estimators
 def log_likelihood(model: Callable, guide: Callable, x, num_samples: int = NUM_SAMPLES,
-                   chunk_size: Optional[int] = None, batch_size: int = 100,
+                   chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
                    progress: Optional[bool] = None, batch_hook: Optional[Callable] = None,
                    seed: Optional[int] = None) -> LogLikelihood:
     """Importance-weighted estimate of log p(x) per datapoint, with standard error and ESS.
@@ -220,6 +236,11 @@ def log_likelihood(model: Callable, guide: Callable, x, num_samples: int = NUM_S
             rows at a time), a ``DataLoader`` or an iterable of batches (its own batches, as
             they come: data larger than memory stream through). See ``pyvae.infer.batches``.
         num_samples: K, importance samples per datapoint.
+        chunk_size: samples drawn per call of the guide and the model (None:
+            ``default_rows(device) // batch_size``, at most K); memory grows with
+            ``chunk_size * batch_size``, the result does not depend on it beyond the random
+            numbers drawn.
+        batch_size: datapoints per call of the guide and the model.
         progress: show a tqdm bar over datapoints (None: where a terminal is attached).
         batch_hook: called as ``batch_hook(start, None)`` before the batch at row ``start`` (a
             true result skips it) and ``batch_hook(start, result)`` after it.
@@ -250,7 +271,7 @@ def log_likelihood(model: Callable, guide: Callable, x, num_samples: int = NUM_S
 
 def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
                          num_samples: int = 1000, chunk_size: Optional[int] = None,
-                         progress: bool = False) -> LogLikelihood:
+                         progress: Optional[bool] = None) -> LogLikelihood:
     """Importance-weighted estimate of log p(x_1, ..., x_N) for the rows of x as a whole:
 
         log p^(X) = logsumexp_{k<=K} [log p(X, Z_k) - log q(Z_k|X)] - log K,   Z_k ~ q(Z|X),
@@ -261,6 +282,16 @@ def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
     has no per-datapoint estimate; it equals sum_n log p(x_n) for a model of independent rows.
     The guide must cover x as fitted (all rows, in order); the weights live in a space of all
     rows' latents, so K must grow with N for the same accuracy (watch ``ess`` and ``khat``).
+
+    Args:
+        model: a Pyro model of ``x``.
+        guide: a Pyro guide of ``x`` that draws all rows' latents at once, fitted on these
+            rows.
+        x: (N, ...) tensor: the rows the guide was fitted on, in the same order.
+        num_samples: K, joint draws Z_k of all N rows' latents.
+        chunk_size: draws per call of the guide and the model (None: about
+            ``default_rows(device) // N``).
+        progress: show a tqdm bar over the chunks (None: where a terminal is attached).
 
     Returns:
         a ``LogLikelihood`` whose tensors have one entry, the batch's: value, stderr, ess, the
@@ -274,7 +305,8 @@ def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
     with torch.no_grad():
         nesting = max_plate_nesting(model, guide, x, joint=True)
         for size in tqdm(list(_chunks(num_samples, chunk_size)), desc=f"log p(X), K={num_samples}",
-                         disable=not progress, leave=False, dynamic_ncols=True):
+                         disable=progress_disabled(progress), leave=False,
+                         dynamic_ncols=True):
             acc.update(joint_log_weights(model, guide, x, size, nesting)[:, None])
     value, stderr, ess = acc.log_mean_exp()
     elbo_mean, elbo_se = acc.mean()
@@ -284,12 +316,25 @@ def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
 
 
 def elbo(model: Callable, guide: Callable, x, num_samples: int = 1,
-         chunk_size: Optional[int] = None, batch_size: int = 100,
-         progress: bool = False) -> Estimate:
+         chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
+         progress: Optional[bool] = None) -> Estimate:
     """ELBO(x) = E_q[log p(x, z) - log q(z|x)] per datapoint, averaged over ``num_samples`` draws.
 
-    The standard error is std(log w) / sqrt(num_samples) (NaN for one sample). ``x`` as for
-    ``log_likelihood``: a tensor, a map-style ``Dataset``, a ``DataLoader`` or batches.
+    The standard error is std(log w) / sqrt(num_samples) (NaN for one sample).
+
+    Args:
+        model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
+        guide: a Pyro guide of ``x`` with the same plate.
+        x: (N, ...) data, as for ``log_likelihood``: a tensor, a map-style ``Dataset``, a
+            ``DataLoader`` or an iterable of batches.
+        num_samples: draws z ~ q(z|x) per datapoint averaged into each ELBO.
+        chunk_size: draws per call of the guide and the model (None: about
+            ``default_rows(device) // batch_size``).
+        batch_size: datapoints per call of the guide and the model.
+        progress: show a tqdm bar over datapoints (None: where a terminal is attached).
+
+    Returns:
+        an ``Estimate``: (N,) float64 ELBO in nats per datapoint and its (N,) standard error.
     """
     def per_batch(draw, n, device, chunk):
         acc = _Accumulator(n, device)
@@ -304,14 +349,29 @@ def elbo(model: Callable, guide: Callable, x, num_samples: int = 1,
 
 
 def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeats: int = 1,
-               chunk_size: Optional[int] = None, batch_size: int = 100,
-               progress: bool = False) -> Estimate:
+               chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
+               progress: Optional[bool] = None) -> Estimate:
     """The k-sample importance-weighted bound per datapoint, averaged over ``repeats`` draws:
 
         IWAE_k(x) = E[ logsumexp_{i<=k} log w_i - log k ],   IWAE_1 = ELBO <= IWAE_k <= log p(x)
 
     Each repeat uses k fresh samples; the standard error is the spread over repeats / sqrt(repeats)
     (NaN for one repeat). Chunks hold a whole number of k-groups.
+
+    Args:
+        model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
+        guide: a Pyro guide of ``x`` with the same plate.
+        x: (N, ...) data, as for ``log_likelihood``.
+        k: importance samples inside each logsumexp (k = 1 is the ELBO).
+        repeats: independent k-sample bounds averaged per datapoint (k * repeats draws in all).
+        chunk_size: draws per call of the guide and the model, rounded down to whole groups of
+            k (None: about ``default_rows(device) // batch_size``).
+        batch_size: datapoints per call of the guide and the model.
+        progress: show a tqdm bar over datapoints (None: where a terminal is attached).
+
+    Returns:
+        an ``Estimate``: (N,) float64 IWAE_k in nats per datapoint, its (N,) standard error,
+        and ``num_samples`` = k * repeats.
     """
     check_count("k", k)
     check_count("repeats", repeats)
@@ -332,8 +392,9 @@ def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeat
 
 def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = NUM_SAMPLES,
          elbo_samples: int = 100, refined_guide: Optional[Callable] = None,
-         chunk_size: Optional[int] = None, batch_size: int = 100,
-         progress: bool = True, ais_steps: Optional[int] = None, ais_chains: int = 16,
+         chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
+         progress: Optional[bool] = None, ais_steps: Optional[int] = None,
+         ais_chains: int = NUM_CHAINS,
          seed: Optional[int] = None) -> Gaps:
     """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
 
@@ -356,6 +417,29 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = N
     IW estimates are then kept in ``Gaps.log_px_iw`` and ``Gaps.log_px_refined``. A guide that
     cannot score arbitrary z (a flow without an inverse) cannot start AIS; the prior starts it
     then (``Gaps.ais_start``).
+
+    Args:
+        model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
+        guide: the amortized Pyro guide of ``x``, with the same plate.
+        x: (N, ...) tensor of data.
+        num_samples: K, draws from ``guide`` per datapoint: its IW estimate of log p(x) and,
+            from the same draws, its ELBO.
+        elbo_samples: draws from ``refined_guide`` per datapoint: its ELBO and its IW estimate.
+        refined_guide: a Pyro guide of these x with per-datapoint parameters (``pyvae.refine``);
+            None: no split.
+        chunk_size: samples per call of a guide and the model (None: about
+            ``default_rows(device) // batch_size``).
+        batch_size: datapoints per call of a guide and the model.
+        progress: show tqdm bars (None: where a terminal is attached).
+        ais_steps: take log p(x) from AIS with this many annealing steps (None or 0: from the
+            IW estimates).
+        ais_chains: AIS chains per datapoint.
+        seed: seeds AIS's batches (``ais``; None: the global random streams).
+
+    Returns:
+        a ``Gaps``: per datapoint the total gap and, with ``refined_guide``, the approximation
+        and amortization gaps (nats, with their standard errors), and the estimates they come
+        from.
     """
     ll = log_likelihood(model, guide, x, num_samples, chunk_size, batch_size, progress)
     amortized = Estimate(ll.elbo, ll.elbo_stderr, num_samples)

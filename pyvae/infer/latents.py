@@ -13,7 +13,15 @@ from .weights import check_x as _check_x
 
 def posterior_mean(q, num_samples: int = 100) -> torch.Tensor:
     """E_q[z], a point summary of a distribution q(z|x): its mean in closed form where it has one
-    (Gaussians), else the average of ``num_samples`` draws (flows have no closed-form mean)."""
+    (Gaussians), else the average of ``num_samples`` draws (flows have no closed-form mean).
+
+    Args:
+        q: a torch distribution over z, batch shape (N,) and event shape (z_dim,).
+        num_samples: draws averaged where q has no closed-form mean.
+
+    Returns:
+        (N, z_dim) tensor: E_q[z] for each of the N datapoints.
+    """
     try:
         return q.mean
     except NotImplementedError:
@@ -47,8 +55,18 @@ def active_units(guide: Callable, x: torch.Tensor, threshold: float = 0.01, site
     E_q[z|x] is the distribution's mean where it has one in closed form, else a Monte-Carlo
     average of ``num_samples`` draws (e.g. for flows).
 
-    Returns a dict: ``num_active`` (int), ``variance`` ((z_dim,) tensor of Var_x E_q[z_j|x]),
-    ``active`` ((z_dim,) bool tensor).
+    Args:
+        guide: a Pyro guide of ``x`` with a sample site ``site``.
+        x: (N, ...) tensor of data; the variance is taken over its N rows.
+        threshold: a dimension is active when Var_x E_q[z_j|x] exceeds it (0.01 in Burda et
+            al., for z in the units of the prior's standard deviation).
+        site: the name of the latent sample site in the guide.
+        num_samples: draws per datapoint for E_q[z|x] where q has no closed-form mean.
+        batch_size: rows of x per call of the guide.
+
+    Returns:
+        a dict: ``num_active`` (int), ``variance`` ((z_dim,) float64 tensor of
+        Var_x E_q[z_j|x]), ``active`` ((z_dim,) bool tensor, ``variance > threshold``).
     """
     x = _check_x(x)
     means = []
@@ -72,6 +90,22 @@ def kl_per_dimension(guide: Callable, x: torch.Tensor, prior=None, model: Option
     distribution. Closed form where torch knows the KL of the coordinates' distributions, else a
     Monte-Carlo average of log q(z_j|x) - log p(z_j) over ``num_samples`` draws. Both q and p must
     factorize over dimensions (the KL of a joint q does not split into per-dimension terms).
+
+    Args:
+        guide: a Pyro guide of ``x`` with a sample site ``site`` whose distribution is an
+            ``Independent`` of scalar distributions.
+        x: (N, ...) tensor of data; the KL is averaged over its N rows.
+        prior: p(z) as a torch distribution with independent coordinates (give this or
+            ``model``).
+        model: a Pyro model whose ``site`` distribution, replayed on the guide's z, is p(z)
+            (give this or ``prior``).
+        site: the name of the latent sample site in the guide (and the model).
+        num_samples: draws per datapoint for the Monte-Carlo KL where no closed form exists.
+        batch_size: rows of x per call of the guide.
+
+    Returns:
+        (z_dim,) float64 tensor: KL in nats per datapoint for each dimension; its sum is
+        KL(q(z|x) || p(z)) averaged over x.
     """
     x = _check_x(x)
     if (prior is None) == (model is None):
@@ -105,8 +139,18 @@ def kl_to_prior(guide: Callable, x: torch.Tensor, model: Callable, site: str = "
 
     Monte Carlo over the guide's own draws: KL = E_q[log q(z|x) - log p(z)], with p(z) the
     model's distribution at ``site`` (replayed on the guide's z, so a prior that depends on
-    nothing but parameters is scored exactly). ``num_samples`` draws per datapoint, vectorised.
-    Returns a scalar float64 tensor (nats per datapoint).
+    nothing but parameters is scored exactly).
+
+    Args:
+        guide: a Pyro guide of ``x`` with a sample site ``site``.
+        x: (N, ...) tensor of data; the KL is averaged over its N rows.
+        model: a Pyro model whose distribution at ``site`` is p(z).
+        site: the name of the latent sample site in the guide and the model.
+        num_samples: draws per datapoint (one pass over x per draw).
+        batch_size: rows of x per call of the guide.
+
+    Returns:
+        a scalar float64 tensor: KL in nats per datapoint.
     """
     x = _check_x(x)
     total, count = torch.zeros((), dtype=torch.float64), 0

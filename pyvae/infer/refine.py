@@ -43,12 +43,18 @@ weights, shared by the rows of the batch but by nothing else, are optimised with
 flow's parameters for row i (the planar u, w, b; the Sylvester Q, R, R~, b; the MADE outputs of
 an IAF) are the networks' outputs at c_i, so they move freely per datapoint within the image of
 the networks.
+
+Families by name. The Gaussian families are this module's own; a flow family comes from a
+registry that maps its name to its class: ``refine(families=...)``, by default ``FLOW_FAMILIES``,
+which pyvae's top level binds to ``pyvae.guides.GUIDES`` itself. What refine needs of a
+flow is the duck-typed ``FlowFamily``; an ``init`` that has its attributes is a flow, of the
+family ``name`` when ``type(init) is families[name]``.
 """
 import copy
 import math
 import warnings
 from contextlib import ExitStack, contextmanager
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional, Protocol
 
 import torch
 from torch import nn
@@ -64,18 +70,61 @@ from pyro.distributions.util import sum_rightmost
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.poutine.util import prune_subsample_sites
 
+from ..config import choose
 from ..errors import ConfigError, TrainingDiverged
-
-from ..models.guides import GUIDES, Flow
 from .ais import site_bijection as bijection
 from .weights import DATA_PLATE, check_x, data_frame
 
+# infer/ imports no model: refine owns the Gaussian families and takes the flow families as a
+# registry (name -> class), so pyvae's guides reach it from above and any other flow as an argument
 GAUSSIAN_FAMILIES = ("diagonal", "full-rank", "low-rank")
-REFINE_FAMILIES = tuple(GUIDES)
+#: the flow families refine builds by name (name -> class, see ``FlowFamily``); pyvae's top level
+#: binds it to ``pyvae.guides.GUIDES`` (the Gaussian names in it are skipped)
+FLOW_FAMILIES: Dict[str, type] = {}
 #: the sample site of the joint unconstrained vector u (models with several or constrained latents)
 AUXILIARY_SITE = "refined_latents"
 #: draws of the user's guide whose moments start the refinement (when q has none in closed form)
 INIT_SAMPLES = 256
+
+
+class FlowFamily(Protocol):
+    """What refine needs of a member of a flow family (duck-typed; pyvae's ``Flow`` is one).
+
+    Attributes:
+        body: ``body(features)`` -> the context h(x), shape (N, context_dim).
+        base: ``base.condition(context)`` -> the base N(m, diag s^2) over u, an ``Independent``
+            of a distribution with ``loc`` and ``scale`` of shape (N, D).
+        transforms: an ``nn.ModuleList`` of conditional transforms (``t.condition(context)``).
+
+    Calling the member on features gives q(u | x), a distribution with batch shape (N,). Its
+    class, called as ``cls(context_dim, latent_dim, hidden=())``, builds a fresh member whose
+    body is the identity (the context is the features); where its transforms start as the
+    identity, as pyvae's do, refinement from a Gaussian ``init`` starts at that Gaussian.
+    """
+
+    body: nn.Module
+    base: nn.Module
+    transforms: nn.ModuleList
+
+
+def _is_flow(init) -> bool:
+    """Whether ``init`` has what refine needs of a flow (``FlowFamily``'s attributes)."""
+    return all(hasattr(init, name) for name in ("body", "base", "transforms"))
+
+
+def _flow_families(families: Optional[Mapping[str, type]]) -> Dict[str, type]:
+    """The flow families by name: ``families`` (default ``FLOW_FAMILIES``) without the names of
+    the Gaussian families, which are refine's own (so a registry of all guide families serves).
+
+    Args:
+        families: a mapping from a flow family's name to its class, or None.
+    """
+    if families is None:
+        families = FLOW_FAMILIES
+    if not isinstance(families, Mapping):
+        raise ConfigError(f"families must map a flow family's name to its class, got "
+                          f"{type(families).__name__}")
+    return {name: cls for name, cls in families.items() if name not in GAUSSIAN_FAMILIES}
 
 
 class LatentSite:
@@ -217,6 +266,16 @@ class RefinedGuide(nn.Module):
     N(loc_i, L_i L_i^T) ("full-rank") or N(loc_i, F_i F_i^T + diag d_i) ("low-rank"). It must be
     called with the batch it was refined on (the parameters belong to those rows).
 
+    Args:
+        x: the batch (N, ...) the guide belongs to.
+        family: "diagonal", "full-rank" or "low-rank".
+        loc: (N, D) initial means.
+        cov: (N, D, D) initial covariances (the diagonal family takes their diagonals).
+        rank: for "low-rank" without ``factor``, the number of factor columns (the top
+            eigenvectors of ``cov``).
+        factor: for "low-rank", an initial factor F of shape (N, D, rank).
+        latents: the model's latent sites (``Latents``).
+
     Attributes:
         latents: the model's latent sites and how u maps onto them (``Latents``).
         history: ELBO per datapoint (nats, one Monte-Carlo estimate) after each SVI step.
@@ -226,9 +285,7 @@ class RefinedGuide(nn.Module):
                  rank: int = 2, factor: Optional[torch.Tensor] = None,
                  latents: Optional[Latents] = None):
         super().__init__()
-        if family not in GAUSSIAN_FAMILIES:
-            raise ConfigError(f"unknown Gaussian refinement family {family!r}; choose one of: "
-                              f"{', '.join(GAUSSIAN_FAMILIES)}")
+        choose(family, GAUSSIAN_FAMILIES, "Gaussian refinement family")
         self.family, self.latents = family, latents
         self.register_buffer("x", x.detach())
         self.loc = nn.Parameter(loc.detach().clone())
@@ -261,6 +318,14 @@ class RefinedGuide(nn.Module):
         """q_i(u) for the rows ``rows`` (default all): batch shape (N,), event shape (D,).
 
         With ``path_gradient``, ``log_prob`` sees the parameters detached (see ``_PathGradient``).
+
+        Args:
+            path_gradient: score draws with the parameters detached (the gradient keeps only
+                the path through u: "sticking the landing").
+            rows: the datapoints, as a slice of the N rows.
+
+        Returns:
+            a Gaussian over u with batch shape (rows,) and event shape (D,).
         """
         params = [getattr(self, name, None) for name in ("loc", "log_scale", "scale_raw",
                                                           "factor", "log_diag")]
@@ -332,8 +397,11 @@ class RefinedFlow(nn.Module):
 
     Args:
         x: the batch (N, x_dim) the guide belongs to.
-        family: a ``pyvae.guides.Flow`` whose transforms are copied (and then fine-tuned).
-        loc, log_scale: (N, D) initial base parameters m_i, log s_i.
+        family: the flow family's name (kept as ``family``).
+        flow: a member of that family (``FlowFamily``, e.g. a ``pyvae.guides.Flow``) whose
+            transforms are copied (and then fine-tuned).
+        loc: (N, D) initial base means m_i.
+        log_scale: (N, D) initial base log-scales log s_i.
         context: (N, context_dim) initial per-datapoint contexts c_i.
         latents: the model's latent sites (``Latents``).
 
@@ -341,15 +409,16 @@ class RefinedFlow(nn.Module):
     samples it drew, which a copy with detached parameters cannot do.
     """
 
-    def __init__(self, x, family: Flow, loc, log_scale, context, latents: Optional[Latents] = None):
+    def __init__(self, x, family: str, flow: FlowFamily, loc, log_scale, context,
+                 latents: Optional[Latents] = None):
         super().__init__()
-        self.family = next(name for name, cls in GUIDES.items() if type(family) is cls)
+        self.family = family
         self.latents = latents
         self.register_buffer("x", x.detach())
         self.loc = nn.Parameter(loc.detach().clone())
         self.log_scale = nn.Parameter(log_scale.detach().clone())
         self.context = nn.Parameter(context.detach().clone())
-        self.transforms = copy.deepcopy(family.transforms)
+        self.transforms = copy.deepcopy(flow.transforms)
         for p in self.transforms.parameters():
             p.requires_grad_(True)
         self.history = []
@@ -368,7 +437,7 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
            lr: float = 1e-2, lr_final: Optional[float] = None, particles: int = 1,
            path_gradient: bool = True, seed: Optional[int] = None,
            validate: bool = False, features: Optional[torch.Tensor] = None,
-           rank: Optional[int] = None):
+           rank: Optional[int] = None, families: Optional[Mapping[str, type]] = None):
     """Fit per-datapoint q_i to the posterior of a fixed model by SVI (Trace_ELBO).
 
     One joint family over the unconstrained values of all the model's latent sites (see the
@@ -394,11 +463,11 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
               ``vae.encode``) or a distribution with batch shape (N,) over that site;
             * None: N(0, I) on the unconstrained values.
 
-            A flow family starts from a ``pyvae.guides.Flow`` of that family (e.g.
-            ``vae.encoder``) as it is; from any other ``init`` as a fresh flow with no hidden
-            layers whose base starts at that start's mean and variances; from None as a fresh
-            flow.
-        family: any name in ``pyvae.guides.GUIDES``.
+            A flow family starts from a flow of that family (e.g. ``vae.encoder``) as it is;
+            from any other ``init`` as a fresh flow with no hidden layers whose base starts at
+            that start's mean and variances; from None as a fresh flow.
+        family: "diagonal", "full-rank", "low-rank" or the name of a flow family in
+            ``families`` (by default any name in ``pyvae.guides.GUIDES``).
         features: what a callable ``init`` returning a distribution is applied to (default
             x), e.g. ``vae.encoder_body(x)``.
         rank: for "low-rank", the number of factor columns (default: the initial q's, else 2).
@@ -406,12 +475,16 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
         lr: Adam learning rate, decayed exponentially to ``lr_final`` (default ``lr / 100``).
             Adam's steps stay about ``lr`` in size however noisy the gradient, so without the
             decay the per-datapoint parameters jitter around the optimum instead of settling.
+        lr_final: the learning rate of the last step (None: ``lr / 100``).
         particles: samples of z per datapoint per step (vectorised).
         path_gradient: drop the zero-mean score term from the gradient estimate ("sticking the
             landing"): same ELBO and expected gradient, much less noise near the optimum.
         seed: if given, seeds Pyro/torch before the first step.
         validate: keep Pyro's distribution argument checks on (slow; off by default, as in
             ``Trainer``).
+        families: the flow families by name, each name mapped to the family's class (see
+            ``FlowFamily``); names of the Gaussian families in it are ignored (they are
+            refine's own). Default ``FLOW_FAMILIES``: ``pyvae.guides.GUIDES``.
 
     Returns:
         A ``RefinedGuide`` (Gaussian families) or ``RefinedFlow``: call it as a Pyro guide with
@@ -421,9 +494,8 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
         TrainingDiverged: the loss became NaN or infinite; the message names the sites whose
             log-density is not finite at the refined guide's draws, if any.
     """
-    if family not in REFINE_FAMILIES:
-        raise ConfigError(f"unknown refinement family {family!r}; choose one of: "
-                          f"{', '.join(REFINE_FAMILIES)}")
+    flows = _flow_families(families)
+    choose(family, GAUSSIAN_FAMILIES + tuple(flows), "refinement family")
     if int(steps) < 0 or int(particles) < 1:
         raise ConfigError(f"need steps >= 0 and particles >= 1, got {steps} and {particles}")
     lr_final = lr / 100 if lr_final is None else lr_final
@@ -445,7 +517,7 @@ def refine(model, x: torch.Tensor, init=None, family: str = "diagonal", steps: i
         if family in GAUSSIAN_FAMILIES:
             guide = _gaussian_guide(start, x, family, latents, rank)
         else:
-            guide = _flow_guide(start, x, features, family, latents)
+            guide = _flow_guide(start, x, features, family, flows[family], latents)
             path_gradient = False
         frozen = [site["value"].unconstrained() for site in trace.nodes.values()
                   if site["type"] == "param"]
@@ -534,6 +606,16 @@ class _Start:
 
 @torch.no_grad()
 def _start(init, model, x, features, latents):
+    """Where the refinement starts (``_Start``), from ``init``.
+
+    Args:
+        init: ``refine``'s ``init`` (a Pyro guide, a callable x -> distribution, a
+            distribution, or None).
+        model: the Pyro model.
+        x: the batch (N, ...).
+        features: what a callable ``init`` returning a distribution is applied to.
+        latents: the model's latent sites (``Latents``).
+    """
     n, dtype = x.shape[0], x.dtype
     if init is None:
         return _Start()
@@ -547,7 +629,7 @@ def _start(init, model, x, features, latents):
     returned = guide_trace.nodes["_RETURN"]["value"]
     if isinstance(returned, Distribution):
         start = _from_distribution(returned, latents, n, dtype)
-        start.flow = init if isinstance(init, Flow) else None
+        start.flow = init if _is_flow(init) else None
         return start
     if features is not x:
         raise ConfigError("features= applies to an init that returns a distribution; a Pyro "
@@ -624,22 +706,32 @@ def _gaussian_guide(start, x, family, latents, rank):
 
 
 @torch.no_grad()
-def _flow_guide(start, x, features, family, latents):
+def _flow_guide(start, x, features, family, cls, latents):
+    """The per-datapoint flows of family ``family``, from the start's flow or a fresh one.
+
+    Args:
+        start: where the refinement starts (``_Start``).
+        x: the batch (N, ...).
+        features: what the flow's body is applied to (N, F).
+        family: the flow family's name.
+        cls: its class (``FlowFamily``); a fresh member is ``cls(F, D, hidden=())``.
+        latents: the model's latent sites (``Latents``).
+    """
     init = start.flow
     if init is None:
-        init = GUIDES[family](features.shape[-1], latents.dim, hidden=()).to(features)
-    if type(init) is not GUIDES[family]:
+        init = cls(features.shape[-1], latents.dim, hidden=()).to(features)
+    if type(init) is not cls:
         raise ConfigError(f"refining the {family!r} family needs init to be a {family!r} guide "
                           f"family (e.g. vae.encoder), got {type(init).__name__}")
     context = init.body(features)
     if start.flow is None and start.loc is not None:
         # a fresh flow whose base starts at the start's mean and variances
-        return RefinedFlow(x, init, start.loc, 0.5 * start.cov.diagonal(dim1=-2, dim2=-1).log(),
-                           context, latents)
+        return RefinedFlow(x, family, init, start.loc,
+                           0.5 * start.cov.diagonal(dim1=-2, dim2=-1).log(), context, latents)
     base = init.base.condition(context)
     while isinstance(base, Independent):
         base = base.base_dist
-    return RefinedFlow(x, init, base.loc, base.scale.log(), context, latents)
+    return RefinedFlow(x, family, init, base.loc, base.scale.log(), context, latents)
 
 
 def _cholesky(cov):

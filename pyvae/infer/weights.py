@@ -52,6 +52,18 @@ def max_plate_nesting(model: Callable, guide: Callable, *args, joint: bool = Fal
     ``joint``: for ``joint_log_weights``) lies inside the ``"data"`` plate,
     that every latent site of the model is sampled by the guide or enumerated in the model
     (``check_latents``), and that the guide has a density (``check_guide_density``).
+
+    Args:
+        model: a Pyro model.
+        guide: a Pyro guide of the same arguments.
+        *args: the arguments both are called with (the data ``x``).
+        joint: check only the model's sites against the ``"data"`` plate (a guide that draws
+            all rows' latents at once, as for ``joint_log_weights``).
+        **kwargs: keyword arguments both are called with.
+
+    Returns:
+        the depth of the deepest vectorized plate of either (1 for the ``"data"`` plate
+        alone), as Pyro's inference classes take ``max_plate_nesting``.
     """
     with torch.no_grad(), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -274,6 +286,10 @@ def log_weights(model: Callable, guide: Callable, x: torch.Tensor, particles: in
     (Pyro's RenyiELBO applies that scale before its logsumexp, which biases the bound).
 
     Args:
+        model: a Pyro model of ``x`` with a ``"data"`` plate over its first dimension.
+        guide: a Pyro guide of ``x`` with the same plate.
+        x: (N, ...) tensor of data (one batch).
+        particles: K, the draws z ~ q(z|x) per datapoint.
         nesting: the model's ``max_plate_nesting`` (found by tracing when None).
         scaled: multiply each site's log-density by its scale divided by the data plate's
             subsampling scale (keeps ``poutine.scale`` factors such as KL annealing inside the

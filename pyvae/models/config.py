@@ -17,7 +17,23 @@ from .priors import PRIORS
 
 @dataclass
 class ModelConfig(Config):
-    """p(z) p(x|z) and q(z|x). Components may also be objects (then the run stores no config)."""
+    """p(z) p(x|z) and q(z|x). Components may also be objects (then the run stores no config).
+
+    Args:
+        x_dim: the size of a flattened datapoint (784 for 28x28 images); required by ``VAE``.
+        z_dim: the size of the latent code z.
+        hidden: the encoder's hidden widths, in order; the decoder uses them reversed.
+        activation: the nonlinearity of the nets, a key of ``nets.ACTIVATIONS``.
+        likelihood: p(x|z), a key of ``likelihoods.LIKELIHOODS`` or a ``Likelihood`` object.
+        guide: q(z|x), a key of ``guides.GUIDES`` or a ``GuideFamily`` object.
+        prior: p(z), a key of ``priors.PRIORS`` or a ``Prior`` object.
+        prior_components: K, the components of the "mixture" prior or the pseudo-inputs of
+            the "vamp" prior (None: 10 and 500).
+        arch: "mlp", or "conv" for images of 28x28 or 32x32 pixels.
+        image_shape: (C, H, W) of a datapoint for ``arch="conv"`` (None: from ``x_dim``).
+        guide_options: the guide family's ``Options`` instance, or a dict of its fields (None:
+            the family's defaults); built once here and trusted by the family.
+    """
     x_dim: Optional[int] = option(None, "size of a flattened datapoint", positive_int, cli=False)
     z_dim: int = option(50, "latent size", positive_int, example=3)
     hidden: Tuple[int, ...] = option((200, 200), "hidden sizes of the encoder (the decoder "
@@ -59,6 +75,11 @@ class ModelConfig(Config):
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> "ModelConfig":
+        """The config of a dict written by ``to_dict`` (the "vae" entry of config.json).
+
+        Args:
+            d: {option: value}, the guide family's options beside the others (None: {}).
+        """
         d = dict(d or {})
         own = {f.name for f in fields(cls)} - {"guide_options"}
         options = {k: d.pop(k) for k in list(d) if k not in own}

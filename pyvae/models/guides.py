@@ -80,7 +80,14 @@ class SelfScoringNormal(dist.Normal):
 
     def log_prob_summed(self, value):
         """log q(z) summed over the last dimension (``SummedOverEvent``); for its own sample
-        log N(eps; 0, I) - sum log scale."""
+        log N(eps; 0, I) - sum log scale.
+
+        Args:
+            value: (..., z_dim) tensor of points z.
+
+        Returns:
+            (...) tensor of log-densities in nats.
+        """
         eps = self._own_noise(value)
         if eps is None:
             return super().log_prob(value).sum(-1)
@@ -100,13 +107,25 @@ def at_least_two(value, name: str) -> int:
 
 @dataclass
 class LowRankOptions(Config):
+    """The options of the ``low-rank`` family.
+
+    Args:
+        rank: the number of columns of the covariance factor F (1 <= rank <= z_dim).
+    """
+
     rank: int = option(2, "low-rank guide: rank of the covariance factor",
                        at_most(positive_int, "rank"), example=1)
 
 
 @dataclass
 class FlowOptions(Config):
-    """Normalizing-flow families: q(z|x) = base pushed through ``flow_length`` transforms."""
+    """Normalizing-flow families: q(z|x) = base pushed through ``flow_length`` transforms.
+
+    Args:
+        flow_length: K, the number of transforms.
+        flow_hidden: the hidden widths of each transform's parameter network (None: one layer
+            of 10 * z_dim units; for Sylvester none, i.e. linear maps of h(x)).
+    """
     flow_length: int = option(2, "flow guides: number of transforms",
                               at_most(at_least_one, "flow_length"), metavar="K", example=3)
     flow_hidden: Optional[Tuple[int, ...]] = option(
@@ -116,6 +135,16 @@ class FlowOptions(Config):
 
 @dataclass
 class SplineOptions(FlowOptions):
+    """The options of the ``spline`` family.
+
+    Args:
+        flow_length: K, the number of spline layers.
+        flow_hidden: the hidden widths of each layer's autoregressive network (None: one layer
+            of 10 * z_dim units, each >= z_dim).
+        count_bins: the spline segments per dimension (>= 2).
+        bound: B: each spline maps [-B, B] to itself and is the identity outside.
+    """
+
     count_bins: int = option(8, "spline guide: segments per dimension", at_least_two, example=3)
     bound: float = option(5.0, "spline guide: half-width of the spline's box",
                           positive_float, example=2.5)
@@ -123,6 +152,17 @@ class SplineOptions(FlowOptions):
 
 @dataclass
 class SylvesterOptions(FlowOptions):
+    """The options of the ``sylvester`` family.
+
+    Args:
+        flow_length: K, the number of Sylvester layers.
+        flow_hidden: the hidden widths of the networks that map h(x) to each layer's Q, R, R~
+            and b (None: none, linear maps).
+        sylvester_kind: how the orthogonal Q is built: "orthogonal", "householder" or
+            "triangular" (``pyvae.flows``).
+        householders: reflections per layer for the "householder" kind.
+    """
+
     sylvester_kind: str = option("orthogonal", "sylvester guide: how Q is built",
                                  one_of(SYLVESTER_KINDS, names_only=True), choices=True,
                                  example="triangular")
@@ -134,7 +174,16 @@ class GuideFamily(nn.Module):
     """Base class: an amortized q(z|x).
 
     A family with options names their dataclass in ``Options`` and is built with an instance
-    of it (``options=``, as ``ModelConfig`` holds them) or with their values as keywords."""
+    of it (``options=``, as ``ModelConfig`` holds them) or with their values as keywords.
+
+    Args:
+        x_dim: the size of the encoder's input: a flattened datapoint, or the features of a
+            conv encoder body.
+        z_dim: the size of z.
+        options: an instance of the family's ``Options`` (None: built from
+            ``option_values``); not together with ``option_values``.
+        **option_values: the fields of ``Options`` as keywords.
+    """
 
     #: a training step through this family can be traced by torch.jit (``TrainConfig.jit``)
     traceable = True
@@ -158,6 +207,14 @@ class Diagonal(GuideFamily):
     """Mean-field Gaussian: q(z|x) = N(mu(x), diag(sigma(x)^2)).
 
     One MLP outputs [mu, log sigma]; sigma = exp(log sigma).
+
+    Args:
+        x_dim: the size of the encoder's input: a flattened datapoint, or the features of a
+            conv encoder body.
+        z_dim: the size of z.
+        hidden: the widths of the encoder MLP's hidden layers.
+        activation: the nonlinearity after each hidden layer, a key of ``nets.ACTIVATIONS``.
+        options: the family's ``Options``, a ``NoOptions`` (the family takes none).
     """
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
@@ -179,6 +236,14 @@ class FullRank(GuideFamily):
     One MLP outputs mu and the z_dim (z_dim + 1) / 2 entries of the lower triangle of L; the
     diagonal of L is exp(.) of its entry, so L is a valid Cholesky factor. With the off-diagonal
     entries at zero this is the ``diagonal`` family.
+
+    Args:
+        x_dim: the size of the encoder's input: a flattened datapoint, or the features of a
+            conv encoder body.
+        z_dim: the size of z.
+        hidden: the widths of the encoder MLP's hidden layers.
+        activation: the nonlinearity after each hidden layer, a key of ``nets.ACTIVATIONS``.
+        options: the family's ``Options``, a ``NoOptions`` (the family takes none).
     """
 
     def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (200, 200),
@@ -215,8 +280,16 @@ class LowRank(GuideFamily):
 
     F has shape (z_dim, rank); cost O(z_dim rank^2) per datapoint instead of O(z_dim^3).
 
-    Options (fields of ``Options``, given as keyword arguments):
-        rank: number of columns of F (1 <= rank <= z_dim).
+    Args:
+        x_dim: the size of the encoder's input: a flattened datapoint, or the features of a
+            conv encoder body.
+        z_dim: the size of z.
+        hidden: the widths of the encoder MLP's hidden layers.
+        activation: the nonlinearity after each hidden layer, a key of ``nets.ACTIVATIONS``.
+        options: the family's ``Options`` as ``ModelConfig`` builds and checks them (trusted);
+            None: built from ``option_values``.
+        **option_values: the fields of ``Options`` as keywords, when ``options`` is None:
+            ``rank``, the number of columns of F (1 <= rank <= z_dim).
     """
 
     Options = LowRankOptions
@@ -262,10 +335,18 @@ class Flow(GuideFamily):
     output h(x) is the context of both the base q0(z0|x) and every transform (with no hidden
     layers, h(x) = x). Subclasses name the transforms in ``make_transform``.
 
-    Options (fields of ``Options``, given as keyword arguments):
-        flow_length: K, the number of transforms.
-        flow_hidden: hidden sizes of each transform's parameter network (default: one layer of
-            10 * z_dim units; for Sylvester none, i.e. linear maps of h(x)).
+    Args:
+        x_dim: the size of the encoder's input: a flattened datapoint, or the features of a
+            conv encoder body.
+        z_dim: the size of z.
+        hidden: the widths of the encoder MLP's hidden layers.
+        activation: the nonlinearity after each hidden layer, a key of ``nets.ACTIVATIONS``.
+        options: the family's ``Options`` as ``ModelConfig`` builds and checks them (trusted);
+            None: built from ``option_values``.
+        **option_values: the fields of ``Options`` as keywords, when ``options`` is None:
+            ``flow_length`` (K, the number of transforms) and ``flow_hidden`` (the hidden
+            widths of each transform's parameter network; None: one layer of 10 * z_dim
+            units, for Sylvester none, i.e. linear maps of h(x)).
     """
 
     Options = FlowOptions
@@ -324,8 +405,8 @@ def _set_output_rows(layer: nn.Linear, rows: slice, bias) -> None:
 
 
 class IAF(Flow):
-    """Inverse autoregressive flow: z_k = mu_k(z_{k-1}, h) + sigma_k(z_{k-1}, h) * z_{k-1}, with
-    (mu_k, log sigma_k)_i depending on the z_{k-1, j} before i (Pyro's
+    """Inverse autoregressive flow: ``z_k = mu_k(z_{k-1}, h) + sigma_k(z_{k-1}, h) * z_{k-1}``,
+    with ``(mu_k, log sigma_k)_i`` depending on the ``z_{k-1, j}`` before i (Pyro's
     ``conditional_affine_autoregressive``, a MADE network per layer, each with its own random
     order of the variables). Sampling and scoring own samples take one pass per layer."""
 
@@ -377,7 +458,7 @@ class Radial(Flow):
 
 
 class Householder(Flow):
-    """Householder flow (Tomczak & Welling 2016): z_K = H_K ... H_1 z0, H = I - 2 v v^T/|v|^2
+    """Householder flow (Tomczak & Welling 2016): ``z_K = H_K ... H_1 z0``, H = I - 2 v v^T/|v|^2
     with the v_k from h(x) (Pyro's ``conditional_householder``): a rotation of the diagonal
     Gaussian, so q stays Gaussian with covariance Q diag(sigma^2) Q^T; volume preserving.
     Unlike the other flows it does not start as the identity: a product of reflections is the
@@ -394,9 +475,17 @@ class Spline(Flow):
     quadratic spline on [-bound, bound] (identity outside) whose knots depend on z_{<i} and h(x)
     (Pyro's ``conditional_spline_autoregressive``, linear order).
 
-    Options (fields of ``Options``, given as keyword arguments):
-        count_bins: spline segments per dimension.
-        bound: half-width of the spline's box.
+    Args:
+        x_dim: the size of the encoder's input: a flattened datapoint, or the features of a
+            conv encoder body.
+        z_dim: the size of z.
+        hidden: the widths of the encoder MLP's hidden layers.
+        activation: the nonlinearity after each hidden layer, a key of ``nets.ACTIVATIONS``.
+        options: the family's ``Options`` as ``ModelConfig`` builds and checks them (trusted);
+            None: built from ``option_values``.
+        **option_values: the fields of ``Options`` as keywords, when ``options`` is None:
+            ``flow_length`` and ``flow_hidden`` as for ``Flow``, ``count_bins`` (spline
+            segments per dimension) and ``bound`` (the half-width of the spline's box).
     """
 
     Options = SplineOptions
@@ -433,9 +522,18 @@ class Sylvester(Flow):
     orthogonal and R, R~ upper triangular, all linear maps of h(x) by default (``flow_hidden``
     adds hidden layers); see ``pyvae.flows``. No inverse.
 
-    Options (fields of ``Options``, given as keyword arguments):
-        sylvester_kind: "orthogonal" (default), "householder" or "triangular": how Q is built.
-        householders: reflections per layer for the "householder" kind.
+    Args:
+        x_dim: the size of the encoder's input: a flattened datapoint, or the features of a
+            conv encoder body.
+        z_dim: the size of z.
+        hidden: the widths of the encoder MLP's hidden layers.
+        activation: the nonlinearity after each hidden layer, a key of ``nets.ACTIVATIONS``.
+        options: the family's ``Options`` as ``ModelConfig`` builds and checks them (trusted);
+            None: built from ``option_values``.
+        **option_values: the fields of ``Options`` as keywords, when ``options`` is None:
+            ``flow_length`` and ``flow_hidden`` as for ``Flow``, ``sylvester_kind``
+            ("orthogonal", "householder" or "triangular": how Q is built) and
+            ``householders`` (reflections per layer for the "householder" kind).
     """
 
     Options = SylvesterOptions
@@ -479,7 +577,14 @@ GUIDES = {
 
 def guide_options(name: str):
     """The keyword options (beyond hidden and activation) that the family ``name`` accepts: the
-    fields of its ``Options`` dataclass."""
+    fields of its ``Options`` dataclass.
+
+    Args:
+        name: a key of ``GUIDES``.
+
+    Returns:
+        the option names, in the order of the fields.
+    """
     return [f.name for f in fields(GUIDES[name].Options)]
 
 
@@ -497,7 +602,17 @@ def options_for(guide, options: dict, strict: bool = True) -> Config:
     """The options dataclass of ``guide`` (a name, or a ``GuideFamily`` object) from a dict:
     None means the default; a name no family takes is an error; with ``strict`` an option the
     family does not take is an error, without it an option of another family is dropped (one
-    set of options can serve a comparison)."""
+    set of options can serve a comparison).
+
+    Args:
+        guide: a key of ``GUIDES``, or a ``GuideFamily`` object (which takes no options here:
+            its constructor had them).
+        options: {option name: value}; a None value means the family's default.
+        strict: refuse an option of another family (else drop it).
+
+    Returns:
+        the family's ``Options`` instance (``NoOptions`` for a guide object).
+    """
     options = {k: v for k, v in options.items() if v is not None}
     known = guide_option_fields()
     unknown = sorted(set(options) - set(known))
@@ -522,6 +637,13 @@ def resolved_guide_options(name: str, options: dict) -> dict:
     """The options family ``name`` is built with: those given (not None), else its defaults.
 
     Stored in run configs so that a run rebuilds the same guide even if a default changes.
+
+    Args:
+        name: a key of ``GUIDES``.
+        options: {option name: value}; None values and other families' options are dropped.
+
+    Returns:
+        {option name: value} for every field of the family's ``Options``, as JSON values.
     """
     return options_for(name, options, strict=False).to_dict()
 
@@ -535,6 +657,18 @@ def make_guide(spec, x_dim: int, z_dim: int, hidden=(200, 200), activation="tanh
     means "the family's default", an option of another family is ignored (so one set of
     options can serve several families, as in a comparison) and a name no family takes is an
     error.
+
+    Args:
+        spec: a key of ``GUIDES``, or a ``GuideFamily``, returned as it is.
+        x_dim: the size of the encoder's input.
+        z_dim: the size of z.
+        hidden: the widths of the encoder MLP's hidden layers.
+        activation: the nonlinearity after each hidden layer.
+        options: the family's ``Options`` instance (trusted; None: from ``option_values``).
+        **option_values: option values as keywords, used when ``options`` is None.
+
+    Returns:
+        the ``GuideFamily`` module.
     """
     if options is None:
         options = options_for(spec, option_values, strict=False)

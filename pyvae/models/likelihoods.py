@@ -51,6 +51,14 @@ def bernoulli_log_density(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor
     float32 rounding of the float64 value (tests/test_likelihoods.py).
     Where a gradient is taken, ``_BernoulliLogDensity`` gives it directly, d/dl = x - sigmoid(l),
     rather than autograd differentiating each of those ops. On other devices, torch's kernels.
+
+    Args:
+        logits: the Bernoulli logits l = log p(1) - log p(0).
+        x: the values, in {0, 1} (any real value computes the same formula), shaped like
+            ``logits``.
+
+    Returns:
+        the elementwise log-probabilities in nats, shaped like ``logits``.
     """
     tracked = torch.is_grad_enabled() and (logits.requires_grad or x.requires_grad)
     if logits.device.type != "cpu":
@@ -96,6 +104,14 @@ class Likelihood(nn.Module):
     extra_params = 0
 
     def param_dim(self, x_dim: int) -> int:
+        """How many numbers per datapoint the decoder must output.
+
+        Args:
+            x_dim: the size of a flattened datapoint.
+
+        Returns:
+            ``pixel_params * x_dim + extra_params``.
+        """
         return self.pixel_params * int(x_dim) + self.extra_params
 
     def forward(self, decoder_output: torch.Tensor):
@@ -131,7 +147,12 @@ def _log_scale(raw: torch.Tensor, min_scale: float) -> torch.Tensor:
 
 class Gaussian(Likelihood):
     """x_i ~ N(mu_i(z), sigma_i^2) with a learned per-pixel scale: log sigma is a parameter vector
-    of length x_dim shared by all datapoints (floored at ``min_scale``). The decoder outputs mu."""
+    of length x_dim shared by all datapoints (floored at ``min_scale``). The decoder outputs mu.
+
+    Args:
+        x_dim: the size of a datapoint (the length of the scale vector).
+        min_scale: the smallest sigma_i, in the data's units (> 0).
+    """
 
     binary_data = None
 
@@ -149,7 +170,11 @@ class Gaussian(Likelihood):
 
 class GaussianPerImage(Likelihood):
     """x_i ~ N(mu_i(z), sigma(z)^2): one scale per datapoint; the decoder outputs mu (x_dim values)
-    and one log sigma after them (floored at ``min_scale``)."""
+    and one log sigma after them (floored at ``min_scale``).
+
+    Args:
+        min_scale: the smallest sigma, in the data's units (> 0).
+    """
 
     binary_data = None
     extra_params = 1
@@ -178,6 +203,12 @@ class DiscretizedLogisticDistribution(dist.TorchDistribution):
     The middle bins use an exact, cancellation-free form: with a = (x + h - loc)/scale and
     b = (x - h - loc)/scale, F(a) - F(b) = sigmoid(a) sigmoid(-b) (1 - exp(b - a)), so
         log P(x) = logsigmoid(a) + logsigmoid(-b) + log(-expm1(-2h/scale)).
+
+    Args:
+        loc: the logistic's location, on the [0, 1] scale of the data.
+        scale: its scale (> 0), broadcast with ``loc``.
+        levels: L, the number of grid values.
+        validate_args: torch's argument validation switch (None: the global setting).
     """
 
     arg_constraints = {"loc": dist.constraints.real, "scale": dist.constraints.positive}
@@ -229,7 +260,11 @@ class DiscretizedLogistic(Likelihood):
     """8-bit images: x_i ~ DiscretizedLogistic(mu_i(z), s_i(z)) over the 256 levels k/255 of [0, 1].
     The decoder outputs mu (x_dim values) then log s (x_dim values, floored at exp(-7) as in
     PixelCNN++). A probability mass function: its negative log-likelihood in bits/dim is a code
-    length for the 8-bit pixels, with no log(256) correction."""
+    length for the 8-bit pixels, with no log(256) correction.
+
+    Args:
+        min_log_scale: the floor on log s.
+    """
 
     binary_data = False
     discrete = True
@@ -260,6 +295,14 @@ def make_likelihood(spec, x_dim: Optional[int] = None, **options) -> Likelihood:
 
     ``x_dim`` is needed by likelihoods with per-pixel parameters ("gaussian"); ``options`` go to
     the constructor (e.g. ``min_scale``).
+
+    Args:
+        spec: a key of ``LIKELIHOODS`` or a ``Likelihood``, returned as it is.
+        x_dim: the size of a datapoint (required by "gaussian").
+        **options: keyword arguments of the likelihood's constructor.
+
+    Returns:
+        the ``Likelihood`` module.
     """
     if isinstance(spec, Likelihood):
         return spec
@@ -280,6 +323,16 @@ def bits_per_dim(nats_per_datapoint: float, x_dim: int, levels: Optional[int] = 
     by 1/(levels) (uniformly dequantized, x = (k + u)/levels), the density of the integer pixels
     is levels^-D times that of the scaled ones, so pass ``levels=256`` to add D*log(256) nats:
     ``bits/dim = (nats + D log 256) / (D log 2) = nats / (D log 2) + 8``.
+
+    Args:
+        nats_per_datapoint: -log p(x) (or -ELBO) in nats per datapoint, positive for a mass
+            function.
+        x_dim: D, the values per datapoint.
+        levels: the number of levels the data were scaled down from (256 for 8-bit pixels
+            divided by 256), for a density on dequantized data; None for a mass function.
+
+    Returns:
+        bits per dimension, a float.
     """
     if int(x_dim) <= 0:
         raise ConfigError(f"x_dim must be positive, got {x_dim}")

@@ -46,20 +46,42 @@ class LinearGaussian(nn.Module):
     @classmethod
     def random(cls, x_dim: int = 5, z_dim: int = 2, sigma: float = 0.5, seed: int = 0,
                dtype=torch.float64) -> "LinearGaussian":
-        """W with N(0, 1) entries, b with N(0, 1) entries, from a seeded generator."""
+        """W with N(0, 1) entries, b with N(0, 1) entries, from a seeded generator.
+
+        Args:
+            x_dim: D, the size of x.
+            z_dim: d, the size of z.
+            sigma: the observation noise standard deviation (> 0).
+            seed: the seed of the generator that draws W (first) and b.
+            dtype: the torch dtype of W and b (float64 keeps the exact answers exact to
+                about 1e-12 nats).
+        """
         g = torch.Generator().manual_seed(seed)
         return cls(torch.randn(x_dim, z_dim, generator=g, dtype=dtype),
                    torch.randn(x_dim, generator=g, dtype=dtype), sigma)
 
     # --- the Pyro model -------------------------------------------------------------------
     def prior(self):
+        """p(z) = N(0, I_d), event shape (z_dim,)."""
         return dist.Normal(torch.zeros_like(self.weight[0]), torch.ones_like(self.weight[0])).to_event(1)
 
     def likelihood(self, z):
+        """p(x|z) = N(W z + b, sigma^2 I_D).
+
+        Args:
+            z: (..., z_dim) tensor of latents.
+
+        Returns:
+            a Normal with batch shape (...) and event shape (x_dim,).
+        """
         return dist.Normal(z @ self.weight.T + self.bias, self.sigma).to_event(1)
 
     def model(self, x: torch.Tensor) -> None:
-        """p(z) p(x|z) with a "data" plate over x's first dimension."""
+        """p(z) p(x|z) with a "data" plate over x's first dimension.
+
+        Args:
+            x: (N, x_dim) tensor of data in W's dtype.
+        """
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior())
             pyro.sample("x", self.likelihood(z), obs=x)
@@ -71,18 +93,33 @@ class LinearGaussian(nn.Module):
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov)
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log p(x) per datapoint, shape (N,)."""
+        """Exact log p(x) per datapoint.
+
+        Args:
+            x: (N, x_dim) tensor of data.
+
+        Returns:
+            (N,) tensor: log N(x; b, W W^T + sigma^2 I) in nats.
+        """
         return self.marginal().log_prob(x)
 
     def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
-        """Exact p(z|x) = N(mu, S) per datapoint: batch shape (N,), event shape (z_dim,)."""
+        """Exact p(z|x) = N(mu, S) per datapoint: batch shape (N,), event shape (z_dim,).
+
+        Args:
+            x: (N, x_dim) tensor of data.
+        """
         precision = torch.eye(self.z_dim, dtype=self.weight.dtype) + self.weight.T @ self.weight / self.sigma ** 2
         cov = torch.linalg.inv(precision)
         loc = (x - self.bias) @ self.weight @ cov.T / self.sigma ** 2
         return dist.MultivariateNormal(loc, covariance_matrix=cov.expand(x.shape[0], -1, -1))
 
     def exact_guide(self, x: torch.Tensor) -> None:
-        """A Pyro guide sampling the exact posterior: its ELBO equals log p(x)."""
+        """A Pyro guide sampling the exact posterior: its ELBO equals log p(x).
+
+        Args:
+            x: (N, x_dim) tensor of data.
+        """
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.posterior(x))
 
@@ -96,7 +133,15 @@ class LinearGaussian(nn.Module):
         return 0.5 * float(torch.log(torch.diagonal(precision)).sum() - torch.logdet(precision))
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        """n datapoints x ~ p(x), from a seeded generator."""
+        """n datapoints x ~ p(x), from a seeded generator.
+
+        Args:
+            n: the number of datapoints.
+            seed: the seed of the generator (z first, then the noise).
+
+        Returns:
+            (n, x_dim) tensor in W's dtype.
+        """
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.z_dim, generator=g, dtype=self.weight.dtype)
         noise = torch.randn(n, self.x_dim, generator=g, dtype=self.weight.dtype)

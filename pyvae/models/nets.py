@@ -19,7 +19,15 @@ ACTIVATIONS = {
 
 
 def activation_class(name: str):
-    """Look up an activation by name; unknown names raise a ConfigError listing the valid ones."""
+    """Look up an activation by name; unknown names raise a ConfigError listing the valid ones.
+
+    Args:
+        name: a key of ``ACTIVATIONS`` ("tanh", "relu", "elu", "softplus", "leaky_relu",
+            "gelu", "silu").
+
+    Returns:
+        the ``torch.nn`` module class (``nn.Tanh``, ...), to be instantiated.
+    """
     return ACTIVATIONS[choose(name, list(ACTIVATIONS), "activation")]
 
 
@@ -27,6 +35,12 @@ class MLP(nn.Sequential):
     """``in_dim -> hidden[0] -> ... -> hidden[-1] -> out_dim``, an activation after every hidden layer.
 
     Accepts inputs with any number of leading batch dimensions (e.g. ``(particles, batch, in_dim)``).
+
+    Args:
+        in_dim: the size of the input's last dimension.
+        hidden: the widths of the hidden layers, in order (empty: one linear map).
+        out_dim: the size of the output's last dimension (no activation after it).
+        activation: the nonlinearity after each hidden layer, a key of ``ACTIVATIONS``.
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "tanh"):
@@ -44,7 +58,13 @@ class MLP(nn.Sequential):
 
 
 def check_input_dim(x: torch.Tensor, expected: int, what: str = "x") -> None:
-    """Raise a ConfigError unless ``x`` has shape ``(..., expected)``."""
+    """Raise a ConfigError unless ``x`` has shape ``(..., expected)``.
+
+    Args:
+        x: the tensor to check.
+        expected: the required size of its last dimension.
+        what: how the message names ``x``.
+    """
     if x.dim() < 1 or x.shape[-1] != expected:
         raise ConfigError(
             f"{what} has shape {tuple(x.shape)} but the network expects (..., {expected})"
@@ -56,6 +76,13 @@ def image_shape_for(x_dim: int, image_shape=None) -> tuple:
 
     ``image_shape`` may be ``(H, W)`` (one channel) or ``(C, H, W)``; without it the two standard
     sizes are recognised: 784 -> (1, 28, 28) (MNIST family) and 3072 -> (3, 32, 32) (CIFAR-10).
+
+    Args:
+        x_dim: C * H * W, the number of values of a flattened image.
+        image_shape: (H, W) or (C, H, W) whose product is ``x_dim``, or None.
+
+    Returns:
+        (C, H, W) as a tuple of ints.
     """
     if image_shape is None:
         known = {784: (1, 28, 28), 3072: (3, 32, 32)}
@@ -92,6 +119,11 @@ class ConvEncoder(nn.Module):
     32, 64, 128, ... channels and an activation after each; the last feature map is flattened.
     28x28x1: 32x14x14 -> 64x7x7 (3136 features); 32x32x3: 32x16x16 -> 64x8x8 -> 128x4x4 (2048).
     Accepts any number of leading batch dimensions.
+
+    Args:
+        image_shape: (C, H, W) of the images, sides even and >= 8.
+        activation: the nonlinearity after each convolution, a key of ``ACTIVATIONS``.
+        base_channels: the channels of the first convolution; each next one doubles them.
     """
 
     def __init__(self, image_shape, activation: str = "relu", base_channels: int = 32):
@@ -119,9 +151,22 @@ class ConvDecoder(nn.Module):
 
     z -> MLP(hidden) -> linear to the smallest feature map -> stride-2 4x4 transposed convolutions
     doubling the size back to H x W. The last one outputs ``pixel_params * C`` maps, laid out as
-    ``pixel_params`` blocks of C*H*W values (so block j is what an MLP decoder's
+    ``pixel_params`` blocks of ``C*H*W`` values (so block j is what an MLP decoder's
     ``out[..., j*x_dim:(j+1)*x_dim]`` would be); ``extra_params`` per-image values (e.g. one
     log-scale) come from a linear head on the last hidden layer and are appended at the end.
+
+    Args:
+        z_dim: the size of z.
+        image_shape: (C, H, W) of the images, sides even and >= 8.
+        hidden: the widths of the MLP between z and the first feature map (empty: z itself
+            is mapped linearly).
+        pixel_params: distribution parameters per pixel value (1 for Bernoulli logits, 2 for
+            a location and a scale).
+        extra_params: per-image parameters appended after the pixel blocks.
+        activation: the nonlinearity after each hidden layer and transposed convolution but
+            the last.
+        base_channels: the channels of the ``ConvEncoder`` this mirrors (the last feature map
+            has ``base_channels * 2 ** (n - 1)`` for n halvings).
     """
 
     def __init__(self, z_dim: int, image_shape, hidden: Sequence[int] = (), pixel_params: int = 1,

@@ -22,6 +22,13 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class Prior(nn.Module):
+    """Base class of the priors: ``forward()`` returns p(z), a distribution with batch shape
+    ``()`` and event shape ``(z_dim,)``.
+
+    Args:
+        z_dim: the size of z.
+    """
+
     #: True for priors built from the VAE's encoder (VampPrior): the VAE calls
     #: ``attach_encoder(encode)`` with its ``encode(x) -> q(z|x)`` and passes ``x_dim``
     needs_encoder = False
@@ -35,7 +42,11 @@ class Prior(nn.Module):
 
 
 class StandardNormal(Prior):
-    """p(z) = N(0, I)."""
+    """p(z) = N(0, I), with no parameters.
+
+    Args:
+        z_dim: the size of z.
+    """
 
     def __init__(self, z_dim: int):
         super().__init__(z_dim)
@@ -64,7 +75,15 @@ class SummedOverEvent(dist.Independent):
 
 def unit_normal_log_density(value: torch.Tensor, summed: bool = False) -> torch.Tensor:
     """log N(value; 0, 1) per coordinate, -v^2 / 2 - log(2 pi) / 2, or with ``summed`` over the
-    last dimension, -|v|^2 / 2 - D log(2 pi) / 2 (the constant added once)."""
+    last dimension, -|v|^2 / 2 - D log(2 pi) / 2 (the constant added once).
+
+    Args:
+        value: (..., D) tensor of points v.
+        summed: sum over the last dimension.
+
+    Returns:
+        a tensor of shape (..., D), or (...) with ``summed``, in nats.
+    """
     if summed:
         return -0.5 * value.square().sum(-1) - value.shape[-1] * HALF_LOG_2PI
     return -0.5 * value.square() - HALF_LOG_2PI
@@ -96,6 +115,10 @@ class MixtureOfGaussians(Prior):
         p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)),   pi = softmax(logits)
 
     Means start as draws from N(0, I) (the global torch seed), scales at 1, weights uniform.
+
+    Args:
+        z_dim: the size of z.
+        components: K, the number of mixture components.
     """
 
     def __init__(self, z_dim: int, components: int = 10):
@@ -126,6 +149,14 @@ class VampPrior(Prior):
     The VAE wires the encoder in with ``attach_encoder``; the encoder is held as a plain
     reference, not a submodule, so that its parameters are registered (with Pyro and in the
     state dict) once, under "encoder", and not a second time under "prior".
+
+    Args:
+        z_dim: the size of z.
+        x_dim: the size of a datapoint, and of each pseudo-input.
+        components: K, the number of pseudo-inputs.
+        unit_interval: pass the pseudo-inputs through hardtanh(0, 1) (data in [0, 1]).
+        init_mean: the mean of the pseudo-inputs' Gaussian initialisation.
+        init_std: the standard deviation of that initialisation.
     """
 
     needs_encoder = True
@@ -141,7 +172,12 @@ class VampPrior(Prior):
         self.__dict__["_encode"] = None  # bypasses nn.Module.__setattr__: see the class docstring
 
     def attach_encoder(self, encode: Callable[[torch.Tensor], "dist.Distribution"]) -> None:
-        """``encode(x)`` returns q(z|x) with batch shape ``x.shape[:-1]``, event shape (z_dim,)."""
+        """Set the encoder whose q(z|u_k) make the mixture (``VAE`` calls it).
+
+        Args:
+            encode: a function ``encode(x)`` returning q(z|x) with batch shape ``x.shape[:-1]``
+                and event shape (z_dim,), held as a plain reference.
+        """
         self.__dict__["_encode"] = encode
 
     def pseudo_inputs(self) -> torch.Tensor:
@@ -168,6 +204,18 @@ def make_prior(spec, z_dim: int, x_dim: Optional[int] = None, unit_interval: boo
 
     ``x_dim`` and ``unit_interval`` (data in [0, 1]) reach only priors that live in data space
     (``needs_encoder``); ``options`` (e.g. ``components``) go to the constructor.
+
+    Args:
+        spec: a key of ``PRIORS`` ("normal", "mixture", "vamp") or a ``Prior``, returned as it
+            is.
+        z_dim: the size of z.
+        x_dim: the size of a datapoint (required by "vamp").
+        unit_interval: whether the data lie in [0, 1] (for "vamp").
+        **options: keyword arguments of the prior's constructor (``components``); an unknown
+            one raises ``ConfigError``.
+
+    Returns:
+        the ``Prior`` module.
     """
     if isinstance(spec, Prior):
         return spec

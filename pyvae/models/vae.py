@@ -40,6 +40,8 @@ class VAE(nn.Module):
         image_shape: (C, H, W) or (H, W) of a datapoint for ``arch="conv"``; by default
             784 -> (1, 28, 28) and 3072 -> (3, 32, 32).
         prior_components: K for the "mixture" and "vamp" priors (default: the prior's own).
+        config: a built ``ModelConfig`` with ``x_dim`` set, instead of the keywords above
+            (which are then ignored; ``guide_options`` with it are refused).
         **guide_options: passed to the guide family's constructor when ``guide`` is a name.
     """
 
@@ -104,13 +106,25 @@ class VAE(nn.Module):
 
     @classmethod
     def from_config(cls, config) -> "VAE":
-        """The VAE of a ``ModelConfig``, or of its dict (the "vae" entry of config.json)."""
+        """The VAE of a ``ModelConfig``, or of its dict.
+
+        Args:
+            config: a ``ModelConfig`` with ``x_dim`` set, or its ``to_dict()`` (the "vae"
+                entry of a run's config.json).
+
+        Returns:
+            a new ``VAE`` with freshly initialised parameters.
+        """
         if isinstance(config, dict):
             config = ModelConfig.from_dict(config)
         return cls(config=config)
 
     def model(self, x: torch.Tensor) -> None:
-        """p(z) p(x|z): x has shape (batch, x_dim)."""
+        """p(z) p(x|z) as a Pyro model: sites "z" and "x" (observed) in plate "data".
+
+        Args:
+            x: (batch, x_dim) tensor of data, any real dtype (cast to the nets' dtype).
+        """
         pyro.module("decoder", self.decoder)
         pyro.module("prior", self.prior)
         pyro.module("likelihood", self.likelihood)
@@ -120,7 +134,11 @@ class VAE(nn.Module):
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
-        """q(z|x): x has shape (batch, x_dim)."""
+        """q(z|x) as a Pyro guide: site "z" in plate "data".
+
+        Args:
+            x: (batch, x_dim) tensor of data, any real dtype (cast to the nets' dtype).
+        """
         check_input_dim(x, self.x_dim)
         x = self._as_input(x)
         pyro.module("encoder_body", self.encoder_body)
@@ -136,6 +154,13 @@ class VAE(nn.Module):
         self.guide, x, particles)`` without Pyro's tracing of the two functions, which
         importance-weighted estimates (``pyvae.evaluate``, the IWAE objectives) take for an
         unwrapped VAE.
+
+        Args:
+            x: (batch, x_dim) tensor of data.
+            particles: K, the draws z ~ q(z|x) per datapoint.
+
+        Returns:
+            (particles, batch) float64 tensor of log-weights in nats.
         """
         check_input_dim(x, self.x_dim)
         x = self._as_input(x)
@@ -152,17 +177,38 @@ class VAE(nn.Module):
         return x if x.dtype == dtype else x.to(dtype)
 
     def encode(self, x: torch.Tensor):
-        """q(z|x) as a distribution: the guide family applied to the encoder body's features."""
+        """q(z|x) as a distribution: the guide family applied to the encoder body's features.
+
+        Args:
+            x: (batch, x_dim) tensor in the nets' dtype.
+
+        Returns:
+            a torch distribution with batch shape (batch,) and event shape (z_dim,).
+        """
         return self.encoder(self.encoder_body(x))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x | z) at one z ~ q(z|x)."""
+        """Mean of p(x | z) at one z ~ q(z|x), without gradients.
+
+        Args:
+            x: (batch, x_dim) tensor in the nets' dtype.
+
+        Returns:
+            (batch, x_dim) tensor: E[x | z] under the likelihood.
+        """
         z = self.encode(x).sample()
         return self.likelihood(self.decoder(z)).mean
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        """Means of p(x | z) for n draws z ~ p(z)."""
+        """Means of p(x | z) for n draws z ~ p(z), without gradients.
+
+        Args:
+            n: the number of draws.
+
+        Returns:
+            (n, x_dim) tensor: E[x | z] under the likelihood for each z.
+        """
         z = self.prior().sample((n,))
         return self.likelihood(self.decoder(z)).mean

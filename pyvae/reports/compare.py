@@ -33,6 +33,7 @@ import pyro
 
 from ..models.config import ModelConfig
 from ..data import as_data
+from ..devices import resolve_device
 from ..errors import ConfigError, TrainingInterrupted
 from ..infer import evaluate
 from ..infer.refine import refine
@@ -40,7 +41,8 @@ from ..limits import check_count, check_seed
 from ..models.guides import GUIDES, guide_options as options_of
 from ..models.vae import VAE
 from ..run import Run, evaluate_vae
-from ..training.checkpoint import atomic_write_text, is_run_dir, resolve_device, tensor_digest
+from ..run.evaluations import find_evaluation
+from ..training.checkpoint import atomic_write_text, is_run_dir, tensor_digest
 from ..training.config import TrainConfig
 from ..training.trainer import Trainer
 from . import plots
@@ -85,7 +87,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             lr: float = TrainConfig.lr, batch_size: int = TrainConfig.batch_size,
             model: Optional[ModelConfig] = None, training: Optional[TrainConfig] = None,
             refine_steps: int = 0, refine_size: Optional[int] = None, ais_steps: int = 0,
-            num_threads: Optional[int] = None, device="cpu", progress: bool = False,
+            num_threads: Optional[int] = None, device="cpu", progress: Optional[bool] = None,
             overwrite: bool = False, title: Optional[str] = None, data_config: Optional[dict] = None,
             command: Optional[str] = None, log=print, **vae_options) -> dict:
     """Train and evaluate one VAE per variational family; return (and write) the comparison.
@@ -98,12 +100,20 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             rows.
         epochs: training epochs per family (0 with ``shared_decoder`` evaluates untrained guides).
         num_samples: K, importance samples per datapoint for log p^(x).
+        test_size: measure on the first this many rows of ``test`` (None: all).
+        seed: the seed of every family's training (the same decoder start), of the
+            evaluation's draws and of the refinement.
         iwae_k: the k of the IWAE_k bounds drawn between the ELBO and log p^(x) (each k < K;
             default: those of ``DEFAULT_IWAE_K`` below K, with a note through ``log`` when some
             are left out).
         shared_decoder: a run directory (``pyvae train``): its decoder is loaded and frozen, and
             only the guides are fitted. Its architecture (z_dim, hidden, ...) overrides the
             arguments here.
+        z_dim: the size of z, shared by every family (as ``VAE``'s).
+        hidden: the encoder's hidden widths; the decoder mirrors them.
+        activation: the nonlinearity of the nets.
+        likelihood: p(x|z), a key of ``pyvae.likelihoods.LIKELIHOODS``.
+        prior: p(z), a key of ``pyvae.priors.PRIORS``.
         guide_options: per-family constructor options, e.g. ``{"iaf": {"flow_length": 4}}``.
         common_guide_options: options given to every family that takes them, e.g.
             ``{"flow_length": 4}`` for all flows (``pyvae.guides.guide_options`` lists them).
@@ -115,7 +125,16 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         ais_steps: with refinement, take log p(x) of the split from AIS with this many steps
             (16 chains; from the prior for a family that cannot score z) instead of the IW
             estimate (0: IW).
+        lr: the learning rate of every family's training.
+        batch_size: datapoints per training step.
         num_threads: ``torch.set_num_threads`` for the whole comparison.
+        device: where the VAEs train and are evaluated ("cpu", "cuda", ...).
+        progress: show tqdm bars while training and evaluating (None: where a terminal is
+            attached).
+        overwrite: replace a finished comparison in ``out`` (without it a finished one is an
+            error and an unfinished one continues).
+        title: the heading of compare.md and the gap plot's title (None: the number of
+            families, the epochs and K).
         out: directory for compare.md/.csv/.json, figures and per-family runs (None: write nothing).
         data_config: the data options stored with each family's run (as ``pyvae train`` stores
             them), so that ``pyvae plot OUT/<family>`` can reload the data.
@@ -361,6 +380,125 @@ def _evaluate_family(vae, family, x, num_samples, iwae_k, seed, refine_steps, re
     return row
 
 
+#: what the evaluations of the runs ``compare_runs`` puts side by side must share: (key, what
+#: the error line calls it); a log p^(x) with another K, of other datapoints, is another number
+ALIKE = (("split", "split"), ("num_samples", "K (num_samples)"),
+         ("num_datapoints", "datapoints (num_datapoints)"))
+
+
+def _labels(run_dirs: Sequence[str]) -> List[str]:
+    """Each run's name in the table: its folder's name, or the path given where two share one."""
+    paths = [os.path.normpath(str(p)) for p in run_dirs]
+    seen = set()
+    for path in paths:
+        if os.path.realpath(path) in seen:
+            raise ConfigError(f"the run {path} is named twice in --runs")
+        seen.add(os.path.realpath(path))
+    names = [os.path.basename(os.path.abspath(p)) for p in paths]
+    return names if len(set(names)) == len(names) else paths
+
+
+def compare_runs(run_dirs: Sequence[str], out: Optional[str] = None,
+                 evaluation: Optional[str] = None, overwrite: bool = False,
+                 title: Optional[str] = None, command: Optional[str] = None, log=print) -> dict:
+    """Already trained runs side by side, from their kept evaluations: nothing is trained or
+    evaluated. Each run's row holds its evaluation's ELBO, log p^(x), gap, ESS, active units
+    and KL (and log p^(x) by AIS, drawn in the gap plot, where the evaluation ran it), its
+    family, parameter counts, training time and history; IWAE_k and the gap split are not part
+    of an evaluation ("–"). The report is the one ``compare`` writes (compare.md, .csv, .json,
+    gap.png and curves.png in ``out``), with a ``run`` column; ``pyvae plot OUT`` redraws it.
+
+    Args:
+        run_dirs: run directories (``pyvae train``'s, or a comparison's family directories),
+            each with a kept evaluation (``pyvae evaluate``).
+        out: directory for the report (None: write nothing); it must not hold a run compared.
+        evaluation: the kept evaluation read from every run, by file name or number as
+            ``pyvae.Run.evaluation`` takes it ("0002"); None: each run's latest (eval.json).
+        overwrite: replace a comparison already in ``out``.
+        title: the report's title (default: how many runs, which evaluations, K).
+        command: the command line that made the comparison, recorded in compare.md.
+        log: called with one line per run and one naming the files written (None: silence).
+
+    Returns:
+        ``{"rows": [one dict per run], "settings": {...}, "command": ..., "title": ...,
+        "note": ...}``.
+
+    Raises:
+        ConfigError: one line, before anything is written, when a run has no such evaluation,
+            or when the runs' evaluations differ in split, K or number of datapoints (their
+            numbers would not compare like with like; ``ALIKE``).
+    """
+    log = log or (lambda *_: None)
+    run_dirs = list(run_dirs)
+    if len(run_dirs) < 1:
+        raise ConfigError("compare needs at least one run directory (--runs DIR1,DIR2,...)")
+    labels = _labels(run_dirs)
+    if out is not None:
+        check_out(out, overwrite, runs=run_dirs)
+    rows = []
+    for label, path in zip(labels, run_dirs):
+        run = Run(path)
+        name = find_evaluation(run.path, evaluation)["name"]
+        result = run.evaluation(evaluation)
+        plots.check_evaluation(result, f"{path}: evaluation {name}")
+        vae, model = run.load_vae(), run.config.to_dict()["vae"]
+        history = run.metrics()
+        row = {"run": label, "run_dir": os.path.abspath(path), "evaluation": name,
+               "guide": model["guide"], "test_size": result["num_datapoints"],
+               **{k: result.get(k) for k in ("split", "seed", "elbo", "elbo_stderr", "log_px",
+                                             "log_px_stderr", "gap", "ess_mean", "num_samples",
+                                             "active_units", "kl")},
+               "iwae": {}, "iwae_stderr": {}, "approximation_gap": None,
+               "amortization_gap": None,
+               "guide_params": _count(vae.encoder) + _count(vae.encoder_body),
+               "decoder_params": _count(vae.decoder),
+               "train_seconds": sum(r.get("seconds", 0) for r in history),
+               "epochs": result.get("epoch"),
+               "train_elbo": history[-1]["train_elbo"] if history else None,
+               "valid_elbo": history[-1]["valid_elbo"] if history else None,
+               "history": history,
+               "options": {k: model.get(k) for k in options_of(model["guide"])}}
+        if result.get("ais_log_px") is not None:
+            row.update(ais_log_px=result["ais_log_px"], ais_steps=result.get("ais_steps"))
+        rows.append((row, result))
+    for key, what in ALIKE:
+        if len({result.get(key) for _, result in rows}) > 1:
+            each = ", ".join(f"{row['run']}: {result.get(key)}" for row, result in rows)
+            raise ConfigError(f"the runs' evaluations differ in {what} ({each}): their numbers "
+                              "would not compare like with like; evaluate them alike (pyvae "
+                              "evaluate RUN_DIR --split S --num-samples K --max-datapoints N) or "
+                              "choose alike kept ones with --evaluation (pyvae evaluate RUN_DIR "
+                              "--list)")
+    rows = [row for row, _ in rows]
+    first = rows[0]
+    which = "latest evaluations" if evaluation is None else f"evaluations {evaluation}"
+    settings = dict(runs=[row["run_dir"] for row in rows], evaluation=evaluation,
+                    guides=[row["guide"] for row in rows], split=first["split"],
+                    num_samples=first["num_samples"], test_size=first["test_size"],
+                    refine_steps=0)
+    note = (f"Rows: the kept evaluations of {len(rows)} trained runs, read as they are (nothing "
+            f"trained or evaluated here), all of the {first['split']} split, "
+            f"{first['test_size']} datapoints, K = {first['num_samples']}: "
+            + "; ".join(f"{row['run']}: {row['evaluation']}" for row in rows)
+            + ". IWAE_k is not part of an evaluation (–).")
+    report = {"command": command, "note": note, "rows": rows, "settings": settings,
+              "title": title or f"{len(rows)} trained runs, their {which}, K={first['num_samples']}"}
+    for row in rows:
+        log(f"{row['run']}: ELBO {row['elbo']:.2f}, log p^(x) {row['log_px']:.2f}, gap "
+            f"{row['gap']:.2f} nats (evaluation {row['evaluation']})")
+    if out is not None:
+        state = ComparisonDir(out, {"settings": settings, "data": None,
+                                    "shared_decoder_weights": None}, overwrite, runs=run_dirs)
+        try:
+            written = [os.path.join(out, os.path.relpath(p, state.path))
+                       for p in write_report(report, state.path)]
+            state.commit()
+        finally:
+            state.close()
+        log("wrote " + ", ".join(written))
+    return report
+
+
 # ----------------------------------------------------------------------------- output
 def _fmt(value, digits=2):
     if value is None:
@@ -388,8 +526,12 @@ def markdown_table(report: dict) -> str:
     The approximation/amortization columns appear only when the gap was split; "–" marks a
     value that was not measured (a valid ELBO without validation data)."""
     columns = [(k, h) for k, h in COLUMNS if _refined(report) or k not in REFINEMENT_COLUMNS]
+    if any(row.get("run") for row in report["rows"]):  # a comparison of trained runs
+        columns.insert(0, ("run", "run"))
+    split = report.get("settings", {}).get("split", "test")  # (runs compared: their split)
+    columns = [(k, f"{split} ELBO" if k == "elbo" else h) for k, h in columns]
     header = "| " + " | ".join(h for _, h in columns) + " |"
-    lines = [header, "|" + "|".join("---" if k == "guide" else "---:" for k, _ in columns) + "|"]
+    lines = [header, "|" + "|".join("---" if k in ("guide", "run") else "---:" for k, _ in columns) + "|"]
     for row in report["rows"]:
         cells = []
         for key, _ in columns:
@@ -424,7 +566,8 @@ def refinement_text(report: dict) -> str:
 
 def csv_text(report: dict) -> str:
     ks = sorted({int(k) for r in report["rows"] for k in r["iwae"]})
-    fields = ["guide", "guide_params", "decoder_params", "train_seconds", "epochs", "train_elbo",
+    runs = ["run", "evaluation"] if any(r.get("run") for r in report["rows"]) else []
+    fields = [*runs, "guide", "guide_params", "decoder_params", "train_seconds", "epochs", "train_elbo",
               "valid_elbo", "elbo", "elbo_stderr", *[f"iwae_{k}" for k in ks], "log_px",
               "log_px_stderr", "gap", "approximation_gap", "amortization_gap", "active_units",
               "ess_mean", "num_samples", "test_size"]
@@ -460,6 +603,7 @@ def write_report(report: dict, out: str) -> List[str]:
           "Active units: dimensions with Cov_x E_q[z_j|x] > 0.01. "
           "valid ELBO: – when no validation data was given.", "",
           refinement_text(report), "",
+          *([report["note"], ""] if report.get("note") else []),
           markdown_table(report)]
     if report.get("command"):
         md += ["", "Command:", "", "```bash", report["command"], "```"]
@@ -472,7 +616,7 @@ def write_report(report: dict, out: str) -> List[str]:
     written = [os.path.join(out, n) for n in ("compare.md", "compare.csv", "compare.json")]
     written.append(plots.gap_plot(plots.gap_results(_jsonable(report)), os.path.join(out, "gap.png"),
                                   title=report["title"]))
-    histories = {r["guide"]: r["history"] for r in report["rows"] if r.get("history")}
+    histories = {plots.row_label(r): r["history"] for r in report["rows"] if r.get("history")}
     if histories:
         written.append(plots.training_curves(histories, os.path.join(out, "curves.png"),
                                              title="training curves per family"))

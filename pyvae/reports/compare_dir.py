@@ -21,7 +21,7 @@ import math
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..errors import ConfigError
 from ..run import good_records
@@ -51,14 +51,20 @@ def _entries(path: str):
     return [n for n in os.listdir(path) if not n.startswith(TMP_PREFIX)]
 
 
-def check_out(out: str, overwrite: bool, shared_decoder: Optional[str] = None) -> str:
+def check_out(out: str, overwrite: bool, shared_decoder: Optional[str] = None,
+              runs: Sequence[str] = ()) -> str:
     """What a comparison may do with ``out`` ("new", "continue" or "replace"), or a ConfigError
-    saying why it may not write there; writes nothing."""
+    saying why it may not write there (``out`` holds the ``shared_decoder`` run or one of the
+    ``runs`` compared); writes nothing."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ConfigError(f"--out {out} exists and is not a directory")
     if shared_decoder is not None and _inside(shared_decoder, out):
         raise ConfigError(f"--out {out} holds the --shared-decoder run {shared_decoder}; "
                           "choose another --out")
+    for run in runs:
+        if _inside(run, out):
+            raise ConfigError(f"--out {out} holds the run {run} that it compares; choose "
+                              "another --out")
     if os.path.isdir(out) and is_run_dir(out):
         raise ConfigError(f"--out {out} is a training run (pyvae train); a comparison needs a "
                           "directory of its own")
@@ -108,14 +114,15 @@ class ComparisonDir:
     """The writer's handle on a comparison's directory; ``path`` is where its files go now.
 
     ``key``: what the comparison is (settings, data and decoder fingerprints; JSON-able), stored
-    in the progress file and compared when an unfinished comparison is continued.
+    in the progress file and compared when an unfinished comparison is continued. ``runs``:
+    the run directories a comparison of trained runs reads, which ``out`` must not hold.
     """
 
     def __init__(self, out: str, key: dict, overwrite: bool = False,
-                 shared_decoder: Optional[str] = None):
+                 shared_decoder: Optional[str] = None, runs: Sequence[str] = ()):
         self.out, self.key, self.rows = out, _plain(key), {}
         self._fds, self.staging = [], None
-        mode = check_out(out, overwrite, shared_decoder)
+        mode = check_out(out, overwrite, shared_decoder, runs)
         try:
             if mode == "replace":
                 parent, name = os.path.split(os.path.abspath(out))

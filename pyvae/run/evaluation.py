@@ -7,22 +7,24 @@ from typing import Optional
 import pyro
 import torch
 
+from ..devices import resolve_device
 from ..errors import ConfigError
 from ..infer import evaluate as _evaluate
 from ..infer.ais import ais
-from ..infer.evaluate import NUM_SAMPLES
+from ..infer.ais import NUM_CHAINS as AIS_CHAINS, NUM_STEPS as AIS_STEPS
+from ..infer.evaluate import BATCH_SIZE, NUM_SAMPLES
 from ..limits import check_count, check_seed
 from ..models.likelihoods import bits_per_dim
 from ..training import evalrun
-from ..training.checkpoint import resolve_device
+
 
 
 def evaluate_run(run, split: str = "test", num_samples: int = NUM_SAMPLES,
                  max_datapoints: Optional[int] = None, data_dir: Optional[str] = None,
                  seed: int = 0, device="cpu", chunk_size: Optional[int] = None,
-                 batch_size: int = 100, progress: Optional[bool] = None, download: bool = True,
+                 batch_size: int = BATCH_SIZE, progress: Optional[bool] = None, download: bool = True,
                  write: bool = True, ais_steps: Optional[int] = None,
-                 ais_chains: int = 16, resumable: bool = False, log=print,
+                 ais_chains: int = AIS_CHAINS, resumable: bool = False, log=print,
                  distributed=None) -> dict:
     """``evaluate_vae`` on the first ``max_datapoints`` of ``split`` of ``run`` (a ``pyvae.Run``;
     all datapoints by default): the keys of eval.json, which is written unless ``write=False``.
@@ -83,9 +85,9 @@ def evaluate_run(run, split: str = "test", num_samples: int = NUM_SAMPLES,
 
 
 def evaluate_vae(vae, x: torch.Tensor, num_samples: int = NUM_SAMPLES, seed: int = 0,
-                 chunk_size: Optional[int] = None, batch_size: int = 100,
+                 chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
                  progress: Optional[bool] = False, ais_steps: Optional[int] = None,
-                 ais_chains: int = 16, estimate=None, distributed=None) -> dict:
+                 ais_chains: int = AIS_CHAINS, estimate=None, distributed=None) -> dict:
     """The evaluation of a VAE on data x, as ``pyvae evaluate`` reports it.
 
     log p^(x) = logsumexp_k log w_k - log K with K = ``num_samples`` draws from the guide, each

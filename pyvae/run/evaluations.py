@@ -58,6 +58,28 @@ def list_evaluations(run_dir: str) -> List[dict]:
     return []
 
 
+def find_evaluation(run_dir: str, name: Optional[str] = None) -> dict:
+    """The index entry (``list_evaluations``) of a kept evaluation; one ConfigError line when
+    there is none: no evaluation yet, or the names of those kept.
+
+    Args:
+        run_dir: the run directory.
+        name: a file name under evaluations/, or its number as in "0003"; None (or
+            "eval.json"): the latest.
+    """
+    entries = list_evaluations(run_dir)
+    if name is None or name == EVAL:
+        if not entries or not os.path.isfile(os.path.join(run_dir, EVAL)):
+            raise ConfigError(f"{run_dir} has no evaluation yet: run pyvae evaluate {run_dir}")
+        return entries[-1]
+    matches = [e for e in entries if e["name"] in (name, f"{name}.json")
+               or e["name"].split("-")[0] == name]
+    if len(matches) != 1:
+        raise ConfigError(f"{run_dir} has no evaluation {name!r}; it has: "
+                          f"{', '.join(e['name'] for e in entries) or 'none'}")
+    return matches[0]
+
+
 def read_evaluation(run_dir: str, name: Optional[str] = None) -> dict:
     """A kept evaluation by ``name`` (a file name from ``list_evaluations``, or its number as
     in "0003"); None: the latest (eval.json)."""
@@ -66,12 +88,9 @@ def read_evaluation(run_dir: str, name: Optional[str] = None) -> dict:
         if not os.path.isfile(path):
             raise ConfigError(f"{run_dir} has no evaluation yet: run pyvae evaluate {run_dir}")
         return _read_json(path)
-    names = [e["name"] for e in list_evaluations(run_dir)]
-    matches = [n for n in names if n == name or n == f"{name}.json" or n.split("-")[0] == name]
-    if len(matches) != 1:
-        raise ConfigError(f"{run_dir} has no evaluation {name!r}; it has: "
-                          f"{', '.join(names) or 'none'}")
-    return _read_json(os.path.join(run_dir, EVALUATIONS, matches[0]))
+    found = find_evaluation(run_dir, name)["name"]
+    return _read_json(os.path.join(run_dir, found) if found == EVAL
+                      else os.path.join(run_dir, EVALUATIONS, found))
 
 
 def _entry(result: dict) -> dict:

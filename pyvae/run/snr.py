@@ -7,10 +7,11 @@ import pyro
 import torch
 
 from ..training.config import TrainConfig
+from ..devices import resolve_device
 from ..infer.diagnostics import gradient_snr
 from ..infer.objectives import make_objective
 from ..limits import check_count, check_seed
-from ..training.checkpoint import SNR, resolve_device, write_json
+from ..training.checkpoint import SNR, write_json
 
 
 def snr_run(run, ks=(1, 5, 50), estimators=("reparam", "dreg"), loss: str = "iwae",

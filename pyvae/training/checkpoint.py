@@ -292,17 +292,6 @@ def _python_state_from_plain(state):
     return (version, tuple(internal), gauss)
 
 
-def resolve_device(device) -> torch.device:
-    """``torch.device(device)``, or ConfigError (unknown name, CUDA absent)."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"bad device {device!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} requested but CUDA is not available")
-    return device
-
-
 def is_run_dir(path: str) -> bool:
     """Whether ``path`` holds a run's checkpoint."""
     return os.path.isfile(os.path.join(path, CHECKPOINT))

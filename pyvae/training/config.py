@@ -29,7 +29,35 @@ GROUPED_LOSSES = ("miwae", "piwae")
 
 @dataclass
 class TrainConfig(Config):
-    """How the parameters are fitted (see ``pyvae.Trainer``)."""
+    """How the parameters are fitted (see ``pyvae.Trainer``).
+
+    Args:
+        lr: the learning rate of the optimizer (the schedule multiplies it).
+        batch_size: datapoints per optimizer step (the global batch in distributed training).
+        epochs: the total number of passes over the training data (a resumed run continues up
+            to it).
+        loss: the objective, a key of ``infer.objectives.OBJECTIVES``: "trace_elbo",
+            "tracemeanfield_elbo", "iwae", "miwae", "ciwae" or "piwae".
+        particles: k, the samples of z per datapoint (per group for miwae and piwae).
+        estimator: the gradient estimator for the guide's parameters: "reparam", "stl" or
+            "dreg" (``docs/estimators.md``).
+        groups: M, the groups of k samples of miwae and piwae (1 for the other losses).
+        ciwae_beta: beta in CIWAE = beta ELBO + (1 - beta) IWAE_k, in [0, 1] (ciwae only).
+        optimizer: a key of ``training.schedules.OPTIMIZERS`` ("adam", "clipped_adam").
+        schedule: the learning-rate schedule, a key of ``SCHEDULES``: "constant", "burda"
+            (Burda et al.'s 8 stages, 3,280 epochs) or "cosine" (to lr/100 over ``epochs``).
+        clip_norm: clip the gradient of each parameter tensor to this L2 norm (None: no
+            clipping, but clipped_adam's own 10).
+        seed: seeds the initial weights, the training noise and the data order.
+        num_threads: torch's CPU threads while training (None: torch's default); float
+            results depend on it.
+        beta: the weight of the KL term (of the "z" site) in the training loss: 1 is the
+            ELBO, other values a beta-VAE; validation always reports the ELBO.
+        kl_warmup: epochs over which the KL weight rises linearly from 0 to ``beta`` (0: none).
+        jit: compile the training step with torch.jit: "auto" (where the compiled step
+            computes the same as the plain one), "on" (an error where it does not apply) or
+            "off".
+    """
     lr: float = option(1e-3, "learning rate", positive_float, name="learning rate")
     batch_size: int = option(100, "datapoints per step", at_most(positive_int, "batch_size"),
                              name="batch size")
@@ -66,7 +94,12 @@ class TrainConfig(Config):
 
     @classmethod
     def from_dict(cls, d: Optional[dict]):
-        """As ``_Config.from_dict``; a run written before ``jit`` existed trained uncompiled."""
+        """As ``Config.from_dict``; a run written before ``jit`` existed trained uncompiled.
+
+        Args:
+            d: {option: value} as ``to_dict`` writes it (the "trainer" entry of config.json);
+                None or a missing option: the default.
+        """
         d = dict(d or {})
         d.setdefault("jit", "off")
         return super().from_dict(d)
@@ -92,7 +125,21 @@ class TrainConfig(Config):
 # --------------------------------------------------------------------------- data
 @dataclass
 class DataConfig(Config):
-    """Where the data come from and how they are binarized (see ``pyvae.data``)."""
+    """Where the data come from and how they are binarized (see ``pyvae.data``).
+
+    Args:
+        dataset: a name ``pyvae.load_dataset`` knows: "mnist", "fashion-mnist", "kmnist",
+            "emnist[-SPLIT]", "cifar10" or "linear-gaussian".
+        data_file: a .pt, .npy or .npz array of datapoints to use instead of ``dataset``.
+        binarize: "dynamic" (a fresh Bernoulli draw per batch), "fixed" (one draw, seeded) or
+            "none"; None: "dynamic" for a likelihood that needs binary data, else "none".
+        valid_size: datapoints held out from the training split for validation (None: 10,000
+            for a named data set, a tenth of a ``data_file``'s rows).
+        seed: seeds the "fixed" binarization, and the one-off binarization of the held-out
+            splits under "dynamic".
+        data_dir: the directory the data set was found in.
+        fingerprint: the sha256 of the data, checked when a run resumes.
+    """
     dataset: str = option("mnist", "mnist, fashion-mnist, kmnist, emnist[-SPLIT], cifar10, "
                           "linear-gaussian")
     data_file: Optional[str] = option(None, "train on a .pt/.npy/.npz array instead of --dataset")
@@ -111,7 +158,15 @@ class DataConfig(Config):
         return {k: v for k, v in d.items() if v is not None or k not in ("data_dir", "fingerprint")}
 
     def completed(self, binary_data=True) -> "DataConfig":
-        """The defaults that depend on the likelihood filled in (binarize) or on the source."""
+        """The defaults that depend on the likelihood filled in (binarize) or on the source.
+
+        Args:
+            binary_data: the likelihood's ``binary_data``: True (it needs {0, 1} data) makes
+                an open ``binarize`` "dynamic", anything else "none".
+
+        Returns:
+            a new ``DataConfig`` with ``binarize`` (and a ``data_file``'s ``valid_size``) set.
+        """
         return DataConfig(**complete_data_config(self.to_dict(), binary_data))
 
 

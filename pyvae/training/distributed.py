@@ -29,6 +29,7 @@ param store, the optimizer state and the checkpoints are exactly those of a sing
 a run trained with N processes resumes with any other number, or without ``--distributed``.
 """
 import contextlib
+import datetime
 import functools
 import gc
 import inspect
@@ -63,6 +64,10 @@ def local_device(device) -> torch.device:
     """The device of this process: ``cuda:LOCAL_RANK`` for any CUDA device, else ``device``.
 
     One process per GPU, as torchrun starts them: ``--device cuda`` means "this process's GPU".
+
+    Args:
+        device: a ``torch.device`` or its name; a CUDA device must have no index or
+            LOCAL_RANK's.
     """
     try:
         device = torch.device(device)
@@ -79,7 +84,13 @@ def local_device(device) -> torch.device:
 
 def is_sync_step(step: int, start_step: int, steps: int) -> bool:
     """Whether the ranks agree after ``step`` (0-based) of an epoch of ``steps`` entered at
-    ``start_step``: every ``SYNC_EVERY`` steps, and after the last."""
+    ``start_step``: every ``SYNC_EVERY`` steps, and after the last.
+
+    Args:
+        step: the 0-based step just taken.
+        start_step: the step the epoch was entered at (0, or a resumed run's step).
+        steps: the steps of the epoch.
+    """
     return (step + 1 - start_step) % SYNC_EVERY == 0 or step + 1 == steps
 
 
@@ -88,6 +99,13 @@ class Distributed:
 
     Build it with ``setup(device)`` (which initialises ``torch.distributed`` from torchrun's
     environment when no process group exists yet) rather than directly.
+
+    Args:
+        rank: this process's rank, 0 <= rank < world_size.
+        world_size: the number of processes in the group.
+        device: this process's device.
+        backend: the process group's backend ("gloo" or "nccl").
+        owns_group: whether ``close`` destroys the process group (``setup`` created it).
     """
 
     def __init__(self, rank: int, world_size: int, device: torch.device, backend: str,
@@ -108,13 +126,21 @@ class Distributed:
 
     # ------------------------------------------------------------ collectives
     def all_reduce_sum(self, values: Sequence[float]) -> List[float]:
-        """The elementwise sum over ranks of ``values`` (float64; on the device, as nccl needs)."""
+        """The elementwise sum over ranks of ``values`` (float64; on the device, as nccl needs).
+
+        Args:
+            values: this rank's numbers, the same count on every rank.
+        """
         t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
     def broadcast_(self, tensors: Sequence[torch.Tensor]) -> None:
-        """Set ``tensors`` on every rank to rank 0's values (as DDP's construction does)."""
+        """Set ``tensors`` on every rank to rank 0's values (as DDP's construction does).
+
+        Args:
+            tensors: tensors of the same shapes on every rank, overwritten in place.
+        """
         with torch.no_grad():
             for t in tensors:
                 dist.broadcast(t, src=0)
@@ -125,7 +151,11 @@ class Distributed:
         For a Pyro model and guide of the user's, whose parameters live in Pyro's param store
         rather than in one module that DDP could wrap: the same summed gradient DDP's hook gives
         (``_sum_allreduce``), after the backward pass instead of overlapped with it. A parameter
-        without a gradient this step counts as zero on that rank."""
+        without a gradient this step counts as zero on that rank.
+
+        Args:
+            params: the parameters, in the same order on every rank; their ``grad`` is set.
+        """
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
@@ -135,6 +165,7 @@ class Distributed:
             offset += g.numel()
 
     def barrier(self) -> None:
+        """Wait until every rank has reached this call."""
         if self.device.type == "cuda" and self.backend == "nccl":
             dist.barrier(device_ids=[self.device.index])
         else:
@@ -150,7 +181,11 @@ class Distributed:
     # ------------------------------------------------------------------ data
     def shard(self, n: int) -> Tuple[int, int]:
         """Rows [lo, hi) of n that this rank takes: contiguous, sizes differing by at most one
-        (the split of ``torch.tensor_split``), rank 0 first."""
+        (the split of ``torch.tensor_split``), rank 0 first.
+
+        Args:
+            n: the number of rows to split.
+        """
         base, extra = divmod(int(n), self.world_size)
         lo = self.rank * base + min(self.rank, extra)
         return lo, lo + base + (1 if self.rank < extra else 0)
@@ -158,13 +193,22 @@ class Distributed:
     def batch_shard(self, n: int, batch_size: int) -> Tuple[int, int]:
         """Rows [lo, hi) of n that this rank evaluates: a contiguous run of whole batches of
         ``batch_size`` (the batches split as ``shard`` splits rows), so every batch starts at
-        the row it starts at in one process; empty where there are fewer batches than ranks."""
+        the row it starts at in one process; empty where there are fewer batches than ranks.
+
+        Args:
+            n: the number of rows.
+            batch_size: the rows of a batch (the last may be shorter).
+        """
         lo, hi = self.shard(-(-int(n) // int(batch_size)))
         return min(lo * batch_size, n), min(hi * batch_size, n)
 
     def gather_rows(self, tensors: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """Each of ``tensors`` (this rank's rows, first dimension) concatenated over the ranks in
-        rank order, on every rank (``all_gather_object``: the CPU copies are pickled)."""
+        rank order, on every rank (``all_gather_object``: the CPU copies are pickled).
+
+        Args:
+            tensors: this rank's tensors, the same count and kinds on every rank.
+        """
         parts = [None] * self.world_size
         dist.all_gather_object(parts, [t.detach().cpu() for t in tensors])
         # a rank without rows adds nothing, not even its empty tensor's dtype
@@ -173,7 +217,12 @@ class Distributed:
 
     def check_batches(self, n: int, batch_size: int) -> None:
         """Every global batch must give each rank at least one datapoint (a Pyro plate of size 0
-        is an error, and every rank must take part in every gradient all-reduce)."""
+        is an error, and every rank must take part in every gradient all-reduce).
+
+        Args:
+            n: the training datapoints.
+            batch_size: the global batch size.
+        """
         last = n % batch_size
         if batch_size < self.world_size or 0 < last < self.world_size:
             size = batch_size if batch_size < self.world_size else last
@@ -189,6 +238,11 @@ class Distributed:
         step's seeded generator, as one process would) and then sliced, so that each datapoint is
         binarized exactly as in a single-process run; the extra draws cost little next to a step.
         Without it, only this rank's rows are gathered.
+
+        Args:
+            data: a ``TensorData`` (or any object with ``batch(index, generator)``).
+            index: (batch_size,) row indices of the global batch.
+            generator: the step's seeded generator of the binarization.
         """
         lo, hi = self.shard(index.shape[0])
         if getattr(data, "binarize", "none") == "dynamic":
@@ -198,11 +252,22 @@ class Distributed:
     def rank_seed(self, seed: int, epoch: int, step: int = 0) -> int:
         """The seed of rank ``self.rank``'s noise from (seed, epoch, step) on: distinct per rank,
         reproducible, and independent of when the run was stopped and resumed (numpy's
-        ``SeedSequence`` mixes the four numbers); 32 bits, as ``pyro.set_rng_seed`` takes."""
+        ``SeedSequence`` mixes the four numbers); 32 bits, as ``pyro.set_rng_seed`` takes.
+
+        Args:
+            seed: the run's seed.
+            epoch: the 0-based epoch.
+            step: the step within the epoch.
+        """
         return int(np.random.SeedSequence([int(seed) & 0xFFFF_FFFF, int(epoch), int(step),
                                            self.rank]).generate_state(1, np.uint32)[0])
 
     def wrap(self, vae: nn.Module) -> "DataParallelVAE":
+        """``DataParallelVAE(vae, self)``: the VAE's nets synchronised over this group.
+
+        Args:
+            vae: a ``pyvae.VAE`` (or a module with its submodule slots).
+        """
         return DataParallelVAE(vae, self)
 
 
@@ -213,6 +278,13 @@ def setup(device="cpu", backend: Optional[str] = None, timeout_s: Optional[float
     otherwise it is initialised from torchrun's environment variables (RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT) with ``backend``: by default gloo for CPU and nccl for
     CUDA, where each process uses ``cuda:LOCAL_RANK`` (``torch.cuda.set_device``).
+
+    Args:
+        device: this process's device ("cuda" means ``cuda:LOCAL_RANK``).
+        backend: "gloo" or "nccl" (None: gloo on the CPU, nccl on CUDA, or the existing
+            group's).
+        timeout_s: seconds a collective may wait for the other ranks before it fails (None:
+            torch's default).
     """
     device = local_device(device)
     if backend is not None:
@@ -238,8 +310,6 @@ def setup(device="cpu", backend: Optional[str] = None, timeout_s: Optional[float
         raise ConfigError("this PyTorch build has no nccl backend; use --backend gloo")
     kwargs = {}
     if timeout_s is not None:
-        import datetime
-
         kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
     if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
         kwargs["device_id"] = device  # binds the group to this GPU (eager nccl init)
@@ -251,7 +321,13 @@ def setup(device="cpu", backend: Optional[str] = None, timeout_s: Optional[float
 def joined(distributed: bool, device="cpu", backend: Optional[str] = None):
     """``with joined(args.distributed, args.device, args.backend) as ctx``: ``ctx`` is None
     without ``distributed`` (where a ``backend`` is refused), else this process's
-    ``Distributed`` from ``setup``, closed on the way out."""
+    ``Distributed`` from ``setup``, closed on the way out.
+
+    Args:
+        distributed: whether to join a process group at all.
+        device: this process's device, as for ``setup``.
+        backend: as for ``setup`` (only with ``distributed``).
+    """
     if not distributed:
         if backend:
             raise ConfigError("--backend goes with --distributed")
@@ -344,6 +420,10 @@ class DataParallelVAE:
     normal prior or a Bernoulli likelihood has none); every parameter of the library's
     components gets a gradient in each step of every objective. A custom component with
     parameters that do not makes DDP stop at the next step with an error naming them.
+
+    Args:
+        vae: a ``pyvae.VAE``: every trainable parameter must lie in one of its ``SLOTS``.
+        ctx: this process's ``Distributed``.
     """
 
     def __init__(self, vae: nn.Module, ctx: Distributed):
@@ -402,7 +482,14 @@ class DataParallelVAE:
 
     def route(self, fn):
         """``fn`` run inside ``routed()``: give ``route(vae.model)``, ``route(vae.guide)`` to the
-        objective."""
+        objective.
+
+        Args:
+            fn: a function of the VAE, e.g. ``vae.model`` or ``vae.guide``.
+
+        Returns:
+            a function with ``fn``'s arguments and result.
+        """
         @functools.wraps(fn)
         def routed_fn(*args, **kwargs):
             with self.routed():

@@ -34,10 +34,11 @@ from pyro.infer import Trace_ELBO
 from pyro.params import param_with_module_name
 
 from .config import TrainConfig
-from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir, resolve_device,
+from .checkpoint import (CHECKPOINT, check_finite_result, is_run_dir,
                          get_rng_state, load_checkpoint, set_rng_state)
 from . import distributed as _distributed
 from ..data import check_values, recorded_data_config
+from ..devices import resolve_device
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..infer.objectives import bound_name, make_objective
 from .callbacks import (JitCompile, KLWeight, LogEpochs, ProgressBar, RunWriter, TensorBoard,
@@ -82,11 +83,12 @@ class Trainer:
     ``pyvae.config.TrainConfig`` (lr, batch_size, epochs, loss, particles, estimator, groups,
     ciwae_beta, optimizer, schedule, clip_norm, seed, num_threads, beta, kl_warmup, jit), given
     as keywords or as one ``config=``; epochs is the run's total, which a resumed run continues
-    up to. Besides:
+    up to.
 
     Args:
         model: a ``pyvae.VAE``, or a Pyro model function.
         guide: the Pyro guide of ``model`` (not with a VAE, which is its own guide).
+        config: a built ``pyvae.config.TrainConfig``, instead of the keyword ``options``.
         device: "cpu", "cuda", "cuda:1", ...
         out: run directory for config.json, metrics.jsonl and checkpoint.pt (None: write nothing).
         overwrite: allow ``out`` to be an existing run directory, replacing it.
@@ -105,6 +107,10 @@ class Trainer:
             rank trains on its slice of it with summed gradients, rank 0 alone writes ``out``
             and shows progress. ``device="cuda"`` means ``cuda:LOCAL_RANK``. The group is
             initialised from torchrun's environment if it is not yet.
+        **options: the fields of ``TrainConfig`` as keywords (``lr=1e-3``, ``epochs=10``,
+            ``loss="iwae"``, ``particles=5``, ...; their meanings are ``TrainConfig``'s Args),
+            checked once; an unknown name raises ``ConfigError``. Not together with
+            ``config``.
     """
 
     def __init__(self, model, guide: Optional[Callable] = None, *,
@@ -173,6 +179,21 @@ class Trainer:
         ``device`` and ``num_threads`` may change (the run's thread count is kept by default,
         since sums in float depend on it, and exact continuation needs the same); other settings
         are the run's.
+
+        Args:
+            out: the run directory, written by ``Trainer(out=...)`` or ``pyvae train``.
+            model: the run's ``VAE`` (None: rebuilt from config.json), or for a run of a Pyro
+                model the model function.
+            guide: the Pyro guide, for a run of a Pyro model (not for a VAE run).
+            epochs: the new total of epochs (None: the run's).
+            device: where to train on (None: "cpu"); the checkpoint is loaded onto it.
+            num_threads: torch's CPU threads (None: the run's).
+            vae: the run's ``VAE`` by keyword, as ``model``.
+            **kwargs: the other keywords of ``Trainer`` (``callbacks``, ``progress``,
+                ``distributed``, ...); not the training options, which are the run's.
+
+        Returns:
+            a ``Trainer`` whose ``fit`` continues from the checkpoint's epoch and step.
         """
         if vae is not None:  # (the VAE by its name, as a keyword)
             if model is not None:
@@ -225,9 +246,19 @@ class Trainer:
     def fit(self, train, valid=None) -> List[dict]:
         """Train for the configured epochs; return the history (one dict per epoch).
 
-        ``train`` and ``valid``: a ``pyvae.TensorData``, a float tensor (N, ...), a map-style
-        ``torch.utils.data.Dataset``, a ``DataLoader`` or a re-iterable of batches
-        (``pyvae.training.feed``)."""
+        Args:
+            train: the training data: a ``pyvae.TensorData``, a float tensor (N, ...), a
+                map-style ``torch.utils.data.Dataset``, a ``DataLoader`` or a re-iterable of
+                batches (``pyvae.training.feed``).
+            valid: held-out data of the same kinds, whose single-sample ELBO is recorded after
+                every epoch (None: none).
+
+        Returns:
+            the history, one dict per epoch: ``epoch``, ``lr``, ``train_elbo`` (minus the
+            training loss summed over the epoch's steps per datapoint: the objective that
+            ``train_objective`` names, nats per datapoint), ``seconds``, ``valid_elbo`` (the
+            ELBO of ``valid``; None without it) and ``valid_seconds``.
+        """
         cfg = self.train_config
         train = Feed(train, cfg.batch_size, cfg.seed, self.device, "train")
         valid = None if valid is None else Feed(valid, cfg.batch_size, cfg.seed, self.device, "valid")
@@ -466,8 +497,16 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate_elbo(self, data, batch_size: int = 1000) -> float:
-        """Single-sample Monte-Carlo ELBO, nats per datapoint, of ``data`` (as ``fit`` takes it)
-        under the model and guide."""
+        """Single-sample Monte-Carlo ELBO, nats per datapoint, of ``data`` under the model and
+        guide.
+
+        Args:
+            data: the data, of any kind ``fit`` takes.
+            batch_size: datapoints per call of the model and the guide.
+
+        Returns:
+            the mean ELBO over the datapoints, a float in nats per datapoint.
+        """
         if not isinstance(data, Feed):
             data = Feed(data, batch_size, self.train_config.seed, self.device, "data")
         total, rows = self._loss_sum(data, 0, data.n, batch_size)
@@ -549,6 +588,8 @@ class Trainer:
             check_new(self.out, self.overwrite)
 
     def run_config(self) -> dict:
+        """config.json's content: {"vae": the VAE's config (None for a Pyro model or component
+        objects), "trainer": ``config``, "data": ``extra_config``}."""
         return {"vae": None if self.vae is None else self.vae.config, "trainer": self.config,
                 "data": self.extra_config}
 
@@ -560,7 +601,14 @@ class Trainer:
         return {name: p.detach() for name, p in zip(self.param_names, self.params)}
 
     def save(self, epoch: int, step: int, partial=None) -> None:
-        """Write checkpoint.pt and metrics.jsonl (rank 0 only; nothing without ``out``)."""
+        """Write checkpoint.pt and metrics.jsonl (rank 0 only; nothing without ``out``).
+
+        Args:
+            epoch: the epochs completed (the epoch in progress, with ``partial``).
+            step: the steps completed within ``epoch`` (0 at an epoch's end).
+            partial: for a stop within an epoch, its running sums: {"loss": summed loss,
+                "rows": datapoints trained on, "seconds": time spent}; None at an epoch's end.
+        """
         if self.out is None or (self._dist is not None and not self._dist.is_main):
             return
         # never a NaN checkpoint
