@@ -516,6 +516,70 @@ def test_site_korean_tutorial_is_served_in_korean(site):
         assert "stylesheets/extra.css" in page
 
 
+HANGUL = re.compile("[\uac00-\ud7a3]")
+
+
+def _nav_titles(page):
+    """The section and page titles of the site navigation on a built page (not its contents)."""
+    import html
+
+    found = re.findall(r'<(?:a href="(?!#)[^"]*"|label)\s+class="md-nav__link[^"]*"[^>]*>\s*'
+                       r'<span class="md-ellipsis">(.*?)</span>', page, flags=re.S)
+    return [" ".join(html.unescape(re.sub(r"<[^>]+>", "", title)).split()) for title in found]
+
+
+def test_site_korean_tutorial_has_a_korean_navigation(site):
+    """On the Korean page every section and page of the navigation has its Korean title
+    (mkdocs.yml: extra.nav_translations.ko); the English tutorial, written after it, keeps its own."""
+    ko, en = _nav_titles(_page(site, "tutorial-elbo.ko")), _nav_titles(_page(site, "tutorial-elbo"))
+    assert len(ko) > 25
+    assert [t for t in ko if not HANGUL.search(t)] == []
+    for title in ("홈", "튜토리얼", "사용 안내", "학습", "결과", "API 참조", "키로 이해하는 ELBO (영어)"):
+        assert title in ko, title
+    assert "User guide" not in ko and "Training" not in ko
+    assert [t for t in en if HANGUL.search(t)] == ["키로 이해하는 ELBO (한국어)"]
+    for title in ("Home", "Tutorial", "User guide", "Training", "Results", "API reference"):
+        assert title in en, title
+
+
+def _small_site(tmp_path, translations):
+    """mkdocs build --strict of a three-page site with this project's theme override and hook."""
+    import subprocess
+
+    pytest.importorskip("material", reason="mkdocs-material is not installed: pip install -e \".[docs]\"")
+    for name, text in {"index.md": "# Home page", "a.md": "# Page A", "a.ko.md": "# 쪽 A"}.items():
+        (tmp_path / "docs").mkdir(exist_ok=True)
+        (tmp_path / "docs" / name).write_text(text + "\n", encoding="utf-8")
+    table = "".join(f"      {key}: {value}\n" for key, value in translations.items())
+    (tmp_path / "mkdocs.yml").write_text(
+        "site_name: t\n"
+        f"theme:\n  name: material\n  custom_dir: {os.path.abspath(os.path.join(DOCS, 'overrides'))}\n"
+        f"hooks:\n  - {os.path.abspath(os.path.join(DOCS, 'page_languages.py'))}\n"
+        "nav:\n  - index.md\n  - Guide:\n      - a.md\n      - a.ko.md\n"
+        f"extra:\n  page_languages: [ko]\n  nav_translations:\n    ko:\n{table}",
+        encoding="utf-8")
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
+def test_nav_translations_cover_the_navigation_and_name_only_what_is_in_it(tmp_path):
+    """docs/page_languages.py: a translated navigation on the Korean page, a section or page left
+    without a Korean title and a key that names nothing fail the strict build."""
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed: pip install -e \".[docs]\"")
+    full = {"index.md": "홈", "Guide": "안내", "a.md": "쪽 A (영어)"}
+    proc = _small_site(tmp_path, full)
+    assert proc.returncode == 0, proc.stderr
+    ko = (tmp_path / "site" / "a.ko" / "index.html").read_text(encoding="utf-8")
+    en = (tmp_path / "site" / "a" / "index.html").read_text(encoding="utf-8")
+    assert _nav_titles(ko) == ["홈", "안내", "쪽 A (영어)", "쪽 A"]
+    assert _nav_titles(en) == ["Home page", "Guide", "Page A", "쪽 A"]
+    proc = _small_site(tmp_path, {k: v for k, v in full.items() if k != "a.md"})
+    assert proc.returncode != 0 and "a.ko.md: no ko title for 'a.md'" in proc.stderr, proc.stderr
+    proc = _small_site(tmp_path, {**full, "Gone": "없음"})
+    assert proc.returncode != 0 and "'Gone' is no section title or page file" in proc.stderr, proc.stderr
+
+
 def test_site_api_page_shows_literal_defaults(site):
     page = html.unescape(re.sub(r"<[^>]+>", "", _page(site, "api-models")))
     start = re.search(r"pyvae\.VAE\s*¶\s*VAE\(", page).start()  # the class heading's signature

@@ -112,3 +112,41 @@ def test_no_bars_in_a_pipe_and_the_epoch_lines_still_print(data_file, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "epoch 1/2" not in proc.stderr and "epoch 1/2" not in proc.stdout
     assert "epoch 1: train ELBO" in proc.stdout and "epoch 2: train ELBO" in proc.stdout
+
+
+def _public_callables():
+    """(name, callable) for every function and class pyvae exports and the methods of its
+    classes, the public ones."""
+    seen = {}
+    modules = [pyvae] + [getattr(pyvae, n) for n in pyvae.__all__
+                         if inspect.ismodule(getattr(pyvae, n))]
+    for module in modules:
+        for name in getattr(module, "__all__", dir(module)):
+            obj = getattr(module, name, None)
+            if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            seen[f"{obj.__module__}.{obj.__qualname__}"] = obj
+            if inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    member = getattr(member, "__func__", member)
+                    if inspect.isfunction(member) and (attr == "__init__" or not attr.startswith("_")):
+                        seen[f"{obj.__module__}.{obj.__qualname__}.{attr}"] = member
+    return sorted(seen.items())
+
+
+def test_every_public_progress_argument_defaults_to_tqdms_terminal_rule():
+    # progress=None is tqdm's disable=None: a bar where a terminal is attached (a notebook or a
+    # shell), none in a pipe or a log; True and False force it
+    found, wrong = [], []
+    for name, obj in _public_callables():
+        try:
+            parameters = inspect.signature(obj).parameters
+        except (TypeError, ValueError):
+            continue
+        if "progress" in parameters:
+            found.append(name)
+            if parameters["progress"].default is not None:
+                wrong.append(f"{name}: {parameters['progress'].default!r}")
+    assert {"pyvae.infer.evaluate.log_likelihood", "pyvae.infer.ais.ais",
+            "pyvae.run.directory.Run.bdmc", "pyvae.reports.compare.compare"} <= set(found), found
+    assert wrong == []

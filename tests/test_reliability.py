@@ -181,6 +181,11 @@ def test_one_writer_per_run_directory(data, tmp_path):
         assert proc.returncode == 2 and "in use by another pyvae process" in proc.stderr
         proc = _cli("evaluate", str(run), "--num-samples", "5")
         assert proc.returncode == 2 and "in use" in proc.stderr
+        proc = _cli("bdmc", str(run), "--steps", "2", "--chains", "2", "--num-datapoints", "2")
+        assert proc.returncode == 2 and "in use" in proc.stderr
+        proc = _cli("snr", str(run), "--k", "1", "--repeats", "2", "--batch-size", "4")
+        assert proc.returncode == 2 and "in use" in proc.stderr
+        assert not (run / "bdmc.json").exists() and not (run / "snr.json").exists()
         proc = _cli("train", "--data-file", path, *SMALL, "--out", str(run), "--overwrite")
         assert proc.returncode == 2 and "in use" in proc.stderr
     # the kernel releases a lock when its process dies, kill -9 included

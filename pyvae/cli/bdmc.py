@@ -6,8 +6,10 @@ import sys
 
 import torch
 
-from ..infer.ais import BDMC_TOLERANCE, recommend_steps
+from ..infer.ais import BDMC_TOLERANCE, NUM_CHAINS, recommend_steps
 from ..run import Run
+from ..run.bdmc import NUM_DATAPOINTS, STEPS
+from ..training.evalrun import locked
 from .flags import add_runtime_flags, int_list_type, positive_int, progress_of, seed_type
 
 
@@ -18,9 +20,9 @@ def add_parser(sub) -> None:
         "the bounds says how far AIS with these settings can be from log p(x). Names the smallest "
         "number of steps whose width is within --tolerance. Writes RUN_DIR/bdmc.json."))
     bd.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by pyvae train")
-    bd.add_argument("--num-datapoints", type=positive_int, default=10, help="datapoints simulated (default 10)")
-    bd.add_argument("--steps", type=int_list_type, default=[1000], help="AIS steps, one run each, e.g. 100,1000 (default 1000)")
-    bd.add_argument("--chains", type=positive_int, default=16, help="chains per datapoint (default 16)")
+    bd.add_argument("--num-datapoints", type=positive_int, default=NUM_DATAPOINTS, help=f"datapoints simulated (default {NUM_DATAPOINTS})")
+    bd.add_argument("--steps", type=int_list_type, default=list(STEPS), help=f"AIS steps, one run each, e.g. 100,1000 (default {','.join(map(str, STEPS))})")
+    bd.add_argument("--chains", type=positive_int, default=NUM_CHAINS, help=f"chains per datapoint (default {NUM_CHAINS})")
     # checked by recommend_steps before any work (one ConfigError line, exit 2)
     bd.add_argument("--tolerance", type=float, default=BDMC_TOLERANCE,
                     help=f"the mean width (nats) that counts as enough steps (default {BDMC_TOLERANCE})")
@@ -34,6 +36,13 @@ def cmd_bdmc(args) -> int:
     run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # the run's writer lock while its weights are read and bdmc.json is written: a run
+    # replaced meanwhile (train --overwrite) cannot receive the bounds of the old weights
+    with locked(args.run_dir):
+        return _bdmc(run, args)
+
+
+def _bdmc(run, args) -> int:
     runs = run.bdmc(args.steps, args.chains, args.num_datapoints, args.seed, args.device,
                     progress=progress_of(args), write=False, tolerance=args.tolerance)
     recommended = recommend_steps({r["num_steps"]: r["mean_width"] for r in runs}, args.tolerance)

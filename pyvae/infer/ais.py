@@ -58,6 +58,12 @@ CHAIN_PLATE = "_ais_chains"
 MIN_CHAIN_ESS = 2.0
 # BDMC: the mean width (nats) at which a number of steps counts as enough (recommend_steps)
 BDMC_TOLERANCE = 0.5
+#: annealing steps T when none is given (``pyvae evaluate --ais``, ``pyvae bdmc``)
+NUM_STEPS = 1000
+#: independent chains per datapoint when none is given (``--ais-chains``)
+NUM_CHAINS = 16
+#: datapoints annealed together (the chains of a pass are ``batch_size`` x ``num_chains``)
+BATCH_SIZE = 100
 
 
 @dataclass
@@ -470,9 +476,10 @@ def _run_ais(model, guide, x, num_steps, num_chains, leapfrog_steps, step_size, 
                        num_steps=num_steps)
 
 
-def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000,
-        num_chains: int = 16, leapfrog_steps: int = 10, step_size: Optional[float] = None,
-        progress: bool = True, seed: Optional[int] = None, batch_size: int = 100) -> AISEstimate:
+def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = NUM_STEPS,
+        num_chains: int = NUM_CHAINS, leapfrog_steps: int = 10, step_size: Optional[float] = None,
+        progress: Optional[bool] = None, seed: Optional[int] = None,
+        batch_size: int = BATCH_SIZE) -> AISEstimate:
     """log p(x) per datapoint by annealed importance sampling from q0 = the guide to p(z|x).
 
     See the module docstring for the estimator. ``num_steps`` annealing steps (T) on a sigmoid
@@ -497,7 +504,7 @@ def ais(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000
         leapfrog_steps: leapfrog steps per HMC transition.
         step_size: the initial leapfrog step size for every datapoint, used as given; None
             fits each datapoint's step to q0 first (``HMC.tune``).
-        progress: show a tqdm bar over annealing steps.
+        progress: show a tqdm bar over annealing steps (None: where a terminal is attached).
         seed: None draws from the global random streams; an int seeds the i-th batch of
             datapoints with ``seed + i``.
         batch_size: datapoints annealed together (C x batch_size chains per model call).
@@ -542,9 +549,10 @@ def simulate(model: Callable, x: torch.Tensor, seed: Optional[int] = None):
     return value.reshape(x.shape).to(x.dtype), z
 
 
-def bdmc(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 1000,
-         num_chains: int = 16, leapfrog_steps: int = 10, step_size: Optional[float] = None,
-         progress: bool = True, seed: Optional[int] = None, batch_size: int = 100) -> BDMCResult:
+def bdmc(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = NUM_STEPS,
+         num_chains: int = NUM_CHAINS, leapfrog_steps: int = 10, step_size: Optional[float] = None,
+         progress: Optional[bool] = None, seed: Optional[int] = None,
+         batch_size: int = BATCH_SIZE) -> BDMCResult:
     """Bidirectional Monte Carlo: sandwich log p(x) on len(x) datapoints simulated from the model.
 
     (z, x_sim) ~ p(z) p(x|z), with x only a template (shape, dtype). Forward AIS from the guide
@@ -565,7 +573,7 @@ def bdmc(model: Callable, guide: Callable, x: torch.Tensor, num_steps: int = 100
         leapfrog_steps: leapfrog steps per HMC transition.
         step_size: the initial leapfrog step size for every datapoint, used as given; None
             fits each datapoint's step to q0 first (``HMC.tune``).
-        progress: show a tqdm bar over annealing steps.
+        progress: show a tqdm bar over annealing steps (None: where a terminal is attached).
         seed: None draws from the global random streams; an int seeds the simulation with
             ``seed``, forward AIS with ``seed + 1`` and reverse AIS with ``seed + 2`` (each
             batch i adds i).

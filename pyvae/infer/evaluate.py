@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 # AIS and BDMC live in their own module; they are part of this module's interface too
-from .ais import AISEstimate, BDMCResult, GuideCannotScore, ais, bdmc, prior_guide  # noqa: F401
+from .ais import (NUM_CHAINS, AISEstimate, BDMCResult, GuideCannotScore, ais, bdmc,  # noqa: F401
+                  prior_guide)
 from .batches import iter_batches, num_rows
 from .estimates import Estimate, Gaps, LogLikelihood, delta_method_stderr  # noqa: F401
 from .progress import progress_disabled
@@ -44,6 +45,8 @@ from .weights import (DATA_PLATE, PARTICLE_PLATE, Batch, batches,  # noqa: F401
 
 #: importance samples K per datapoint of an evaluation when none is given (``pyvae evaluate``)
 NUM_SAMPLES = 5000
+#: datapoints per pass of an evaluation when none is given (``pyvae evaluate --batch-size``)
+BATCH_SIZE = 100
 #: samples x datapoints drawn per guide/model call when ``chunk_size`` is not given, on the CPU
 ROWS_PER_CHUNK = 4_000
 #: the same on other devices (CUDA)
@@ -213,7 +216,7 @@ def _stream(model, guide, x, num_samples, chunk_size, batch_size, progress, desc
 
 # ------------------------------------------------------------------------------ estimators
 def log_likelihood(model: Callable, guide: Callable, x, num_samples: int = NUM_SAMPLES,
-                   chunk_size: Optional[int] = None, batch_size: int = 100,
+                   chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
                    progress: Optional[bool] = None, batch_hook: Optional[Callable] = None,
                    seed: Optional[int] = None) -> LogLikelihood:
     """Importance-weighted estimate of log p(x) per datapoint, with standard error and ESS.
@@ -268,7 +271,7 @@ def log_likelihood(model: Callable, guide: Callable, x, num_samples: int = NUM_S
 
 def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
                          num_samples: int = 1000, chunk_size: Optional[int] = None,
-                         progress: bool = False) -> LogLikelihood:
+                         progress: Optional[bool] = None) -> LogLikelihood:
     """Importance-weighted estimate of log p(x_1, ..., x_N) for the rows of x as a whole:
 
         log p^(X) = logsumexp_{k<=K} [log p(X, Z_k) - log q(Z_k|X)] - log K,   Z_k ~ q(Z|X),
@@ -288,7 +291,7 @@ def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
         num_samples: K, joint draws Z_k of all N rows' latents.
         chunk_size: draws per call of the guide and the model (None: about
             ``default_rows(device) // N``).
-        progress: show a tqdm bar over the chunks.
+        progress: show a tqdm bar over the chunks (None: where a terminal is attached).
 
     Returns:
         a ``LogLikelihood`` whose tensors have one entry, the batch's: value, stderr, ess, the
@@ -313,8 +316,8 @@ def joint_log_likelihood(model: Callable, guide: Callable, x: torch.Tensor,
 
 
 def elbo(model: Callable, guide: Callable, x, num_samples: int = 1,
-         chunk_size: Optional[int] = None, batch_size: int = 100,
-         progress: bool = False) -> Estimate:
+         chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
+         progress: Optional[bool] = None) -> Estimate:
     """ELBO(x) = E_q[log p(x, z) - log q(z|x)] per datapoint, averaged over ``num_samples`` draws.
 
     The standard error is std(log w) / sqrt(num_samples) (NaN for one sample).
@@ -328,7 +331,7 @@ def elbo(model: Callable, guide: Callable, x, num_samples: int = 1,
         chunk_size: draws per call of the guide and the model (None: about
             ``default_rows(device) // batch_size``).
         batch_size: datapoints per call of the guide and the model.
-        progress: show a tqdm bar over datapoints.
+        progress: show a tqdm bar over datapoints (None: where a terminal is attached).
 
     Returns:
         an ``Estimate``: (N,) float64 ELBO in nats per datapoint and its (N,) standard error.
@@ -346,8 +349,8 @@ def elbo(model: Callable, guide: Callable, x, num_samples: int = 1,
 
 
 def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeats: int = 1,
-               chunk_size: Optional[int] = None, batch_size: int = 100,
-               progress: bool = False) -> Estimate:
+               chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
+               progress: Optional[bool] = None) -> Estimate:
     """The k-sample importance-weighted bound per datapoint, averaged over ``repeats`` draws:
 
         IWAE_k(x) = E[ logsumexp_{i<=k} log w_i - log k ],   IWAE_1 = ELBO <= IWAE_k <= log p(x)
@@ -364,7 +367,7 @@ def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeat
         chunk_size: draws per call of the guide and the model, rounded down to whole groups of
             k (None: about ``default_rows(device) // batch_size``).
         batch_size: datapoints per call of the guide and the model.
-        progress: show a tqdm bar over datapoints.
+        progress: show a tqdm bar over datapoints (None: where a terminal is attached).
 
     Returns:
         an ``Estimate``: (N,) float64 IWAE_k in nats per datapoint, its (N,) standard error,
@@ -389,8 +392,9 @@ def iwae_bound(model: Callable, guide: Callable, x: torch.Tensor, k: int, repeat
 
 def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = NUM_SAMPLES,
          elbo_samples: int = 100, refined_guide: Optional[Callable] = None,
-         chunk_size: Optional[int] = None, batch_size: int = 100,
-         progress: bool = True, ais_steps: Optional[int] = None, ais_chains: int = 16,
+         chunk_size: Optional[int] = None, batch_size: int = BATCH_SIZE,
+         progress: Optional[bool] = None, ais_steps: Optional[int] = None,
+         ais_chains: int = NUM_CHAINS,
          seed: Optional[int] = None) -> Gaps:
     """The inference gap log p(x) - ELBO(q) per datapoint (Cremer et al., 2018).
 
@@ -426,7 +430,7 @@ def gaps(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = N
         chunk_size: samples per call of a guide and the model (None: about
             ``default_rows(device) // batch_size``).
         batch_size: datapoints per call of a guide and the model.
-        progress: show tqdm bars.
+        progress: show tqdm bars (None: where a terminal is attached).
         ais_steps: take log p(x) from AIS with this many annealing steps (None or 0: from the
             IW estimates).
         ais_chains: AIS chains per datapoint.

@@ -87,7 +87,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
             lr: float = TrainConfig.lr, batch_size: int = TrainConfig.batch_size,
             model: Optional[ModelConfig] = None, training: Optional[TrainConfig] = None,
             refine_steps: int = 0, refine_size: Optional[int] = None, ais_steps: int = 0,
-            num_threads: Optional[int] = None, device="cpu", progress: bool = False,
+            num_threads: Optional[int] = None, device="cpu", progress: Optional[bool] = None,
             overwrite: bool = False, title: Optional[str] = None, data_config: Optional[dict] = None,
             command: Optional[str] = None, log=print, **vae_options) -> dict:
     """Train and evaluate one VAE per variational family; return (and write) the comparison.
@@ -129,7 +129,8 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
         batch_size: datapoints per training step.
         num_threads: ``torch.set_num_threads`` for the whole comparison.
         device: where the VAEs train and are evaluated ("cpu", "cuda", ...).
-        progress: show tqdm bars while training and evaluating.
+        progress: show tqdm bars while training and evaluating (None: where a terminal is
+            attached).
         overwrite: replace a finished comparison in ``out`` (without it a finished one is an
             error and an unfinished one continues).
         title: the heading of compare.md and the gap plot's title (None: the number of

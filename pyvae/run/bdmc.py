@@ -1,19 +1,24 @@
 """BDMC on a trained run: datapoints simulated from the run's model, log p(x) bounded from below
 by forward AIS and from above by reverse AIS (``pyvae.infer.ais.bdmc``), written to bdmc.json."""
-from typing import List
+from typing import List, Optional
 
 import pyro
 import torch
 
 from ..devices import resolve_device
 from ..errors import ConfigError
-from ..infer.ais import BDMC_TOLERANCE, bdmc, recommend_steps
+from ..infer.ais import BDMC_TOLERANCE, NUM_CHAINS, NUM_STEPS, bdmc, recommend_steps
 from ..limits import check_count, check_seed
 from ..training.checkpoint import BDMC, write_json
 
+#: the numbers of AIS steps of a run's BDMC when none are given (one row each)
+STEPS = (NUM_STEPS,)
+#: datapoints simulated from the run's model when none is given
+NUM_DATAPOINTS = 10
 
-def bdmc_run(run, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False, write: bool = True,
+
+def bdmc_run(run, steps=STEPS, num_chains: int = NUM_CHAINS, num_datapoints: int = NUM_DATAPOINTS,
+             seed: int = 0, device="cpu", progress: Optional[bool] = None, write: bool = True,
              tolerance: float = BDMC_TOLERANCE) -> List[dict]:
     """BDMC on ``num_datapoints`` datapoints simulated from ``run``'s model (a ``pyvae.Run``),
     once per number of AIS steps in ``steps``: one row per run (lower, upper, mean width and

@@ -217,8 +217,9 @@ class Run:
         """
         return read_evaluation(self.path, name)
 
-    def bdmc(self, steps=(1000,), num_chains: int = 16, num_datapoints: int = 10, seed: int = 0,
-             device="cpu", progress: bool = False, write: bool = True,
+    def bdmc(self, steps=_bdmc.STEPS, num_chains: int = _bdmc.NUM_CHAINS,
+             num_datapoints: int = _bdmc.NUM_DATAPOINTS, seed: int = 0, device="cpu",
+             progress: Optional[bool] = None, write: bool = True,
              tolerance: float = _bdmc.BDMC_TOLERANCE) -> List[dict]:
         """BDMC on data simulated from the run's model, written to bdmc.json with the
         recommended number of steps unless ``write=False`` (``write_bdmc`` then writes it);
@@ -231,7 +232,7 @@ class Run:
             seed: seeds the simulation (and, as seed + 1 and seed + 2, the forward and the
                 reverse AIS).
             device: where the VAE goes.
-            progress: show tqdm bars.
+            progress: show tqdm bars (None: where a terminal is attached).
             write: write bdmc.json.
             tolerance: the mean width, in nats per datapoint, at which a number of steps is
                 recommended (``recommended_steps``).

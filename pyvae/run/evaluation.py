@@ -11,17 +11,12 @@ from ..devices import resolve_device
 from ..errors import ConfigError
 from ..infer import evaluate as _evaluate
 from ..infer.ais import ais
-from ..infer.evaluate import NUM_SAMPLES
+from ..infer.ais import NUM_CHAINS as AIS_CHAINS, NUM_STEPS as AIS_STEPS
+from ..infer.evaluate import BATCH_SIZE, NUM_SAMPLES
 from ..limits import check_count, check_seed
 from ..models.likelihoods import bits_per_dim
 from ..training import evalrun
 
-#: datapoints per pass of an evaluation (``batch_size``; ``pyvae evaluate --batch-size``)
-BATCH_SIZE = 100
-#: AIS chains per datapoint (``ais_chains``; ``pyvae evaluate --ais-chains``)
-AIS_CHAINS = 16
-#: AIS annealing steps of ``pyvae evaluate --ais`` when ``--ais-steps`` is not given
-AIS_STEPS = 1000
 
 
 def evaluate_run(run, split: str = "test", num_samples: int = NUM_SAMPLES,
