@@ -521,8 +521,6 @@ HANGUL = re.compile("[\uac00-\ud7a3]")
 
 def _nav_titles(page):
     """The section and page titles of the site navigation on a built page (not its contents)."""
-    import html
-
     found = re.findall(r'<(?:a href="(?!#)[^"]*"|label)\s+class="md-nav__link[^"]*"[^>]*>\s*'
                        r'<span class="md-ellipsis">(.*?)</span>', page, flags=re.S)
     return [" ".join(html.unescape(re.sub(r"<[^>]+>", "", title)).split()) for title in found]
@@ -544,8 +542,6 @@ def test_site_korean_tutorial_has_a_korean_navigation(site):
 
 def _small_site(tmp_path, translations):
     """mkdocs build --strict of a three-page site with this project's theme override and hook."""
-    import subprocess
-
     pytest.importorskip("material", reason="mkdocs-material is not installed: pip install -e \".[docs]\"")
     for name, text in {"index.md": "# Home page", "a.md": "# Page A", "a.ko.md": "# 쪽 A"}.items():
         (tmp_path / "docs").mkdir(exist_ok=True)
