@@ -391,3 +391,32 @@ def test_docs_every_block_runs():
     for block in _doc_blocks():
         exec(compile(block, "docs/evaluation.md", "exec"), namespace)
     assert namespace["g"].summary()["approximation_gap"] < 0.05
+
+
+def test_pyros_checks_run_on_each_batchs_first_chunk_only(lg, x):
+    """Validation (x in the likelihood's support, valid parameters) runs on the first chunk of
+    each batch as Pyro's switch says; the batch's other chunks run unchecked; the switch is
+    restored; the numbers do not depend on it."""
+    seen = []
+
+    def guide(xb):
+        seen.append(dist.is_validation_enabled())
+        lg.exact_guide(xb)
+
+    with pyro.validation_enabled(True):
+        checked = ev.log_likelihood(lg.model, guide, x, num_samples=12, chunk_size=3,
+                                    batch_size=10, progress=False, seed=0)
+        assert dist.is_validation_enabled()
+    # two batches of four chunks each (the first call traces the plates)
+    assert seen[-8:] == [True, False, False, False] * 2
+    seen.clear()
+    with pyro.validation_enabled(False):
+        unchecked = ev.log_likelihood(lg.model, guide, x, num_samples=12, chunk_size=3,
+                                      batch_size=10, progress=False, seed=0)
+    assert not any(seen)
+    assert torch.equal(checked.log_px, unchecked.log_px)
+    # a value outside the support is still Pyro's error under validation
+    bernoulli = VAE(x_dim=5, z_dim=2, hidden=(4,))
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match="support"):
+        ev.log_likelihood(bernoulli.model, bernoulli.guide, torch.full((4, 5), 0.5),
+                          num_samples=6, chunk_size=2, progress=False)
