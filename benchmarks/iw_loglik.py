@@ -36,16 +36,16 @@ import threading
 import time
 
 import torch
-import torch.nn.functional as F
 
 import pyro
+
+from pyvae import Run, VAE, evaluate
+from pyvae.data import load_dataset
 
 LOG_2PI = math.log(2 * math.pi)
 
 
 def build(run, seed):
-    from pyvae import VAE, Run
-
     if run:
         vae = Run(run).load_vae()
     else:  # untrained Burda et al. 784-200-200-50 tanh: the cost is the same
@@ -55,8 +55,6 @@ def build(run, seed):
 
 
 def load_images(n, data_dir, seed):
-    from pyvae.data import load_dataset
-
     return load_dataset("mnist", "test", data_dir=data_dir, download=False, seed=seed).x[:n]
 
 
@@ -114,8 +112,6 @@ def decoder_flops_per_sample(vae):
 
 def peak_memory_child(args):
     """Run one estimate in this process; print the resident-set growth it caused (bytes)."""
-    from pyvae import evaluate
-
     torch.set_num_threads(args.threads)
     vae = build(args.run, args.seed)
     # random binary images: the cost does not depend on the pixel values, and loading the data
@@ -164,8 +160,6 @@ def main():
     args = p.parse_args()
     if args.memory_child:
         return peak_memory_child(args)
-
-    from pyvae import evaluate
 
     torch.set_num_threads(args.threads)
     vae = build(args.run, args.seed)

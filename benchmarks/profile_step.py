@@ -25,6 +25,7 @@ import sys
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 import pyro
 import pyro.poutine as poutine
@@ -143,8 +144,6 @@ def main():
     print(f"  pyvae-jit step / torch step {medians['pyvae-jit step'] / medians['torch step']:.3f}")
     print(json.dumps({"info": info, "median_ms": medians}))
     if args.torch_profiler:
-        from torch.profiler import ProfilerActivity, profile
-
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(50):
                 svi.step(x)

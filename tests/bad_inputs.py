@@ -5,8 +5,10 @@ stderr, no traceback, and leave the existing run directory byte-for-byte as it w
 Placeholders in args: {run} an existing finished run, {good} a good binary data file,
 {tmp} a scratch directory, {file} the case's own file made by its maker.
 """
+import os
 import pickle
 
+import numpy as np
 import torch
 
 
@@ -36,24 +38,18 @@ def _raw_pickle(path):
 
 def _user_dir(path):
     """A directory of someone's files that happen to share a run's file names."""
-    import os
-
     os.makedirs(path + ".d")
     with open(os.path.join(path + ".d", "config.json"), "w") as f:
         f.write("my own notes\n")
 
 
 def _damaged_comparison(path):
-    import os
-
     os.makedirs(path + ".d")
     with open(os.path.join(path + ".d", "compare.json"), "w") as f:
         f.write('{"rows": [{"guide": "diagonal", "elbo": ')
 
 
 def _npz_text_labels(path):
-    import numpy as np
-
     with open(path, "wb") as f:
         np.savez(f, x=np.zeros((50, 12), dtype=np.float32), labels=np.array(["a"] * 50))
 

@@ -1,10 +1,16 @@
 """AIS and BDMC on the linear-Gaussian model, where log p(x) is known exactly."""
+import json
 import math
+import os
 
 import pytest
 import torch
 
+import pyro
+import pyro.distributions as dist
+
 import pyvae
+from pyvae.cli import main
 from pyvae.infer.ais import (ais, bdmc, jackknife_stderr, prior_guide, recommend_steps,
                              sigmoid_schedule)
 from pyvae.evaluate import log_likelihood
@@ -54,9 +60,6 @@ def test_default_ais_from_the_prior_is_accurate_on_a_sharp_posterior():
 
 def test_the_tuned_step_scales_with_the_start_distribution():
     """z ~ N(0, s^2 I): the step fitted at beta = 0 is proportional to s."""
-    import pyro
-    import pyro.distributions as dist
-
     def make(scale):
         def model(x):
             with pyro.plate("data", x.shape[0]):
@@ -214,8 +217,6 @@ def test_ais_rejects_bad_settings_and_non_invertible_guides():
 # ------------------------------------------------------------------------------ CLI
 @pytest.fixture
 def run_dir(tmp_path, binary_data):
-    from pyvae.cli import main
-
     data = tmp_path / "data.pt"
     torch.save({"x": binary_data}, data)
     out = str(tmp_path / "run")
@@ -226,11 +227,6 @@ def run_dir(tmp_path, binary_data):
 
 
 def test_cli_evaluate_with_ais_and_bdmc(run_dir, capsys):
-    import json
-    import os
-
-    from pyvae.cli import main
-
     capsys.readouterr()
     assert main(["evaluate", run_dir, "--num-samples", "200", "--max-datapoints", "5", "--ais",
                  "--ais-steps", "20", "--ais-chains", "4", "--no-progress"]) == 0
@@ -275,9 +271,6 @@ def test_ais_on_a_constrained_latent():
 
         log p(x) = a log b - lgamma(a) + lgamma(a + S) - (a + S) log(b + n) - sum_j lgamma(x_j + 1).
     """
-    import pyro
-    import pyro.distributions as dist
-
     a, b, n = 2.0, 1.0, 5
 
     def model(x):

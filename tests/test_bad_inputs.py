@@ -1,11 +1,12 @@
 """Runs the bad-input corpus (tests/bad_inputs.py) through the CLI."""
 import hashlib
 import os
+import pickle
 
 import pytest
 import torch
 
-from bad_inputs import CASES
+from bad_inputs import CASES, _crafted_checkpoint, _raw_pickle
 from pyvae.cli import main
 
 
@@ -68,10 +69,6 @@ def test_bad_input_gives_one_line_exit_2_and_changes_nothing(case, finished_run,
 
 def test_the_pickled_code_sentinel_fires_when_code_runs(tmp_path):
     """The corpus's pickled files would leave FILE.ran if their code ran: check that it does."""
-    import pickle
-
-    from bad_inputs import _crafted_checkpoint, _raw_pickle
-
     for maker, load in ((_raw_pickle, lambda f: pickle.load(f)),
                         (_crafted_checkpoint, lambda f: torch.load(f, weights_only=False))):
         path = tmp_path / maker.__name__

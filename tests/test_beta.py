@@ -7,7 +7,6 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 import pyvae
 from pyvae import ConfigError, Trainer
 from pyvae.beta import SiteScale, kl_weight, scale_site
-from pyvae.data import TensorData
 
 
 def _parts(vae, x, guide_trace):

@@ -1,9 +1,11 @@
 """Trainer callbacks: the hooks, their order, and the TensorBoard writer."""
 import json
+import math
 import os
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import pyvae
 from pyvae import Trainer
@@ -91,8 +93,6 @@ def test_kl_weight_callback_scales_the_latent_site(binary_data):
 
 
 def test_tensorboard_run_writes_scalars_that_tensorboard_reads(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     g = torch.Generator().manual_seed(0)
     data = str(tmp_path / "x.pt")
     torch.save(torch.bernoulli(torch.full((200, 12), 0.3), generator=g), data)
@@ -110,6 +110,5 @@ def test_tensorboard_run_writes_scalars_that_tensorboard_reads(tmp_path):
         assert [s.step for s in scalars] == [1, 2, 3]
         assert [s.value for s in scalars] == pytest.approx([r[key] for r in records], rel=1e-6)
     # the cosine schedule, through torch's LambdaLR: lr_e = lr (0.01 + 0.99 (1 + cos(pi e / E)) / 2)
-    import math
     assert [r["lr"] for r in records] == pytest.approx(
         [1e-3 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * e / 3))) for e in range(3)])

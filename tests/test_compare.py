@@ -3,6 +3,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,8 +104,6 @@ def test_shared_decoder_stays_fixed(splits, tmp_path):
 def test_cli_compare_on_a_data_file(splits, tmp_path):
     train, test = splits
     data_file = str(tmp_path / "d.npz")
-    import numpy as np
-
     np.savez(data_file, x=torch.cat([train.x, test.x]).numpy())
     out = str(tmp_path / "cmp")
     assert main(["compare", "--data-file", data_file, "--valid-size", "60", "--guides",

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import pyvae
-from runs import binary_rows, cli, load_vae, read_json, site_log_prob, train, write_data
+from runs import (binary_rows, cli, load_vae, metrics, read_json, site_log_prob, train,
+                  write_data)
 
 TEST = 40
 K = 1000
@@ -55,7 +56,6 @@ def test_each_row_is_reproduced_by_evaluating_its_run(comparison, one_thread):
         assert row["elbo"] - 4 * math.hypot(row["elbo_stderr"], iwae_se) < iwae
         assert iwae < row["log_px"] + 4 * math.hypot(row["log_px_stderr"], iwae_se)
         # the training history compare reports is the run's metrics.jsonl
-        from runs import metrics
         assert row["history"] == metrics(run)
 
 

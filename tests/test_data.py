@@ -7,6 +7,7 @@ import torch
 
 import pyvae.data as data
 from pyvae import ConfigError, load_dataset
+from pyvae.cli import main
 from pyvae.likelihoods import make_likelihood
 
 from conftest import requires_mnist
@@ -188,7 +189,6 @@ def test_an_offline_download_names_cause_and_fix_and_leaves_no_empty_folder(tmp_
     assert not (tmp_path / "cache").exists()  # the folders it made are gone, none of the others
     assert tmp_path.exists()
     # from the command line: one line, exit status 2
-    from pyvae.cli import main
     assert main(["train", "--dataset", "mnist", "--data-dir", str(root), "--out",
                  str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err

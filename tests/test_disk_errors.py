@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import pyvae
+from bad_inputs import _crafted_checkpoint
 from pyvae.cli import main
 from pyvae.errors import ConfigError
 from pyvae.reports.plots import plot_run
@@ -200,8 +201,6 @@ def test_plot_with_the_same_seed_draws_the_same_figures(run, tmp_path):
 
 
 def test_the_pickle_refusal_is_plain_and_gives_no_unsafe_advice(tmp_path, capsys):
-    from bad_inputs import _crafted_checkpoint
-
     victim = tmp_path / "victim"
     victim.mkdir()
     _crafted_checkpoint(str(victim / "checkpoint.pt"))

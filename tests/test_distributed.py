@@ -19,9 +19,18 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.distributed as tdist
 
 import pyro
 import pyro.distributions as dist
+
+from pyvae import ConfigError, TensorData, Trainer, VAE
+from pyvae.checkpoint import load_checkpoint
+from pyvae.cli import main
+from pyvae.distributed import Distributed
+from pyvae.guides import GuideFamily
+from pyvae.nets import MLP
+from user_pair import UserPair
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -38,9 +47,6 @@ def _data():
 
 
 def _point_guide(x_dim, z_dim):
-    from pyvae.guides import GuideFamily
-    from pyvae.nets import MLP
-
     class PointGuide(GuideFamily):
         """q(z|x) = Delta(f(x)): no Monte-Carlo noise, so the loss is a function of the data and
         the parameters alone."""
@@ -56,8 +62,6 @@ def _point_guide(x_dim, z_dim):
 
 
 def _splits():
-    from pyvae import TensorData
-
     x = _data()
     return (TensorData(x[:200], binarize="dynamic", name="train"),
             TensorData(x[200:], binarize="fixed", seed=1, name="valid"))
@@ -69,8 +73,6 @@ def _flat(vae):
 
 def _train(case: str, distributed: bool, out=None, epochs: int = 3, batch_size: int = 40):
     """Train one of the test cases; returns (history, flat parameters, trainer)."""
-    from pyvae import Trainer, VAE
-
     train, valid = _splits()
     pyro.set_rng_seed(0)
     if case == "point":  # deterministic: exact comparison with one process
@@ -86,9 +88,6 @@ def _train(case: str, distributed: bool, out=None, epochs: int = 3, batch_size: 
 def _train_user(distributed: bool, out=None):
     """A Pyro model and guide of a user's own (``tests/user_pair.py``, a point-mass guide):
     its parameters live in Pyro's param store, whose gradients are summed over the ranks."""
-    from pyvae import Trainer
-    from user_pair import UserPair
-
     x = _data()
     pair = UserPair(x_dim=D, point=True)
     trainer = Trainer(pair.model, pair.guide, lr=1e-2, batch_size=40, epochs=3, seed=3, out=out,
@@ -99,10 +98,6 @@ def _train_user(distributed: bool, out=None):
 
 def _worker(result_path: str, out_dir: str) -> None:
     """Run under torchrun: both cases; rank 0 writes histories, parameters and rank spreads."""
-    import torch.distributed as tdist
-
-    from pyvae import Trainer
-
     results = {}
     for case in ("point", "vamp", "user"):
         history, flat, trainer = (_train(case, True, out=os.path.join(out_dir, case)) if case != "user"
@@ -177,9 +172,6 @@ def test_a_user_model_on_two_processes_equals_one_process(two_process_run):
 
 
 def test_rank_zero_writes_the_run_and_its_checkpoint_resumes_in_one_process(two_process_run):
-    from pyvae import TensorData, Trainer
-    from pyvae.checkpoint import load_checkpoint
-
     results, tmp = two_process_run
     run = tmp / "vamp"
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
@@ -225,8 +217,6 @@ def test_cli_distributed_train(tmp_path):
 
 @pytest.fixture(scope="module")
 def eval_run(tmp_path_factory):
-    from pyvae.cli import main
-
     tmp = tmp_path_factory.mktemp("ddp-eval")
     np.save(tmp / "data.npy", _data().numpy())
     run = tmp / "run"
@@ -264,10 +254,6 @@ def test_distributed_evaluate_equals_one_process(eval_run):
 
 
 def test_bad_distributed_setups(tmp_path, capsys):
-    from pyvae import ConfigError, VAE, Trainer
-    from pyvae.distributed import Distributed
-    from pyvae.cli import main
-
     # outside torchrun there is no process group to join
     env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                           "MASTER_PORT") if k in os.environ}
@@ -307,9 +293,6 @@ def test_bad_distributed_setups(tmp_path, capsys):
 
 
 def test_shards_cover_each_global_batch_once():
-    from pyvae import TensorData
-    from pyvae.distributed import Distributed
-
     data = TensorData(_data(), binarize="dynamic")
     index = torch.randperm(N, generator=torch.Generator().manual_seed(0))[:37]
     whole = data.batch(index, torch.Generator().manual_seed(5))

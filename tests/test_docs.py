@@ -17,14 +17,23 @@ computed. The Korean page must carry the very same code and outputs, and both pa
 figures, which docs/figures/tutorial.py draws.
 """
 import contextlib
+import html
 import io
 import math
 import os
 import re
+import subprocess
 import sys
 
+import matplotlib.figure
 import pytest
 import torch
+from matplotlib.image import imread
+from matplotlib.patches import Rectangle
+
+import pyvae
+from pyvae.cli import build_parser
+from pyvae.config import ModelConfig, TrainConfig
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 DOCS = os.path.join(ROOT, "docs")
@@ -215,7 +224,7 @@ def test_code_lines_fit_the_text_column():
 
 def _figures_module():
     sys.path.insert(0, os.path.join(DOCS, "figures"))
-    try:
+    try:  # docs/figures is a folder of scripts, not a package: on sys.path for this import only
         import tutorial as figures
     finally:
         sys.path.pop(0)
@@ -232,7 +241,6 @@ def test_figures_script_draws_the_four_figures(tutorial, tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert [os.path.basename(p) for p in written] == list(figures.FIGURES)
-    from matplotlib.image import imread
 
     for name in figures.FIGURES:
         image = imread(str(tmp_path / name))
@@ -251,9 +259,6 @@ def test_compare_table_rows_are_ordered_as_the_tutorial_says():
 
 def test_compare_gap_figure_draws_bounds_as_points_and_gaps_as_bars_from_zero(tmp_path, monkeypatch):
     """docs/figures/compare-gap.png: no bar starts where an axis happens to be cut."""
-    import matplotlib.figure
-    from matplotlib.patches import Rectangle
-
     figures = _figures_module()
     saved = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: saved.append(self))
@@ -277,8 +282,6 @@ def test_compare_gap_figure_draws_bounds_as_points_and_gaps_as_bars_from_zero(tm
 @pytest.mark.slow
 def test_example_prints_what_the_tutorial_shows():
     """The output of examples/linear_gaussian_exact.py that both tutorials quote (about a minute)."""
-    import subprocess
-
     for name in TUTORIALS:
         text = open(os.path.join(DOCS, name), encoding="utf-8").read()
         match = re.search(r"```console\n\$ python (examples/linear_gaussian_exact.py[^\n]*)\n```\n\n"
@@ -313,8 +316,6 @@ API_PAGES = ("api.md", "api-models.md", "api-data.md", "api-evaluation.md", "api
 
 
 def test_every_public_name_is_on_an_api_page_and_every_page_in_the_nav():
-    import pyvae
-
     text = "\n".join(open(os.path.join(DOCS, name), encoding="utf-8").read() for name in API_PAGES)
     documented = set(re.findall(r"^::: pyvae\.([\w.]+)", text, flags=re.M))
     for name in pyvae.__all__:
@@ -343,8 +344,6 @@ def test_api_page_example_runs_and_prints_what_the_page_shows(page):
 
 def test_signatures_show_the_config_defaults_as_values():
     """docs/griffe_extensions.py, as mkdocs.yml loads it: each default is its field's value."""
-    from pyvae.config import ModelConfig, TrainConfig
-
     package = _griffe_package()
     vae = {p.name: p.default for p in package["VAE"].members["__init__"].parameters}
     trainer = {p.name: p.default for p in package["Trainer"].members["__init__"].parameters}
@@ -494,7 +493,6 @@ def site(tmp_path_factory):
     """The documentation site, built as CI builds it (``mkdocs build --strict``)."""
     pytest.importorskip("mkdocs", reason="mkdocs is not installed: pip install -e \".[docs]\"")
     pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed: pip install -e \".[docs]\"")
-    import subprocess
 
     out = tmp_path_factory.mktemp("site")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)],
@@ -518,9 +516,67 @@ def test_site_korean_tutorial_is_served_in_korean(site):
         assert "stylesheets/extra.css" in page
 
 
-def test_site_api_page_shows_literal_defaults(site):
-    import html
+HANGUL = re.compile("[\uac00-\ud7a3]")
 
+
+def _nav_titles(page):
+    """The section and page titles of the site navigation on a built page (not its contents)."""
+    found = re.findall(r'<(?:a href="(?!#)[^"]*"|label)\s+class="md-nav__link[^"]*"[^>]*>\s*'
+                       r'<span class="md-ellipsis">(.*?)</span>', page, flags=re.S)
+    return [" ".join(html.unescape(re.sub(r"<[^>]+>", "", title)).split()) for title in found]
+
+
+def test_site_korean_tutorial_has_a_korean_navigation(site):
+    """On the Korean page every section and page of the navigation has its Korean title
+    (mkdocs.yml: extra.nav_translations.ko); the English tutorial, written after it, keeps its own."""
+    ko, en = _nav_titles(_page(site, "tutorial-elbo.ko")), _nav_titles(_page(site, "tutorial-elbo"))
+    assert len(ko) > 25
+    assert [t for t in ko if not HANGUL.search(t)] == []
+    for title in ("홈", "튜토리얼", "사용 안내", "학습", "결과", "API 참조", "키로 이해하는 ELBO (영어)"):
+        assert title in ko, title
+    assert "User guide" not in ko and "Training" not in ko
+    assert [t for t in en if HANGUL.search(t)] == ["키로 이해하는 ELBO (한국어)"]
+    for title in ("Home", "Tutorial", "User guide", "Training", "Results", "API reference"):
+        assert title in en, title
+
+
+def _small_site(tmp_path, translations):
+    """mkdocs build --strict of a three-page site with this project's theme override and hook."""
+    pytest.importorskip("material", reason="mkdocs-material is not installed: pip install -e \".[docs]\"")
+    for name, text in {"index.md": "# Home page", "a.md": "# Page A", "a.ko.md": "# 쪽 A"}.items():
+        (tmp_path / "docs").mkdir(exist_ok=True)
+        (tmp_path / "docs" / name).write_text(text + "\n", encoding="utf-8")
+    table = "".join(f"      {key}: {value}\n" for key, value in translations.items())
+    (tmp_path / "mkdocs.yml").write_text(
+        "site_name: t\n"
+        f"theme:\n  name: material\n  custom_dir: {os.path.abspath(os.path.join(DOCS, 'overrides'))}\n"
+        f"hooks:\n  - {os.path.abspath(os.path.join(DOCS, 'page_languages.py'))}\n"
+        "nav:\n  - index.md\n  - Guide:\n      - a.md\n      - a.ko.md\n"
+        f"extra:\n  page_languages: [ko]\n  nav_translations:\n    ko:\n{table}",
+        encoding="utf-8")
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
+def test_nav_translations_cover_the_navigation_and_name_only_what_is_in_it(tmp_path):
+    """docs/page_languages.py: a translated navigation on the Korean page, a section or page left
+    without a Korean title and a key that names nothing fail the strict build."""
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed: pip install -e \".[docs]\"")
+    full = {"index.md": "홈", "Guide": "안내", "a.md": "쪽 A (영어)"}
+    proc = _small_site(tmp_path, full)
+    assert proc.returncode == 0, proc.stderr
+    ko = (tmp_path / "site" / "a.ko" / "index.html").read_text(encoding="utf-8")
+    en = (tmp_path / "site" / "a" / "index.html").read_text(encoding="utf-8")
+    assert _nav_titles(ko) == ["홈", "안내", "쪽 A (영어)", "쪽 A"]
+    assert _nav_titles(en) == ["Home page", "Guide", "Page A", "쪽 A"]
+    proc = _small_site(tmp_path, {k: v for k, v in full.items() if k != "a.md"})
+    assert proc.returncode != 0 and "a.ko.md: no ko title for 'a.md'" in proc.stderr, proc.stderr
+    proc = _small_site(tmp_path, {**full, "Gone": "없음"})
+    assert proc.returncode != 0 and "'Gone' is no section title or page file" in proc.stderr, proc.stderr
+
+
+def test_site_api_page_shows_literal_defaults(site):
     page = html.unescape(re.sub(r"<[^>]+>", "", _page(site, "api-models")))
     start = re.search(r"pyvae\.VAE\s*¶\s*VAE\(", page).start()  # the class heading's signature
     signature = " ".join(page[start:page.index("**guide_options", start)].split())
@@ -562,8 +618,6 @@ pyvae evaluate runs/mnist --list            # the run's kept evaluations
 
 
 def _parsers():
-    from pyvae.cli import build_parser
-
     parser = build_parser()
     return parser, dict(parser.commands)
 
@@ -607,8 +661,6 @@ def test_own_model_page_runs_and_prints_what_it_shows():
 
 
 if __name__ == "__main__":
-    import sys
-
     if sys.argv[1:] == ["--write-cli"]:
         with open(CLI_DOC, "w", encoding="utf-8") as f:
             f.write(cli_markdown())

@@ -17,12 +17,14 @@ import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
-from pyvae import ConfigError
+from pyvae import ConfigError, VAE
 from pyvae.cli import main
 from pyvae.diagnostics import gradient_snr
 from pyvae.linear_gaussian import LinearGaussian
 from pyvae.config import TrainConfig
 from pyvae.objectives import IWAE, MIWAE, PIWAE, make_objective, path_score
+
+from test_distributed import _data, _torchrun
 
 R = 3000  # gradient draws per estimator
 
@@ -209,8 +211,6 @@ def test_gradient_snr_reports_encoder_and_decoder(lg):
 # ------------------------------------------------------------------------------ guides, CLI
 @pytest.mark.parametrize("family", ["diagonal", "full-rank", "iaf", "planar", "sylvester"])
 def test_every_guide_family_trains_with_dreg(family):
-    from pyvae import VAE
-
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((6, 10), 0.4))
     vae = VAE(x_dim=10, z_dim=3, hidden=(8,), guide=family)
@@ -291,7 +291,6 @@ def test_cli_trains_with_dreg_and_draws_the_snr(tmp_path, binary_data, capsys):
 def test_dreg_trains_data_parallel(tmp_path):
     # two torchrun processes; the VampPrior runs the encoder in the model too, so the guide's
     # parameters get gradients along both streams of the surrogate, through one DDP
-    from test_distributed import _data, _torchrun
 
     data = tmp_path / "data.npy"
     np.save(data, _data().numpy())

@@ -8,6 +8,9 @@ import os
 import pytest
 import torch
 
+import pyro
+
+from pyvae.evaluate import log_weights
 from runs import Quadrature, binary_rows, cli, data_rows, load_vae, train, write_data
 
 K = 2000
@@ -84,9 +87,6 @@ def test_log_weights_give_the_reported_statistics(run, one_thread):
     ``pyvae.evaluate.log_weights``): logsumexp - log K, the ESS (sum w)^2 / sum w^2, the
     delta-method error sqrt((K/ESS - 1)/(K - 1)), the mean and spread of log w. The tolerance is
     the spread of each statistic over replicate sets of K draws."""
-    import pyro
-    from pyvae.evaluate import log_weights
-
     out, vae, xs, quad = run
     r = evaluate(out, "--seed", "11", k=K_RAW)
     assert r["num_datapoints"] == VALID

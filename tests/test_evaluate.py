@@ -4,6 +4,7 @@ tests/test_objectives.py)."""
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -11,10 +12,11 @@ import torch
 import pyro
 import pyro.distributions as dist
 
-from pyvae import ConfigError
+from pyvae import ConfigError, Trainer, VAE
 from pyvae import evaluate as ev
 from pyvae.cli import main
 from pyvae.linear_gaussian import LinearGaussian
+from runs import config, load_vae
 
 N = 20
 
@@ -282,7 +284,6 @@ def test_kl_per_dimension_monte_carlo_without_closed_form():
 
 # ------------------------------------------------------------------------------ training with iwae
 def test_trainer_trains_with_iwae(binary_data):
-    from pyvae import VAE, Trainer
     vae = VAE(x_dim=12, z_dim=2, hidden=(16,))
     history = Trainer(vae, loss="iwae", particles=8, epochs=2, batch_size=100,
                       progress=False, lr=3e-3).fit(binary_data)
@@ -315,8 +316,6 @@ def _train_run(tmp_path, binary_data, name, *flags):
 def _agrees_with_fresh_draws(run_dir, result):
     """eval.json's log p^(x) and ELBO agree, within their errors, with the public estimators run
     on fresh draws of the run's model (rebuilt from its checkpoint) on the same datapoints."""
-    from runs import config, load_vae
-
     vae = load_vae(run_dir)
     data_file = config(run_dir)["data"]["data_file"]
     x = torch.load(data_file, weights_only=True)["x"][-result["num_datapoints"]:]
@@ -378,7 +377,6 @@ def test_cli_evaluate_bad_input_one_line_exit_2(args, message, run_dir, tmp_path
 
 # ------------------------------------------------------------------------------ docs
 def _doc_blocks():
-    import re
     path = os.path.join(os.path.dirname(__file__), "..", "docs", "evaluation.md")
     return re.findall(r"```python\n(.*?)```", open(path).read(), re.S)
 
@@ -393,3 +391,32 @@ def test_docs_every_block_runs():
     for block in _doc_blocks():
         exec(compile(block, "docs/evaluation.md", "exec"), namespace)
     assert namespace["g"].summary()["approximation_gap"] < 0.05
+
+
+def test_pyros_checks_run_on_each_batchs_first_chunk_only(lg, x):
+    """Validation (x in the likelihood's support, valid parameters) runs on the first chunk of
+    each batch as Pyro's switch says; the batch's other chunks run unchecked; the switch is
+    restored; the numbers do not depend on it."""
+    seen = []
+
+    def guide(xb):
+        seen.append(dist.is_validation_enabled())
+        lg.exact_guide(xb)
+
+    with pyro.validation_enabled(True):
+        checked = ev.log_likelihood(lg.model, guide, x, num_samples=12, chunk_size=3,
+                                    batch_size=10, progress=False, seed=0)
+        assert dist.is_validation_enabled()
+    # two batches of four chunks each (the first call traces the plates)
+    assert seen[-8:] == [True, False, False, False] * 2
+    seen.clear()
+    with pyro.validation_enabled(False):
+        unchecked = ev.log_likelihood(lg.model, guide, x, num_samples=12, chunk_size=3,
+                                      batch_size=10, progress=False, seed=0)
+    assert not any(seen)
+    assert torch.equal(checked.log_px, unchecked.log_px)
+    # a value outside the support is still Pyro's error under validation
+    bernoulli = VAE(x_dim=5, z_dim=2, hidden=(4,))
+    with pyro.validation_enabled(True), pytest.raises(ValueError, match="support"):
+        ev.log_likelihood(bernoulli.model, bernoulli.guide, torch.full((4, 5), 0.5),
+                          num_samples=6, chunk_size=2, progress=False)

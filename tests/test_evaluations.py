@@ -11,6 +11,7 @@ import pytest
 from pyvae import ConfigError, Run
 from pyvae.cli import build_parser, main
 from pyvae.cli.evaluate import print_table
+from pyvae.run import evaluation
 from pyvae.run.evaluations import find_evaluation
 
 
@@ -127,8 +128,6 @@ def test_an_old_runs_eval_json_is_found_by_its_name(run_dir):
 def test_run_evaluate_takes_evaluate_runs_parameters_and_defaults():
     """Run.evaluate is evaluate_run on the run: the same parameters, each default from one home
     (the module's constants), shown as its value in the API pages."""
-    from pyvae.run import evaluation
-
     method = list(inspect.signature(Run.evaluate).parameters.values())[1:]  # (self)
     function = list(inspect.signature(evaluation.evaluate_run).parameters.values())[1:]  # (run)
     assert [(p.name, p.default) for p in method] == [(p.name, p.default) for p in function]

@@ -1,10 +1,13 @@
 """Each script in examples/ runs end to end with tiny settings on synthetic data."""
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
+
+from pyvae.cli import main
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 
@@ -46,8 +49,6 @@ def test_compare_guides(data_file, tmp_path):
 
 
 def test_loglik(data_file, tmp_path):
-    from pyvae.cli import main
-
     run = str(tmp_path / "run")
     assert main(["train", "--data-file", data_file, "--valid-size", "60", "--epochs", "1",
                  "--z-dim", "2", "--hidden", "8", "--batch-size", "60", "--out", run,
@@ -75,8 +76,6 @@ def test_gradient_snr(tmp_path):
 @pytest.mark.parametrize("guide", ["own", "iaf"])
 def test_own_model(guide):
     """A Pyro VAE written as Pyro's example writes it, trained by SVI, measured by pyvae."""
-    import re
-
     stdout = run_example("own_model.py", "--guide", guide, "--steps", "50", "--eval-size", "5",
                          "--num-samples", "200", "--ais-steps", "20", "--refine-steps", "50")
     found = {m[0].strip(): (float(m[1]), float(m[2]))

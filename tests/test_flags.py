@@ -10,16 +10,17 @@ import math
 import os
 import re
 
-import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from pyro.optim.clipped_adam import ClippedAdam
 
 import pyvae
 from pyvae.cli import main
 from pyvae.cli.flags import guide_flags
+from pyvae.objectives import ImportanceWeighted
 from runs import (binary_rows, checkpoint, cli, config, file_contents, load_vae, metrics, read_json,
-                  train, without_seconds, write_data)
+                  train, write_data)
 from test_data import _fake_raw
 
 BASE = ["--z-dim", "2", "--hidden", "8", "--batch-size", "20", "--valid-size", "20"]
@@ -318,7 +319,6 @@ def spies(monkeypatch):
         seen["adam_lr"].extend(g["lr"] for g in self.param_groups)
         return adam_step(self, *args, **kwargs)
 
-    from pyro.optim.clipped_adam import ClippedAdam
     clipped_step = ClippedAdam.step
 
     def spy_clipped(self, *args, **kwargs):
@@ -335,7 +335,6 @@ def spies(monkeypatch):
     monkeypatch.setattr(ClippedAdam, "step", spy_clipped)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy_clip)
 
-    from pyvae.objectives import ImportanceWeighted
     seen["objectives"] = []
     init = ImportanceWeighted.__init__
 
@@ -349,7 +348,6 @@ def spies(monkeypatch):
 
 def _train_case(tmp_path, data, kind, flags, name):
     out = str(tmp_path / name)
-    source = [] if kind is None else ["--data-file", data[kind]]
     if kind is None:
         code = cli("train", "--out", out, "--no-progress", "--epochs", "1", *BASE, *flags)
         assert code == 0

@@ -6,7 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import pyro
+
+import pyvae
 from pyvae.cli import main
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -51,11 +55,6 @@ def test_old_run_evaluates_to_the_numbers_it_gave(old_run, capsys):
         assert result[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     # the numbers pyvae 0.1 printed, from one random stream seeded once (before evaluation
     # seeded each batch): the same weights, data and estimator
-    import pyro
-    import torch
-
-    import pyvae
-
     old = pyvae.Run(str(run))
     vae = old.load_vae()
     x = old.data("valid").batch(torch.arange(result["num_datapoints"]), torch.Generator().manual_seed(0))

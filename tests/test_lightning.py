@@ -2,8 +2,11 @@
 
 Needs the ``lightning`` extra (``pip install -e ".[lightning]"``); skipped without it.
 """
+import ast
+import contextlib
 import csv
 import glob
+import io
 import os
 import subprocess
 import sys
@@ -21,6 +24,7 @@ lightning = pytest.importorskip("lightning", reason="lightning is not installed:
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
 from pyvae.lightning import ObjectiveModule  # noqa: E402
+from test_docs import blocks, same_output  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
 
@@ -103,8 +107,6 @@ def test_bad_arguments_are_one_config_error(data):
 
 
 def test_no_pyvae_module_imports_lightning_but_pyvae_lightning():
-    import ast
-
     package = os.path.join(ROOT, "pyvae")
     for folder, _, files in os.walk(package):
         for name in files:
@@ -132,16 +134,8 @@ def test_lightning_is_loaded_only_with_pyvae_lightning():
 
 
 def test_docs_example_prints_what_the_page_shows(tmp_path, monkeypatch):
-    sys.path.insert(0, os.path.dirname(__file__))
-    try:
-        from test_docs import blocks, same_output
-    finally:
-        sys.path.pop(0)
     (code, expected), = blocks("lightning.md")
     monkeypatch.chdir(tmp_path)  # the example's CSVLogger writes runs/lightning here
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         exec(compile(code, "lightning.md:example", "exec"), {"__name__": "example"})

@@ -11,6 +11,7 @@ import pyro
 import pyro.distributions as dist
 
 from pyvae import ConfigError
+from pyvae.evaluate import log_weights
 from pyvae.infer.objectives import (CIWAE, ESTIMATORS, IWAE, MIWAE, OBJECTIVES, PIWAE,
                                     ImportanceWeighted, JitTrace_ELBO, bound_name,
                                     compile_refusal, compiled_objective, estimators_of,
@@ -192,7 +193,6 @@ def test_iwae_minibatch_equals_full_batch_per_datapoint(lg, x):
     loss = mini.loss(mini_model, mini_guide, x[idx])
     assert loss == pytest.approx(-(N / len(idx)) * bound[idx].sum().item(), abs=1e-9)
     # scaling before the logsumexp (Pyro's RenyiELBO) would give another number
-    from pyvae.evaluate import log_weights
     lw, _ = log_weights(mini_model, mini_guide, x[idx], k)
     wrong = -(torch.logsumexp(mini_scale * lw, 0) - math.log(k)).sum().item()
     assert abs(wrong - loss) > 1.0

@@ -1,5 +1,6 @@
 import os
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from PIL import Image
@@ -85,8 +86,6 @@ def test_gap_plot(tmp_path):
                "elbo-only": {"elbo": -9.8}}
     assert_png(plots.gap_plot(results, str(tmp_path / "g.png"), exact=-8.9))
     # the AIS point and the BDMC bar are drawn, with their legend entries
-    import matplotlib.pyplot as plt
-
     fig = plt.figure()
     plots._gap_panel(fig.add_subplot(), results, list(results), None, shift=False)
     labels = fig.axes[0].get_legend_handles_labels()[1]

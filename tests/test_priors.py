@@ -1,4 +1,6 @@
+import copy
 import math
+import pickle
 
 import pyro
 import pyro.poutine as poutine
@@ -130,9 +132,6 @@ def test_vae_with_named_prior_options_rebuilds_from_config():
 
 
 def test_vamp_copies_point_at_their_own_encoder():
-    import copy
-    import pickle
-
     vae = pyvae.VAE(x_dim=12, z_dim=3, hidden=(8,), prior="vamp", prior_components=4)
     for other in (copy.deepcopy(vae), pickle.loads(pickle.dumps(vae))):
         assert other.prior._encode.__self__ is other

@@ -4,7 +4,13 @@ import math
 import pytest
 import torch
 
+import pyro
+import pyro.distributions as dist
+
+from pyvae.evaluate import log_likelihood
+from pyvae.infer.ais import prior_guide
 from pyvae.infer.psis import gpd_fit, pareto_khat, tail_length
+from pyvae.linear_gaussian import LinearGaussian
 
 
 def gpd_sample(k, sigma, n, seed):
@@ -49,13 +55,6 @@ def test_khat_of_importance_weights():
 
 
 def test_khat_flags_a_poor_guide_and_not_the_exact_one():
-    import pyro
-    import pyro.distributions as dist
-
-    from pyvae.infer.ais import prior_guide
-    from pyvae.evaluate import log_likelihood
-    from pyvae.linear_gaussian import LinearGaussian
-
     model = LinearGaussian.random(x_dim=10, z_dim=3, sigma=0.3, seed=0)
     x = model.sample(6, seed=1)
 

@@ -12,6 +12,8 @@ from pyro.distributions.conditional import ConditionalDistribution
 from pyro.infer import Trace_ELBO
 
 import pyvae
+from pyvae.evaluate import elbo
+from pyvae.guides import GUIDES
 from pyvae.linear_gaussian import LinearGaussian
 from pyvae.refine import RefinedGuide, refine
 
@@ -143,9 +145,6 @@ def test_bad_input_is_a_config_error():
 def test_every_family_refines_at_least_to_the_best_diagonal(family):
     """Per-datapoint refinement of each non-diagonal family ends at or above the best a
     diagonal Gaussian can do (its gap, in closed form, is 0.78 nats on this posterior)."""
-    from pyvae.evaluate import elbo
-    from pyvae.guides import GUIDES
-
     model = correlated_model()
     x = model.sample(4, seed=1)
     best_diagonal_gap = model.best_diagonal_kl()
@@ -164,8 +163,6 @@ def test_every_family_refines_at_least_to_the_best_diagonal(family):
 
 
 def test_flow_refinement_starts_at_the_encoder():
-    from pyvae.guides import GUIDES
-
     model = correlated_model()
     x = model.sample(5, seed=2)
     encoder = GUIDES["planar"](3, 2, hidden=(8,), flow_hidden=[16]).double()
@@ -210,8 +207,6 @@ class TinyFlow(nn.Module):
 
 
 def test_flow_families_come_from_the_registry_given():
-    from pyvae.guides import GUIDES
-
     model = correlated_model()
     x = model.sample(4, seed=1)
     # pyvae's planar, named explicitly: the same refinement, number for number, as by default
@@ -241,8 +236,6 @@ def test_flow_families_come_from_the_registry_given():
 
 
 def test_a_flow_family_registered_in_guides_later_is_refinable_by_name(monkeypatch):
-    from pyvae.guides import GUIDES
-
     model = correlated_model()
     x = model.sample(4, seed=1)
     monkeypatch.setitem(GUIDES, "tiny", TinyFlow)  # registered after pyvae was imported
@@ -251,8 +244,6 @@ def test_a_flow_family_registered_in_guides_later_is_refinable_by_name(monkeypat
 
 
 def test_an_unknown_family_is_one_config_error_line():
-    from pyvae.guides import GUIDES
-
     model = correlated_model()
     x = model.sample(4, seed=0)
     with pytest.raises(pyvae.ConfigError) as error:

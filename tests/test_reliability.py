@@ -2,6 +2,9 @@
 import errno
 import json
 import os
+import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +22,7 @@ from pyvae.cli import main
 from pyvae.errors import ConfigError, TrainingDiverged
 from pyvae.training import checkpoint as checkpoint_module, evalrun
 from pyvae.training.rundir import RunDir
+from bad_inputs import CASES
 from runs import file_contents
 
 SMALL = ["--valid-size", "100", "--batch-size", "50", "--z-dim", "2", "--hidden", "8",
@@ -177,6 +181,11 @@ def test_one_writer_per_run_directory(data, tmp_path):
         assert proc.returncode == 2 and "in use by another pyvae process" in proc.stderr
         proc = _cli("evaluate", str(run), "--num-samples", "5")
         assert proc.returncode == 2 and "in use" in proc.stderr
+        proc = _cli("bdmc", str(run), "--steps", "2", "--chains", "2", "--num-datapoints", "2")
+        assert proc.returncode == 2 and "in use" in proc.stderr
+        proc = _cli("snr", str(run), "--k", "1", "--repeats", "2", "--batch-size", "4")
+        assert proc.returncode == 2 and "in use" in proc.stderr
+        assert not (run / "bdmc.json").exists() and not (run / "snr.json").exists()
         proc = _cli("train", "--data-file", path, *SMALL, "--out", str(run), "--overwrite")
         assert proc.returncode == 2 and "in use" in proc.stderr
     # the kernel releases a lock when its process dies, kill -9 included
@@ -376,8 +385,6 @@ def test_kill9_loop_over_train_and_resume(tmp_path):
     """kill -9 at random moments of train and resume: never a stray temp file once a writer has
     opened the directory again, always a loadable run, and the finished run's metrics equal the
     uninterrupted run's."""
-    import random
-
     trials = int(os.environ.get("PYVAE_KILL_TRIALS", "100"))
     g = torch.Generator().manual_seed(0)
     path = tmp_path / "big.pt"
@@ -398,8 +405,7 @@ def test_kill9_loop_over_train_and_resume(tmp_path):
     for trial in range(trials):
         is_run = (cut / "checkpoint.pt").exists()
         if is_run and len(checkpoint_module.load_checkpoint(str(cut / "checkpoint.pt"))["history"]) == 3:
-            import shutil  # killed after its last checkpoint: finished, start over
-
+            # killed after its last checkpoint: finished, start over
             got = [{k: v for k, v in json.loads(line).items() if "seconds" not in k}
                    for line in open(cut / "metrics.jsonl")]
             assert got == reference, trial
@@ -427,7 +433,6 @@ def test_kill9_loop_over_train_and_resume(tmp_path):
             assert got == reference, trial
             assert not [n for n in os.listdir(cut) if n.startswith(".tmp-")]
             finished += 1
-            import shutil
             shutil.rmtree(cut)
     # finish the last one; afterwards no temp file is left anywhere
     while not (cut / "checkpoint.pt").exists() or len(
@@ -446,10 +451,6 @@ def test_kill9_loop_over_train_and_resume(tmp_path):
 
 
 def test_every_test_named_in_reliability_md_exists():
-    import re
-
-    from bad_inputs import CASES
-
     here = os.path.dirname(__file__)
     doc = open(os.path.join(here, "..", "docs", "reliability.md")).read()
     sources = "".join(open(os.path.join(here, n)).read() for n in os.listdir(here) if n.endswith(".py"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import pyvae
+from bad_inputs import _raw_pickle
 from pyvae.cli import main
 from pyvae.training import checkpoint as checkpoint_module
 from pyvae.training.evalrun import PROGRESS
@@ -142,8 +143,6 @@ def test_unreadable_progress_starts_over_in_one_line(content, runs):
 
 
 def test_a_pickled_progress_file_runs_no_code(runs, tmp_path):
-    from bad_inputs import _raw_pickle
-
     a, _, _ = runs
     path = os.path.join(a, PROGRESS)
     _raw_pickle(path)

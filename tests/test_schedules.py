@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+import pyro
+
 import pyvae
 from runs import binary_rows, cli, data_rows, load_vae, metrics, train, without_seconds, write_data
 
@@ -73,8 +75,6 @@ def _true_elbo(vae, x, beta):
     """(ELBO, β-ELBO, tolerance) of x under the VAE: the ELBO from 400 draws per datapoint, the
     β-weighted objective from it and the closed-form KL, and 4 standard errors of a one-draw
     mean over x (what validation computes)."""
-    import pyro
-
     pyro.set_rng_seed(99)
     est = pyvae.evaluate.elbo(vae.model, vae.guide, x, num_samples=400)
     with torch.no_grad():

@@ -10,6 +10,7 @@ import pyvae
 from pyvae import ConfigError, Trainer
 from pyvae.checkpoint import load_checkpoint
 from pyvae.data import TensorData
+from pyvae.train import SCHEDULES
 
 
 def small_vae(x_dim=12):
@@ -68,7 +69,6 @@ def test_valid_elbo_is_trace_elbo_per_datapoint(binary_data):
 
 
 def test_burda_schedule_stages():
-    from pyvae.train import SCHEDULES
     burda = SCHEDULES["burda"]
     # stage i lasts 3^i epochs: epoch 0 -> i=0, epochs 1..3 -> i=1, 4..12 -> i=2
     assert burda(0) == 1.0
@@ -78,7 +78,6 @@ def test_burda_schedule_stages():
 
 
 def test_cosine_schedule_runs_from_one_to_a_hundredth():
-    from pyvae.train import SCHEDULES
     cosine = SCHEDULES["cosine"]
     assert cosine(0, 100) == 1.0
     assert cosine(50, 100) == pytest.approx(0.505)

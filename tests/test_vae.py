@@ -9,6 +9,7 @@ from pyro.infer import Trace_ELBO
 
 import pyvae
 from pyvae import ConfigError
+from pyvae.infer import weights
 
 
 def test_model_trace_sites_shapes_and_plate():
@@ -104,8 +105,6 @@ def test_custom_components_are_accepted_as_objects():
 
 def _weights_both_ways(vae, x, particles=6, seed=0):
     """(VAE.log_weights as evaluation takes it, the Pyro path through traced model and guide)."""
-    from pyvae.infer import weights
-
     assert weights.own_weights(vae.model, vae.guide) is vae
     pyro.set_rng_seed(seed)
     fast, scale = weights.log_weights(vae.model, vae.guide, x, particles)
@@ -144,7 +143,6 @@ def test_vae_log_weights_of_a_conv_vae_and_of_a_subclass():
 
     class Same(pyvae.VAE):  # one that changes neither model nor guide keeps log_weights
         pass
-    from pyvae.infer import weights
 
     custom = Custom(12, 2, hidden=(8,))
     assert weights.own_weights(custom.model, custom.guide) is None

@@ -24,7 +24,8 @@ import re
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Ellipse
+from matplotlib.lines import Line2D
+from matplotlib.patches import Ellipse, Patch
 
 DOCS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = ("tutorial-height.png", "tutorial-posterior.png", "tutorial-iwae.png", "compare-gap.png")
@@ -95,8 +96,6 @@ def height_figure(ns, path):
     axes[0].set_ylabel("nats per datapoint")
     axes[0].set_title("ELBO of each friend")
     axes[1].set_title("the top, enlarged")
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
     handles = [Line2D([], [], color="black", linestyle="--", linewidth=1.5),
                Patch(facecolor=COLORS["gap"], alpha=0.25, hatch="//", edgecolor=COLORS["gap"])]
     fig.legend(handles, [f"log p(x) = {log_px:.2f}", "gap = KL(q ‖ p(z|x))"], loc="upper center",

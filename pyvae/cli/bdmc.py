@@ -9,6 +9,7 @@ import torch
 from ..infer.ais import BDMC_TOLERANCE, NUM_CHAINS, recommend_steps
 from ..run import Run
 from ..run.bdmc import NUM_DATAPOINTS, STEPS
+from ..training.evalrun import locked
 from .flags import add_runtime_flags, int_list_type, positive_int, progress_of, seed_type
 
 
@@ -35,6 +36,13 @@ def cmd_bdmc(args) -> int:
     run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # the run's writer lock while its weights are read and bdmc.json is written: a run
+    # replaced meanwhile (train --overwrite) cannot receive the bounds of the old weights
+    with locked(args.run_dir):
+        return _bdmc(run, args)
+
+
+def _bdmc(run, args) -> int:
     runs = run.bdmc(args.steps, args.chains, args.num_datapoints, args.seed, args.device,
                     progress=progress_of(args), write=False, tolerance=args.tolerance)
     recommended = recommend_steps({r["num_steps"]: r["mean_width"] for r in runs}, args.tolerance)

@@ -9,6 +9,7 @@ from ..training.config import TrainConfig
 from ..infer.diagnostics import snr_table
 from ..reports.plots import plot_snr
 from ..run import FIGURES, SNR, Run
+from ..training.evalrun import locked
 from .flags import SNR_FLAGS, add_config_flags, add_runtime_flags, given_flags, int_list_type, \
     positive_int, seed_type
 
@@ -37,6 +38,11 @@ def cmd_snr(args) -> int:
     run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
+    with locked(args.run_dir):  # as bdmc: snr.json belongs to the weights it measured
+        return _snr(run, args, options)
+
+
+def _snr(run, args, options: TrainConfig) -> int:
     rows = run.snr(args.k, [e.strip() for e in args.estimator.split(",") if e.strip()], args.loss,
                    options.groups, options.ciwae_beta, args.repeats, args.batch_size, args.split,
                    args.data_dir, args.seed, args.device, not args.no_download, log=print)

@@ -12,7 +12,8 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 import pyro
 import pyro.distributions as dist
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer.autoguide import AutoNormal
 
 import pyvae
 from pyvae import evaluate
@@ -234,9 +235,6 @@ def test_model_enumerated_discrete_site_is_summed_out():
 def test_an_autoguide_starts_the_refinement_at_its_own_moments():
     """init=AutoNormal(model): the start is the mean and covariance of its draws on log(rate),
     which are the autoguide's own loc and scale there (within 256 draws' error)."""
-    from pyro.infer import SVI, Trace_ELBO
-    from pyro.infer.autoguide import AutoNormal
-
     m = GammaPoisson()
     x = m.sample(6)
     auto = AutoNormal(m.model)
