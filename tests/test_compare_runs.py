@@ -8,6 +8,7 @@ import os
 import shutil
 
 import pytest
+import torch
 
 import pyvae
 from runs import binary_rows, cli, file_contents, metrics, read_json, train, write_data
@@ -153,3 +154,37 @@ def test_runs_that_share_a_folder_name_are_named_by_their_paths(runs, tmp_path, 
     out = str(tmp_path / "cmp")
     assert _compare(capsys, "--runs", f"{a},{b}", "--out", out)[0] == 0
     assert [r["run"] for r in read_json(os.path.join(out, "compare.json"))["rows"]] == [str(a), str(b)]
+
+
+def test_runs_on_other_data_are_refused_and_other_datapoints_are_noted(runs, tmp_path, capsys):
+    # the fixture's runs: the same data file and seed, so the same evaluated datapoints
+    same = str(tmp_path / "same")
+    assert _compare(capsys, "--runs", f"{runs['diagonal']},{runs['iaf']}", "--out", same,
+                    "--evaluation", "0001")[0] == 0
+    digests = {read_json(os.path.join(runs[g], "evaluations", "0001-test-K40-n20.json"))["data_sha256"]
+               for g in runs}
+    assert len(digests) == 1 and len(digests.pop()) == 64
+    assert "not the same in every run" not in read_json(os.path.join(same, "compare.json"))["note"]
+    # another file: other data altogether
+    x, labels = binary_rows(150, seed=5)
+    other_file = write_data(tmp_path / "other.pt", x, labels)
+    other = train(tmp_path / "other", other_file, *SMALL)
+    assert cli("evaluate", other, "--num-samples", "40", "--max-datapoints", "20", "--no-progress",
+               "--threads", "1") == 0
+    code, _, err = _compare(capsys, "--runs", f"{runs['diagonal']},{other}", "--out",
+                            str(tmp_path / "cmp"), "--evaluation", "0001")
+    assert code == 2 and err.count("\n") == 1
+    assert "the runs were trained on different data (diagonal: " in err
+    assert not os.path.exists(tmp_path / "cmp")
+    # one grey file, its held-out rows binarized once with each run's seed: other datapoints
+    # of the same data, compared and noted
+    grey = write_data(tmp_path / "grey.pt", torch.rand(150, 12, generator=torch.Generator().manual_seed(0)), labels)
+    seeded = []
+    for seed in ("0", "3"):
+        seeded.append(train(tmp_path / f"grey{seed}", grey, *SMALL, "--seed", seed))
+        assert cli("evaluate", seeded[-1], "--num-samples", "40", "--max-datapoints", "20",
+                   "--no-progress", "--threads", "1") == 0
+    out = str(tmp_path / "grey-cmp")
+    assert _compare(capsys, "--runs", ",".join(seeded), "--out", out)[0] == 0
+    assert "The evaluated datapoints are not the same in every run" in read_json(
+        os.path.join(out, "compare.json"))["note"]

@@ -386,6 +386,14 @@ ALIKE = (("split", "split"), ("num_samples", "K (num_samples)"),
          ("num_datapoints", "datapoints (num_datapoints)"))
 
 
+def _data_source(run) -> str:
+    """What a run was trained on, as compare --runs checks it: the data set or file, and how
+    it was binarized."""
+    data = run.config.data
+    where = os.path.abspath(data.data_file) if data.data_file else data.dataset
+    return f"{where}, binarize {data.binarize}"
+
+
 def _labels(run_dirs: Sequence[str]) -> List[str]:
     """Each run's name in the table: its folder's name, or the path given where two share one."""
     paths = [os.path.normpath(str(p)) for p in run_dirs]
@@ -469,6 +477,12 @@ def compare_runs(run_dirs: Sequence[str], out: Optional[str] = None,
                               "evaluate RUN_DIR --split S --num-samples K --max-datapoints N) or "
                               "choose alike kept ones with --evaluation (pyvae evaluate RUN_DIR "
                               "--list)")
+    sources = [_data_source(Run(path)) for path in run_dirs]
+    if len(set(sources)) > 1:
+        each = ", ".join(f"{row['run']}: {source}" for (row, _), source in zip(rows, sources))
+        raise ConfigError(f"the runs were trained on different data ({each}): their numbers "
+                          "would not compare like with like")
+    digests = {result.get("data_sha256") for _, result in rows}
     rows = [row for row, _ in rows]
     first = rows[0]
     which = "latest evaluations" if evaluation is None else f"evaluations {evaluation}"
@@ -480,7 +494,11 @@ def compare_runs(run_dirs: Sequence[str], out: Optional[str] = None,
             f"trained or evaluated here), all of the {first['split']} split, "
             f"{first['test_size']} datapoints, K = {first['num_samples']}: "
             + "; ".join(f"{row['run']}: {row['evaluation']}" for row in rows)
-            + ". IWAE_k is not part of an evaluation (–).")
+            + ". IWAE_k is not part of an evaluation (–)."
+            + ("" if len(digests) == 1 and None not in digests else
+               " The evaluated datapoints are not the same in every run (their sha256 differ or "
+               "were not recorded; e.g. held-out data binarized with each run's seed): a "
+               "difference between rows includes that of the data."))
     report = {"command": command, "note": note, "rows": rows, "settings": settings,
               "title": title or f"{len(rows)} trained runs, their {which}, K={first['num_samples']}"}
     for row in rows:

@@ -16,6 +16,7 @@ from ..infer.evaluate import BATCH_SIZE, NUM_SAMPLES
 from ..limits import check_count, check_seed
 from ..models.likelihoods import bits_per_dim
 from ..training import evalrun
+from ..training.checkpoint import tensor_digest
 
 
 
@@ -75,8 +76,10 @@ def evaluate_run(run, split: str = "test", num_samples: int = NUM_SAMPLES,
                 log)
             return ll
         estimate = resumed
+    # data_sha256: the datapoints evaluated (after binarization), so that results are compared
+    # on the same data (``compare --runs``)
     result = {"split": split, "epoch": run.checkpoint["epoch"], "batch_size": int(batch_size),
-              "chunk_size": chunk_size,
+              "chunk_size": chunk_size, "data_sha256": tensor_digest({"x": x.cpu()}),
               **evaluate_vae(vae, x, num_samples, seed, chunk_size, batch_size, progress,
                              ais_steps, ais_chains, estimate, distributed)}
     if write and (distributed is None or distributed.is_main):
