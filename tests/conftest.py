@@ -5,6 +5,8 @@ import pyro
 import pytest
 import torch
 
+from pyvae.linear_gaussian import LinearGaussian
+
 MNIST_DIR = os.path.expanduser(os.environ.get("PYVAE_DATA", "~/.cache/pyvae-data"))
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -32,6 +34,12 @@ def _fresh_pyro_state():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     yield
+
+
+@pytest.fixture
+def lg():
+    """A small linear-Gaussian model (x_dim 5, z_dim 2, sigma 0.5): exact log p(x) and posterior."""
+    return LinearGaussian.random(x_dim=5, z_dim=2, sigma=0.5, seed=0)
 
 
 @pytest.fixture

@@ -16,15 +16,9 @@ from pyvae.infer.objectives import (CIWAE, ESTIMATORS, IWAE, MIWAE, OBJECTIVES, 
                                     ImportanceWeighted, JitTrace_ELBO, bound_name,
                                     compile_refusal, compiled_objective, estimators_of,
                                     make_objective, path_score)
-from pyvae.linear_gaussian import LinearGaussian
 from test_evaluate import diagonal_q
 
 N = 20
-
-
-@pytest.fixture
-def lg():
-    return LinearGaussian.random(x_dim=5, z_dim=2, sigma=0.5, seed=0)
 
 
 @pytest.fixture

@@ -21,11 +21,6 @@ N, K = 12, 7
 
 
 @pytest.fixture
-def lg():
-    return LinearGaussian.random(x_dim=5, z_dim=2, sigma=0.5, seed=0)
-
-
-@pytest.fixture
 def x(lg):
     return lg.sample(N, seed=1)
 
