@@ -133,6 +133,9 @@ CASES = [
     ("plot-damaged-comparison", _damaged_comparison, ["plot", "{file}.d"], "is damaged or not a comparison"),
     # flags that do not apply, in every command
     ("groups-without-grouped-loss", None, ["train", "--data-file", "{good}", "--groups", "3", "--out", "{tmp}/r"], "--groups 3 applies to the miwae and piwae losses only, not trace_elbo"),
+    ("groups-1-without-grouped-loss", None, ["train", "--data-file", "{good}", "--groups", "1", "--out", "{tmp}/r"], "--groups 1 applies to the miwae and piwae losses only, not trace_elbo"),
+    ("ciwae-beta-default-with-iwae", None, ["train", "--data-file", "{good}", "--loss", "iwae", "--ciwae-beta", "0.5", "--out", "{tmp}/r"], "--ciwae-beta 0.5 applies to the ciwae loss only, not iwae"),
+    ("snr-groups-1-with-iwae", None, ["snr", "{run}", "--groups", "1"], "--groups 1 applies to the miwae and piwae losses only, not iwae"),
     ("ciwae-beta-with-iwae", None, ["train", "--data-file", "{good}", "--loss", "iwae", "--ciwae-beta", "0.3", "--out", "{tmp}/r"], "--ciwae-beta 0.3 applies to the ciwae loss only, not iwae"),
     ("resume-with-overwrite", None, ["train", "--resume", "{run}", "--overwrite", "--epochs", "2"], "--overwrite goes with --out"),
     ("evaluate-ais-steps-without-ais", None, ["evaluate", "{run}", "--ais-steps", "5"], "--ais-steps goes with --ais"),

@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
 def cmd_snr(args) -> int:
     # checked against --loss: an option the loss does not take is refused
     options = TrainConfig(loss=args.loss, **given_flags(args, SNR_FLAGS))
+    options.refuse_options_of_other_losses(args.given)
     run = Run(args.run_dir)
     if args.threads:
         torch.set_num_threads(args.threads)

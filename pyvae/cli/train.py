@@ -83,6 +83,7 @@ def train(args, ddp=None) -> int:
         model = model_config(args)
         training = TrainConfig(**given_flags(args, TRAIN_FLAGS), num_threads=args.threads,
                                **({} if args.epochs is None else {"epochs": args.epochs}))
+        training.refuse_options_of_other_losses(args.given)
         data = DataConfig(**given_flags(args, DATA_FLAGS), seed=training.seed)
         data_cfg = recorded_data_config(data, model.likelihood, args.data_dir)
         pyro.set_rng_seed(training.seed)  # the initial weights, too, follow --seed

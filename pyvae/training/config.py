@@ -25,6 +25,8 @@ from .schedules import OPTIMIZERS, SCHEDULES
 JIT_MODES = ("auto", "on", "off")
 #: the losses with M groups of k samples (``TrainConfig.groups``)
 GROUPED_LOSSES = ("miwae", "piwae")
+#: the options only some losses take: option -> those losses (any other loss refuses it)
+LOSS_ONLY_OPTIONS = {"groups": GROUPED_LOSSES, "ciwae_beta": ("ciwae",)}
 
 
 @dataclass
@@ -114,12 +116,23 @@ class TrainConfig(Config):
                               f"{', '.join(allowed)}, not {self.estimator!r}"
                               + ("; with k = 1 dreg equals stl" if self.estimator == "dreg" else ""))
         # an option the loss does not take would be ignored silently: it is refused
-        if self.groups != TrainConfig.groups and self.loss not in GROUPED_LOSSES:
-            raise ConfigError(f"--groups {self.groups} applies to the "
-                              f"{' and '.join(GROUPED_LOSSES)} losses only, not {self.loss}")
-        if self.ciwae_beta != TrainConfig.ciwae_beta and self.loss != "ciwae":
-            raise ConfigError(f"--ciwae-beta {self.ciwae_beta} applies to the ciwae loss only, "
-                              f"not {self.loss}")
+        self.refuse_options_of_other_losses(
+            {name for name in LOSS_ONLY_OPTIONS if getattr(self, name) != getattr(TrainConfig, name)})
+
+    def refuse_options_of_other_losses(self, given) -> None:
+        """One ConfigError naming the first option in ``given`` that ``loss`` does not take
+        (``LOSS_ONLY_OPTIONS``): a value other than the default, or a flag given on the command
+        line even at its default (``--groups 1`` with trace_elbo).
+
+        Args:
+            given: names of options (fields of this class) set by the user.
+        """
+        for name in sorted(set(given) & set(LOSS_ONLY_OPTIONS)):
+            losses = LOSS_ONLY_OPTIONS[name]
+            if self.loss not in losses:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} applies to the "
+                                  f"{' and '.join(losses)} loss{'es' if len(losses) > 1 else ''} "
+                                  f"only, not {self.loss}")
 
 
 # --------------------------------------------------------------------------- data
