@@ -13,6 +13,7 @@ from pyvae.cli import main
 from pyvae.errors import ConfigError, TrainingInterrupted
 from pyvae.reports import compare as compare_module
 from pyvae.reports.compare_dir import PROGRESS
+from pyvae.training.rundir import lock
 from pyvae.training.trainer import Trainer
 from runs import file_contents
 
@@ -108,7 +109,9 @@ def test_a_failed_overwrite_leaves_the_old_comparison_untouched(data, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         _compare(x, out, overwrite=True, num_samples=30)
     assert file_contents(out) == before
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+    # the stopped replacement stays staged beside it, for the same command to continue
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")] == [".tmp-cmp-compare"]
+    assert set(os.listdir(tmp_path / ".tmp-cmp-compare")) == {"diagonal", "full-rank", PROGRESS}
 
 
 def test_an_interrupted_comparison_continues_to_the_uninterrupted_numbers(data, tmp_path,
@@ -148,6 +151,104 @@ def test_an_interrupted_comparison_continues_to_the_uninterrupted_numbers(data, 
         _compare(x, again, guides=("diagonal", "full-rank", "iaf"))
     monkeypatch.setattr(compare_module, "_evaluate_family", real_eval)
     assert _numbers(_compare(x, again, guides=("diagonal", "full-rank", "iaf"))) == _numbers(whole)
+
+
+THREE = ("diagonal", "full-rank", "iaf")
+
+
+def _spy(monkeypatch, stop_at=None, check=None):
+    """Count Trainer fits and steps per family; SIGINT at full-rank's step ``stop_at`` (in its
+    epoch 2); ``check()`` at every step."""
+    real_step, real_fit = Trainer._step, Trainer.fit
+    fits, steps = [], {}
+
+    def step(self, xb):
+        family = self.vae.config["guide"]
+        steps[family] = steps.get(family, 0) + 1
+        if check is not None:
+            check()
+        if family == "full-rank" and steps[family] == stop_at:
+            signal.raise_signal(signal.SIGINT)
+        return real_step(self, xb)
+
+    def fit(self, *args, **kwargs):
+        fits.append(self.vae.config["guide"])
+        return real_fit(self, *args, **kwargs)
+    monkeypatch.setattr(Trainer, "_step", step)
+    monkeypatch.setattr(Trainer, "fit", fit)
+    return fits, steps
+
+
+def _an_interrupted_overwrite(x, tmp_path, monkeypatch):
+    """An old comparison in tmp_path/cmp, and its --overwrite replacement by three families at
+    another K stopped by SIGINT in full-rank's epoch 2; returns (out, the old one's files)."""
+    out = tmp_path / "cmp"
+    _compare(x, out)
+    before = file_contents(out)
+    with monkeypatch.context() as m:
+        _spy(m, stop_at=6)  # 4 steps an epoch: full-rank's epoch 2
+        with pytest.raises(TrainingInterrupted, match="run the same pyvae compare command again"):
+            _compare(x, out, guides=THREE, num_samples=30, overwrite=True)
+    assert file_contents(out) == before
+    return out, before
+
+
+def test_an_interrupted_overwrite_continues_to_the_uninterrupted_numbers(data, tmp_path,
+                                                                       monkeypatch):
+    x, _ = data
+    whole = _compare(x, tmp_path / "whole", guides=THREE, num_samples=30)
+    out, before = _an_interrupted_overwrite(x, tmp_path, monkeypatch)
+    staged = tmp_path / ".tmp-cmp-compare"
+    assert set(os.listdir(staged)) == {"diagonal", "full-rank", PROGRESS}
+    # a staged replacement locked by a live writer is not touched: one line, nothing trained
+    fits, steps = _spy(monkeypatch)
+    kept = file_contents(staged)
+    fd = lock(str(staged))
+    try:
+        with pytest.raises(ConfigError, match="is in use") as e:
+            _compare(x, out, guides=THREE, num_samples=30, overwrite=True)
+        assert "\n" not in str(e.value) and str(staged) in str(e.value)
+    finally:
+        os.close(fd)
+    assert file_contents(staged) == kept and file_contents(out) == before and fits == []
+    # stale temp siblings go; another comparison's staged replacement stays
+    (tmp_path / ".tmp-cmp-k2x9q0_a").mkdir()
+    (tmp_path / ".tmp-cmp-big-compare").mkdir()
+
+    def old_comparison_untouched():
+        assert file_contents(out) == before
+    fits, steps = _spy(monkeypatch, check=old_comparison_untouched)
+    lines = []
+    continued = _compare(x, out, guides=THREE, num_samples=30, overwrite=True, log=lines.append)
+    assert lines[:2] == [f"diagonal: finished before, kept ({staged / 'diagonal'})",
+                         f"full-rank: continuing its training from epoch 1 ({staged / 'full-rank'})"]
+    # only the unfinished families trained: full-rank the 2 steps left of its 8, iaf all 8
+    assert fits == ["full-rank", "iaf"] and steps == {"full-rank": 2, "iaf": 8}
+    assert _numbers(continued) == _numbers(whole)
+    assert json.load(open(out / "compare.json"))["rows"] == json.loads(json.dumps(continued["rows"]))
+    assert sorted(n for n in os.listdir(out) if os.path.isdir(out / n)) == list(THREE)
+    assert not (out / PROGRESS).exists()
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".tmp-")) == [
+        ".tmp-cmp-big-compare"]
+
+
+def test_an_interrupted_overwrite_with_other_settings_starts_over(data, tmp_path, monkeypatch):
+    x, _ = data
+    out, before = _an_interrupted_overwrite(x, tmp_path, monkeypatch)
+    lines = []
+
+    def old_comparison_untouched():
+        assert file_contents(out) == before
+    fits, steps = _spy(monkeypatch, check=old_comparison_untouched)
+    report = _compare(x, out, guides=THREE, num_samples=40, overwrite=True, log=lines.append)
+    staged = tmp_path / ".tmp-cmp-compare"
+    assert lines[0] == (f"{staged}: the staged replacement of {out} was made with --num-samples 30 "
+                        "there, 40 now; discarded, starting over")
+    assert fits == list(THREE) and steps == {family: 8 for family in THREE}
+    assert not any("finished before" in line or "continuing" in line for line in lines)
+    assert json.load(open(out / "compare.json"))["settings"]["num_samples"] == 40
+    assert [row["guide"] for row in report["rows"]] == list(THREE)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
 
 
 def test_continuing_with_other_settings_is_refused_naming_the_flag(data, tmp_path, monkeypatch):

@@ -190,6 +190,20 @@ def test_a_writer_removes_stale_temp_files_and_siblings_but_not_a_live_writers(t
     assert _temp_siblings(tmp_path) == []
 
 
+def test_stale_temp_removal_keeps_a_staged_comparison(tmp_path):
+    out = tmp_path / "run"
+    _old_run(out)
+    staged = tmp_path / ".tmp-run-compare"  # a stopped compare --overwrite --out run
+    staged.mkdir()
+    (staged / "compare-progress.json").write_text("{}")
+    (out / ".tmp-sub-compare").mkdir()
+    (tmp_path / ".tmp-run-dead").mkdir()
+    with RunDir(str(out), resume=True):
+        assert sorted(_temp_siblings(tmp_path)) == [".tmp-run-compare"]
+        assert os.listdir(staged) == ["compare-progress.json"]
+        assert (out / ".tmp-sub-compare").is_dir()
+
+
 def test_two_new_runs_into_one_directory(tmp_path):
     out = tmp_path / "run"
     first = RunDir(str(out))  # a new run, before its first checkpoint

@@ -249,7 +249,7 @@ def compare(guides: Sequence[str] = DEFAULT_GUIDES, train=None, test=None, valid
                             "guide_options": family_options},
                "data": tensor_digest(data),
                "shared_decoder_weights": None if decoder_state is None else tensor_digest(decoder_state)}
-        state = ComparisonDir(out, key, overwrite, shared_decoder)
+        state = ComparisonDir(out, key, overwrite, shared_decoder, log=log)
     try:
         rows = [_family_row(family, family_options[family], state, train, valid, x_test,
                             model_cfg, decoder_state, shared_decoder, epochs, lr, batch_size,
@@ -506,7 +506,8 @@ def compare_runs(run_dirs: Sequence[str], out: Optional[str] = None,
             f"{row['gap']:.2f} nats (evaluation {row['evaluation']})")
     if out is not None:
         state = ComparisonDir(out, {"settings": settings, "data": None,
-                                    "shared_decoder_weights": None}, overwrite, runs=run_dirs)
+                                    "shared_decoder_weights": None}, overwrite, runs=run_dirs,
+                              log=log)
         try:
             written = [os.path.join(out, os.path.relpath(p, state.path))
                        for p in write_report(report, state.path)]

@@ -9,7 +9,9 @@
   untouched, and a run that fails or is killed before its first checkpoint leaves nothing that
   looks like a run. Nothing of an old run (eval.json, figures/) survives its replacement.
 * No leaks: temp files (``.tmp-*``, left by a kill -9 inside an atomic write) and stale temp
-  siblings are removed when a writer next opens the directory.
+  siblings are removed when a writer next opens the directory. A staged comparison
+  (``.tmp-<name>-compare``, see ``pyvae.reports.compare_dir``) is not stale: the comparison that
+  made it continues it or discards it.
 * Files and directories are created with the modes the process's umask gives, as ``open`` and
   ``mkdir`` would.
 """
@@ -41,15 +43,27 @@ def lock(path: str) -> int:
     return fd
 
 
+STAGED_SUFFIX = "-compare"  # .tmp-<name>-compare: a staged comparison, kept for its rerun
+
+
+def _stale(name: str) -> bool:
+    return name.startswith(TMP_PREFIX) and not name.endswith(STAGED_SUFFIX)
+
+
 def _entries(path: str):
     """The directory's entries, less temp files."""
     return [n for n in os.listdir(path) if not n.startswith(TMP_PREFIX)]
 
 
 def remove_stale_temp_files(path: str) -> None:
-    """Remove ``.tmp-*`` entries of ``path``; call only while holding the directory's lock."""
+    """Remove ``.tmp-*`` entries of ``path`` (not staged comparisons); call only while holding
+    the directory's lock.
+
+    Args:
+        path: the locked directory.
+    """
     for name in os.listdir(path):
-        if name.startswith(TMP_PREFIX):
+        if _stale(name):
             full = os.path.join(path, name)
             if os.path.isdir(full) and not os.path.islink(full):
                 shutil.rmtree(full, ignore_errors=True)
@@ -60,12 +74,19 @@ def remove_stale_temp_files(path: str) -> None:
                     pass
 
 
-def _remove_stale_siblings(parent: str, name: str) -> None:
-    """Temp siblings ``.tmp-<name>-*`` whose writer is gone (their lock can be taken)."""
+def remove_stale_siblings(parent: str, name: str) -> None:
+    """Remove the temp siblings ``.tmp-<name>-*`` whose writer is gone (their lock can be
+    taken), staged comparisons (``.tmp-*-compare``) excepted.
+
+    Args:
+        parent: the directory that holds ``name``.
+        name: the run or comparison directory's name.
+    """
     prefix = f"{TMP_PREFIX}{name}-"
     for entry in os.listdir(parent):
         full = os.path.join(parent, entry)
-        if not entry.startswith(prefix) or not os.path.isdir(full) or os.path.islink(full):
+        if not entry.startswith(prefix) or not _stale(entry) or not os.path.isdir(full) \
+                or os.path.islink(full):
             continue
         try:
             fd = lock(full)
@@ -152,7 +173,7 @@ class RunDir:
                 raise ConfigError(f"cannot resume: {out} is not a directory")
             self._fds.append(lock(out))
             remove_stale_temp_files(out)
-            _remove_stale_siblings(*os.path.split(os.path.abspath(out)))
+            remove_stale_siblings(*os.path.split(os.path.abspath(out)))
             self.path = out
             return
         if os.path.islink(out):  # a link to a run: the run it names is replaced, the link kept
@@ -169,7 +190,7 @@ class RunDir:
         try:
             self._fds.append(lock(out))
             check_new(out, overwrite)  # again, under the lock: another writer may have been first
-            _remove_stale_siblings(parent, name)
+            remove_stale_siblings(parent, name)
             self.staging = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=parent)
             os.chmod(self.staging, dir_mode())
             self._fds.append(lock(self.staging))
