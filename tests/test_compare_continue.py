@@ -220,12 +220,14 @@ def test_an_interrupted_overwrite_continues_to_the_uninterrupted_numbers(data, t
     fits, steps = _spy(monkeypatch, check=old_comparison_untouched)
     lines = []
     continued = _compare(x, out, guides=THREE, num_samples=30, overwrite=True, log=lines.append)
-    assert lines[:2] == [f"diagonal: finished before, kept ({staged / 'diagonal'})",
-                         f"full-rank: continuing its training from epoch 1 ({staged / 'full-rank'})"]
+    assert lines[:2] == [
+        f"diagonal: finished before, kept ({staged / 'diagonal'})",
+        f"full-rank: continuing its training from epoch 1 ({staged / 'full-rank'})"]
     # only the unfinished families trained: full-rank the 2 steps left of its 8, iaf all 8
     assert fits == ["full-rank", "iaf"] and steps == {"full-rank": 2, "iaf": 8}
     assert _numbers(continued) == _numbers(whole)
-    assert json.load(open(out / "compare.json"))["rows"] == json.loads(json.dumps(continued["rows"]))
+    assert json.load(open(out / "compare.json"))["rows"] == \
+        json.loads(json.dumps(continued["rows"]))
     assert sorted(n for n in os.listdir(out) if os.path.isdir(out / n)) == list(THREE)
     assert not (out / PROGRESS).exists()
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".tmp-")) == [

@@ -217,8 +217,8 @@ class ComparisonDir:
                     not isinstance(saved.get("key"), dict) or not isinstance(saved.get("rows"), dict):
                 raise ValueError("not a comparison's progress file")
         except (OSError, ValueError) as e:
-            return None, ("damaged", f"is damaged ({e})", f"{path} is damaged ({e}); pass --overwrite to "
-                          "start the comparison over")
+            return None, ("damaged", f"is damaged ({e})",
+                          f"{path} is damaged ({e}); pass --overwrite to start the comparison over")
         stored = saved["key"]
         difference = _settings_difference(stored.get("settings") or {}, self.key["settings"]) \
             or (None if stored.get("data") == self.key["data"] else "other data (their sha256 differs)") \
@@ -233,8 +233,8 @@ class ComparisonDir:
         bad = [f for f, row in saved["rows"].items() if f not in families or not _good_row(f, row)]
         if bad:
             reason = f"the row of {bad[0]} is not a finished family's"
-            return None, ("damaged", f"is damaged ({reason})", f"{path} is damaged ({reason}); pass --overwrite "
-                          "to start the comparison over")
+            return None, ("damaged", f"is damaged ({reason})", f"{path} is damaged ({reason}); "
+                          "pass --overwrite to start the comparison over")
         return saved["rows"], None
 
     def _write_progress(self) -> None:
