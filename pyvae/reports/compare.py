@@ -443,7 +443,7 @@ def compare_runs(run_dirs: Sequence[str], out: Optional[str] = None,
     labels = _labels(run_dirs)
     if out is not None:
         check_out(out, overwrite, runs=run_dirs)
-    rows = []
+    rows, sources = [], []
     for label, path in zip(labels, run_dirs):
         run = Run(path)
         name = find_evaluation(run.path, evaluation)["name"]
@@ -469,6 +469,7 @@ def compare_runs(run_dirs: Sequence[str], out: Optional[str] = None,
         if result.get("ais_log_px") is not None:
             row.update(ais_log_px=result["ais_log_px"], ais_steps=result.get("ais_steps"))
         rows.append((row, result))
+        sources.append(_data_source(run))
     for key, what in ALIKE:
         if len({result.get(key) for _, result in rows}) > 1:
             each = ", ".join(f"{row['run']}: {result.get(key)}" for row, result in rows)
@@ -477,7 +478,6 @@ def compare_runs(run_dirs: Sequence[str], out: Optional[str] = None,
                               "evaluate RUN_DIR --split S --num-samples K --max-datapoints N) or "
                               "choose alike kept ones with --evaluation (pyvae evaluate RUN_DIR "
                               "--list)")
-    sources = [_data_source(Run(path)) for path in run_dirs]
     if len(set(sources)) > 1:
         each = ", ".join(f"{row['run']}: {source}" for (row, _), source in zip(rows, sources))
         raise ConfigError(f"the runs were trained on different data ({each}): their numbers "
